@@ -1,0 +1,168 @@
+"""Request and response → span attributes, as pure functions.
+
+Dispatch is on the request path (as pydantic/logfire does), so a new SDK resource method needs no
+code here: anything not listed in ``GENAI_OPERATIONS`` is still retried and traced, as
+``{METHOD} {path}`` without GenAI attributes. Nothing here ever reads a header value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "GENAI_OPERATIONS",
+    "RequestInfo",
+    "describe_request",
+    "response_attributes",
+]
+
+GENAI_OPERATIONS: Mapping[str, str] = {
+    "/chat/completions": "chat",
+    "/completions": "text_completion",
+    "/embeddings": "embeddings",
+    "/responses": "chat",
+}
+"""Request path → ``gen_ai.operation.name``."""
+
+_NUMERIC_PARAMS: tuple[tuple[str, str], ...] = (
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("max_completion_tokens", "gen_ai.request.max_tokens"),
+    ("max_output_tokens", "gen_ai.request.max_tokens"),
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+    ("seed", "gen_ai.request.seed"),
+)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the logical span and the metrics know before the first attempt."""
+
+    span_name: str
+    operation: str | None
+    """``gen_ai.operation.name``, or ``None`` for endpoints without GenAI meaning."""
+    attributes: dict[str, AttributeValue]
+    metric_attributes: dict[str, AttributeValue]
+    """The low-cardinality subset allowed on metrics."""
+
+
+def describe_request(
+    *,
+    method: str,
+    url: str,
+    json_data: object,
+    provider: str,
+    host: str | None,
+    port: int | None,
+    scheme: str | None,
+    stream: bool,
+) -> RequestInfo:
+    """Name and attributes of the logical span for one SDK request."""
+    operation = GENAI_OPERATIONS.get(_endpoint_path(url))
+    attributes: dict[str, AttributeValue] = {}
+    metric_attributes: dict[str, AttributeValue] = {}
+    if host:
+        attributes["server.address"] = host
+        metric_attributes["server.address"] = host
+        resolved_port = port if port is not None else _DEFAULT_PORTS.get(scheme or "")
+        if resolved_port is not None:
+            attributes["server.port"] = resolved_port
+    if operation is None:
+        return RequestInfo(f"{method.upper()} {url}", None, attributes, metric_attributes)
+
+    body: Mapping[str, Any] = json_data if isinstance(json_data, Mapping) else {}
+    model = body.get("model")
+    genai: dict[str, AttributeValue] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": provider,
+    }
+    if isinstance(model, str) and model:
+        genai["gen_ai.request.model"] = model
+    metric_attributes.update(genai)
+    attributes.update(genai)
+    for key, attribute in _NUMERIC_PARAMS:
+        value = body.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attributes[attribute] = value
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        attributes["gen_ai.request.stop_sequences"] = (stop,)
+    elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
+        attributes["gen_ai.request.stop_sequences"] = tuple(stop)
+    if stream:
+        attributes["gen_ai.request.stream"] = True
+    name = f"{operation} {model}" if isinstance(model, str) and model else operation
+    return RequestInfo(name, operation, attributes, metric_attributes)
+
+
+def _endpoint_path(url: str) -> str:
+    """The SDK passes paths relative to the base URL (``/chat/completions``); tolerate more."""
+    path = url.split("?", 1)[0].rstrip("/")
+    if path.startswith("/"):
+        return path
+    return "/" + path.split("://", 1)[-1].split("/", 1)[-1] if "://" in path else "/" + path
+
+
+def response_attributes(result: object) -> dict[str, AttributeValue]:
+    """``gen_ai.response.*`` and ``gen_ai.usage.*`` from a parsed OpenAI model."""
+    attributes: dict[str, AttributeValue] = {}
+    response_id = getattr(result, "id", None)
+    if isinstance(response_id, str):
+        attributes["gen_ai.response.id"] = response_id
+    model = getattr(result, "model", None)
+    if isinstance(model, str):
+        attributes["gen_ai.response.model"] = model
+    reasons = _finish_reasons(result)
+    if reasons:
+        attributes["gen_ai.response.finish_reasons"] = reasons
+    input_tokens, output_tokens = usage_tokens(getattr(result, "usage", None))
+    if input_tokens is not None:
+        attributes["gen_ai.usage.input_tokens"] = input_tokens
+    if output_tokens is not None:
+        attributes["gen_ai.usage.output_tokens"] = output_tokens
+    return attributes
+
+
+def usage_tokens(usage: object) -> tuple[int | None, int | None]:
+    """(input, output) tokens from Chat/Completions (``prompt_tokens``) or Responses usage."""
+    if usage is None:
+        return None, None
+    input_tokens = getattr(usage, "input_tokens", None)
+    if input_tokens is None:
+        input_tokens = getattr(usage, "prompt_tokens", None)
+    output_tokens = getattr(usage, "output_tokens", None)
+    if output_tokens is None:
+        output_tokens = getattr(usage, "completion_tokens", None)
+    return (
+        input_tokens if isinstance(input_tokens, int) else None,
+        output_tokens if isinstance(output_tokens, int) else None,
+    )
+
+
+def _finish_reasons(result: object) -> tuple[str, ...]:
+    choices = getattr(result, "choices", None)
+    if isinstance(choices, Sequence):
+        return tuple(
+            reason
+            for choice in choices
+            if isinstance(reason := getattr(choice, "finish_reason", None), str)
+        )
+    if getattr(result, "object", None) == "response":
+        status = getattr(result, "status", None)
+        details = getattr(result, "incomplete_details", None)
+        reason = getattr(details, "reason", None)
+        if isinstance(reason, str):
+            return (reason,)
+        if status == "completed":
+            return ("stop",)
+        if isinstance(status, str):
+            return (status,)
+    return ()

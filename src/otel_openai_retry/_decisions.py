@@ -1,0 +1,162 @@
+"""Pure retry decisions: is this failure retryable, what did the server ask for, how long to wait.
+
+No I/O and no clock except where passed in, so every rule here is tested directly (including with
+hostile header values) and shared by the sync and async loops.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import openai
+
+from ._policy import RetryPolicy
+
+__all__ = [
+    "Outcome",
+    "Verdict",
+    "backoff_wait",
+    "classify",
+    "error_type",
+    "parse_retry_after",
+    "retry_after_wait",
+]
+
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class Outcome(str, enum.Enum):
+    """How a logical call ended; the value is the ``retry.outcome`` attribute."""
+
+    SUCCESS = "success"
+    NON_RETRYABLE = "non_retryable"
+    EXHAUSTED = "exhausted"
+    DEADLINE = "deadline"
+    RETRY_AFTER_TOO_LONG = "retry_after_too_long"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What one failed attempt means for the call."""
+
+    retryable: bool
+    give_up_as: Outcome | None
+    """Why the call stops here when not retryable (``None`` when it may go on)."""
+    status_code: int | None
+    retry_after: float | None
+    """The server's hint in seconds (finite, >= 0), or ``None``."""
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The server's requested delay in seconds, or ``None`` when it gave no usable hint.
+
+    ``retry-after-ms`` wins over ``retry-after``; ``retry-after`` may be seconds or an HTTP date.
+    Garbage, NaN and negative numbers are no hint; a date in the past means "now" (0); an
+    infinite value stays infinite so that it counts as too long rather than as no hint.
+    """
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            continue
+        if math.isnan(value) or value < 0:
+            return None
+        return value / divisor
+    raw_date = headers.get("retry-after")
+    if raw_date is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(raw_date)
+        if parsed is None:
+            return None
+        at = email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return max(0.0, at - (time.time() if now is None else now))
+
+
+def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
+    raw = headers.get("x-should-retry")
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+_NON_RETRYABLE = Verdict(False, Outcome.NON_RETRYABLE, None, None)
+_CONNECTION_FAILURE = Verdict(True, None, None, None)
+
+
+def classify(exc: BaseException, policy: RetryPolicy) -> Verdict:
+    """Decide whether a failed attempt may be retried, from the exception alone."""
+    if isinstance(exc, openai.APIStatusError):
+        response = exc.response
+        headers: Mapping[str, str] = response.headers
+        status = response.status_code
+        hint = parse_retry_after(headers)
+        override = _should_retry_header(headers)
+        retryable = (
+            override if override is not None else (status in RETRYABLE_STATUS or status >= 500)
+        )
+        if not retryable:
+            return Verdict(False, Outcome.NON_RETRYABLE, status, hint)
+        if hint is not None and hint > policy.max_retry_after:
+            return Verdict(False, Outcome.RETRY_AFTER_TOO_LONG, status, hint)
+        return Verdict(True, None, status, hint)
+    if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is a subclass
+        return _CONNECTION_FAILURE
+    return _NON_RETRYABLE
+
+
+def retry_after_wait(hint: float, rand: Callable[[], float] = random.random) -> float:
+    """Honour the server's hint with 0-10 % upward jitter: never earlier than asked."""
+    return hint * (1.0 + 0.1 * rand())
+
+
+def backoff_wait(
+    attempt_number: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
+) -> float:
+    """Full-jitter exponential backoff after failed attempt ``attempt_number`` (from 1)."""
+    exponent = min(attempt_number - 1, 64)
+    ceiling = min(policy.max_wait, policy.initial_wait * 2.0**exponent)
+    return ceiling * rand()
+
+
+_names: dict[type[BaseException], str] = {}
+
+
+def _qualified_name(exc_type: type[BaseException]) -> str:
+    module = exc_type.__module__
+    name = exc_type.__qualname__
+    if module == "builtins":
+        return name
+    top = module.split(".", 1)[0]
+    package = sys.modules.get(top)
+    if getattr(package, exc_type.__name__, None) is exc_type:
+        # The spelling users import: openai._exceptions.RateLimitError -> openai.RateLimitError
+        return f"{top}.{exc_type.__name__}"
+    return f"{module}.{name}"
+
+
+def error_type(exc: BaseException) -> str:
+    """The ``error.type`` value: the exception's qualified, public name."""
+    exc_type = type(exc)
+    name = _names.get(exc_type)
+    if name is None:
+        name = _names[exc_type] = _qualified_name(exc_type)
+    return name

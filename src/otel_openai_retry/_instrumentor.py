@@ -1,0 +1,60 @@
+"""``OpenAIRetryInstrumentor``: the OpenTelemetry-standard way to switch the library on and off."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
+    BaseInstrumentor,
+)
+
+from ._internal import logger
+from ._loop import Strategies
+from ._patch import Patch, Runtime
+from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
+from .package import _instruments
+from .version import __version__
+
+__all__ = ["OpenAIRetryInstrumentor"]
+
+_SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+
+class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Route every OpenAI SDK request through one retry loop and trace every attempt.
+
+    ``instrument(tracer_provider=..., meter_provider=..., policy=...)``: providers default to the
+    global ones; without ``policy`` the ``OTEL_OPENAI_RETRY_*`` variables are read at that moment,
+    and a bad value raises :class:`~otel_openai_retry.ConfigurationError`. ``uninstrument()``
+    restores the SDK's methods exactly. A singleton, like every ``BaseInstrumentor``.
+    """
+
+    _patch: Patch | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        policy = kwargs.get("policy")
+        if policy is None:
+            policy = RetryPolicy.from_env()
+        elif not isinstance(policy, RetryPolicy):
+            raise TypeError(f"policy must be a RetryPolicy, not {type(policy).__name__}")
+        if not parse_bool(ENABLED_ENV_VAR, default=True):
+            logger.info("%s is false: OpenAI calls are not patched", ENABLED_ENV_VAR)
+            return
+        tracer = trace.get_tracer(
+            "otel_openai_retry",
+            __version__,
+            tracer_provider=kwargs.get("tracer_provider"),
+            schema_url=_SCHEMA_URL,
+        )
+        runtime = Runtime(strategies=Strategies(policy), tracer=tracer)
+        self._patch = Patch.install(runtime)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        patch, self._patch = self._patch, None
+        if patch is not None:
+            patch.remove()

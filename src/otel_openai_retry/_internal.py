@@ -1,0 +1,51 @@
+"""Telemetry must never break or lose the user's call.
+
+Code that only observes (spans, metrics, callbacks we add) runs behind :func:`guarded`: an
+exception there is logged once per place and swallowed. The test suite flips
+:data:`raise_internal_errors` so that our own bugs fail tests instead of hiding.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+__all__ = ["guarded", "logger", "set_raise_internal_errors"]
+
+logger = logging.getLogger("otel_openai_retry")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_state = {"raise": False}
+_already_logged: set[str] = set()
+
+
+def set_raise_internal_errors(value: bool) -> None:
+    """Re-raise internal telemetry errors instead of logging them (for test suites)."""
+    _state["raise"] = value
+
+
+def guarded(func: Callable[_P, _R | None]) -> Callable[_P, _R | None]:
+    """Run ``func``; on an internal error log it once (per function) and return ``None``."""
+    where = func.__qualname__
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R | None:
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            if _state["raise"]:
+                raise
+            if where not in _already_logged:
+                _already_logged.add(where)
+                logger.exception(
+                    "otel-openai-retry: internal error in %s; telemetry for this call may be "
+                    "incomplete, the call itself is unaffected (logged once)",
+                    where,
+                )
+            return None
+
+    return wrapper

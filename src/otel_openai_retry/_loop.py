@@ -1,0 +1,266 @@
+"""The retrying coroutine: one tenacity retrying object per logical call.
+
+The loop knows nothing of OpenTelemetry or of the OpenAI SDK's internals. It calls a ``send``
+function once per attempt and tells an observer what happens (attempt start and end, the sleep
+chosen, the end of the call). The sync and async drivers differ only in ``await``; every decision
+lives in :class:`CallState` and the pure functions of ``_decisions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import tenacity
+from tenacity.asyncio import AsyncRetrying
+
+from ._decisions import Outcome, Verdict, backoff_wait, classify, retry_after_wait
+from ._policy import RetryPolicy
+
+__all__ = [
+    "AsyncRetryHook",
+    "CallObserver",
+    "CallState",
+    "CallSummary",
+    "RetryDetails",
+    "RetryHook",
+    "Strategies",
+    "run_async",
+    "run_sync",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDetails:
+    """A failed attempt that is about to be retried, handed to every before-sleep hook."""
+
+    attempt: int
+    """The attempt that failed, from 1."""
+    exception: BaseException
+    sleep: float
+    """Seconds chosen before the next attempt."""
+    retry_after: float | None
+    """The server's hint in seconds, when it sent one."""
+    elapsed: float
+    """Seconds since the logical call started."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """How a logical call ended."""
+
+    outcome: Outcome
+    attempts: int
+    total_sleep: float
+
+
+class CallObserver(Protocol):
+    """Told about one logical call as it runs; telemetry lives behind this."""
+
+    def attempt_started(self, attempt: int) -> None: ...
+
+    def attempt_succeeded(self, attempt: int, result: Any) -> None: ...
+
+    def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None: ...
+
+    def retrying(self, details: RetryDetails) -> None: ...
+
+    def finished(self, summary: CallSummary, exc: BaseException | None) -> None: ...
+
+
+RetryHook = Callable[[RetryDetails, tenacity.RetryCallState], object]
+"""Called before each sleep of a sync call (e.g. a LangChain run manager's ``on_retry``)."""
+AsyncRetryHook = Callable[[RetryDetails, tenacity.RetryCallState], Awaitable[object]]
+"""Awaited before each sleep of an async call."""
+
+
+class Strategies:
+    """The parts of a retrying object that carry no per-call state, built once per policy."""
+
+    __slots__ = ("_stops", "deadline_stop", "policy")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.deadline_stop: tenacity.stop.stop_base | None = (
+            tenacity.stop_before_delay(policy.timeout) if policy.timeout > 0 else None
+        )
+        self._stops: dict[int, tenacity.stop.stop_base] = {}
+
+    def stop(self, max_attempts: int) -> tenacity.stop.stop_base:
+        """``stop_after_attempt(n) | stop_before_delay(deadline)``, cached by ``n``."""
+        stop = self._stops.get(max_attempts)
+        if stop is None:
+            stop = tenacity.stop_after_attempt(max_attempts)
+            if self.deadline_stop is not None:
+                stop = stop | self.deadline_stop
+            if len(self._stops) < 64:
+                self._stops[max_attempts] = stop
+        return stop
+
+
+class CallState:
+    """Everything one logical call remembers between its attempts."""
+
+    __slots__ = (
+        "attempts",
+        "max_attempts",
+        "observer",
+        "started",
+        "strategies",
+        "total_sleep",
+        "verdict",
+    )
+
+    def __init__(self, strategies: Strategies, observer: CallObserver, max_attempts: int) -> None:
+        self.strategies = strategies
+        self.observer = observer
+        self.max_attempts = max_attempts
+        self.attempts = 0
+        self.total_sleep = 0.0
+        self.verdict: Verdict | None = None
+        self.started = time.monotonic()
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time by which the whole call must be over, if the policy sets one."""
+        timeout = self.strategies.policy.timeout
+        return self.started + timeout if timeout > 0 else None
+
+    def begin_attempt(self) -> int:
+        self.attempts += 1
+        self.observer.attempt_started(self.attempts)
+        return self.attempts
+
+    def attempt_failed(self, attempt: int, exc: BaseException) -> None:
+        verdict = classify(exc, self.strategies.policy)
+        self.verdict = verdict
+        self.observer.attempt_failed(attempt, exc, verdict)
+
+    def should_retry(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        return bool(
+            outcome is not None and outcome.failed and self.verdict and self.verdict.retryable
+        )
+
+    def wait(self, retry_state: tenacity.RetryCallState) -> float:
+        hint = self.verdict.retry_after if self.verdict else None
+        if hint is not None:
+            return retry_after_wait(hint)
+        return backoff_wait(retry_state.attempt_number, self.strategies.policy)
+
+    def details(self, retry_state: tenacity.RetryCallState) -> RetryDetails:
+        """Record the sleep tenacity chose and describe it to the observer and hooks."""
+        sleep = retry_state.upcoming_sleep
+        self.total_sleep += sleep
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        assert exc is not None
+        details = RetryDetails(
+            attempt=retry_state.attempt_number,
+            exception=exc,
+            sleep=sleep,
+            retry_after=self.verdict.retry_after if self.verdict else None,
+            elapsed=time.monotonic() - self.started,
+        )
+        self.observer.retrying(details)
+        return details
+
+    def finish(self, exc: BaseException | None) -> None:
+        self.observer.finished(
+            CallSummary(self._outcome(exc), self.attempts, self.total_sleep), exc
+        )
+
+    def _outcome(self, exc: BaseException | None) -> Outcome:
+        if exc is None:
+            return Outcome.SUCCESS
+        if not isinstance(exc, Exception):  # CancelledError, KeyboardInterrupt, ...
+            return Outcome.CANCELLED
+        verdict = self.verdict
+        if verdict is None:
+            return Outcome.NON_RETRYABLE
+        if verdict.give_up_as is not None:
+            return verdict.give_up_as
+        return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
+
+
+async def run_async(
+    state: CallState,
+    send: Callable[[int], Awaitable[Any]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    hooks: tuple[AsyncRetryHook, ...] = (),
+) -> Any:
+    """Run one logical call; ``send(attempt)`` performs one HTTP attempt."""
+
+    async def attempt() -> Any:
+        number = state.begin_attempt()
+        try:
+            result = await send(number)
+        except BaseException as exc:
+            state.attempt_failed(number, exc)
+            raise
+        state.observer.attempt_succeeded(number, result)
+        return result
+
+    async def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+        details = state.details(retry_state)
+        for hook in hooks:
+            await hook(details, retry_state)
+
+    retrying = AsyncRetrying(
+        sleep=sleep,
+        stop=state.strategies.stop(state.max_attempts),
+        wait=state.wait,
+        retry=state.should_retry,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        result: Any = await retrying(attempt)
+    except BaseException as exc:
+        state.finish(exc)
+        raise
+    state.finish(None)
+    return result
+
+
+def run_sync(
+    state: CallState,
+    send: Callable[[int], Any],
+    sleep: Callable[[float], None] = time.sleep,
+    hooks: tuple[RetryHook, ...] = (),
+) -> Any:
+    """The synchronous twin of :func:`run_async`."""
+
+    def attempt() -> Any:
+        number = state.begin_attempt()
+        try:
+            result = send(number)
+        except BaseException as exc:
+            state.attempt_failed(number, exc)
+            raise
+        state.observer.attempt_succeeded(number, result)
+        return result
+
+    def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+        details = state.details(retry_state)
+        for hook in hooks:
+            hook(details, retry_state)
+
+    retrying = tenacity.Retrying(
+        sleep=sleep,
+        stop=state.strategies.stop(state.max_attempts),
+        wait=state.wait,
+        retry=state.should_retry,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        result: Any = retrying(attempt)
+    except BaseException as exc:
+        state.finish(exc)
+        raise
+    state.finish(None)
+    return result

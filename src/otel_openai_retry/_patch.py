@@ -1,0 +1,227 @@
+"""The patch point: ``SyncAPIClient.request`` and ``AsyncAPIClient.request``, wrapped once.
+
+Every resource method of the SDK (``create``, ``parse``, ``with_raw_response``,
+``with_streaming_response``, ``stream``) ends in ``request``, so wrapping it covers them all,
+including LangChain's calls through ``with_raw_response``. Each attempt calls the original
+``request`` with the SDK's own retries off, so one attempt is exactly one HTTP request.
+
+``_process_response`` is wrapped too, only to learn the status code of the response that
+succeeded; the current call is found through a context variable set around each attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import wrapt
+from openai import AsyncAzureOpenAI, AzureOpenAI
+from openai._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
+from openai._constants import DEFAULT_MAX_RETRIES
+from openai._models import FinalRequestOptions
+from openai._types import NotGiven
+from opentelemetry.trace import Tracer
+
+from ._attributes import describe_request
+from ._loop import CallState, Strategies, run_async, run_sync
+from ._tracing import CallSpans
+
+__all__ = ["Patch", "Runtime"]
+
+_current_call: ContextVar[CallSpans | None] = ContextVar("otel_openai_retry_call", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything the wrappers need, fixed at instrument time."""
+
+    strategies: Strategies
+    tracer: Tracer
+    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    sync_sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(slots=True)
+class Patch:
+    """The installed wrappers, kept so that ``remove()`` takes out exactly these."""
+
+    handles: list[tuple[type, str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def install(cls, runtime: Runtime) -> Patch:
+        patch = cls()
+        patch._wrap(AsyncAPIClient, "request", _async_request_wrapper(runtime))
+        patch._wrap(SyncAPIClient, "request", _sync_request_wrapper(runtime))
+        patch._wrap(AsyncAPIClient, "_process_response", _process_response_wrapper)
+        patch._wrap(SyncAPIClient, "_process_response", _process_response_wrapper)
+        return patch
+
+    def _wrap(self, owner: type, name: str, wrapper: Callable[..., Any]) -> None:
+        handle = wrapt.wrap_function_wrapper(owner, name, wrapper)
+        self.handles.append((owner, name, handle))
+
+    def remove(self) -> None:
+        while self.handles:
+            owner, name, handle = self.handles.pop()
+            wrapt.unwrap_object(owner, name, handle, missing_ok=True)
+
+
+class _Call:
+    """One intercepted ``request``: what every attempt shares, for both drivers."""
+
+    __slots__ = (
+        "cast_to",
+        "client",
+        "deadline",
+        "options",
+        "spans",
+        "state",
+        "stream",
+        "stream_cls",
+    )
+
+    def __init__(self, runtime: Runtime, client: BaseClient[Any, Any], args: Any, kwargs: Any):
+        cast_to, options, stream, stream_cls = _bind(*args, **kwargs)
+        if (
+            client._idempotency_header
+            and options.idempotency_key is None
+            and options.method.lower() != "get"
+        ):
+            # One key for every attempt, as the SDK's own loop does.
+            options = options.model_copy(update={"idempotency_key": client._idempotency_key()})
+        self.client = client
+        self.cast_to = cast_to
+        self.options = options
+        self.stream = stream
+        self.stream_cls = stream_cls
+        url = client.base_url
+        info = describe_request(
+            method=options.method,
+            url=options.url,
+            json_data=options.json_data,
+            provider="azure.ai.openai"
+            if isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
+            else "openai",
+            host=url.host,
+            port=url.port,
+            scheme=url.scheme,
+            stream=stream,
+        )
+        self.spans = CallSpans(runtime.tracer, info)
+        self.state = CallState(
+            runtime.strategies, self.spans, _max_attempts(client, options, runtime)
+        )
+        self.deadline = self.state.deadline
+
+    def options_for(self, attempt: int) -> FinalRequestOptions:
+        """The SDK's retries off, the true retry count on the wire, the deadline respected."""
+        options = self.options
+        headers: Mapping[str, Any] = (
+            {} if isinstance(options.headers, NotGiven) else options.headers
+        )
+        update: dict[str, Any] = {
+            "max_retries": 0,
+            "headers": {**headers, "x-stainless-retry-count": str(attempt - 1)},
+        }
+        if self.deadline is not None:
+            configured = (
+                self.client.timeout if isinstance(options.timeout, NotGiven) else options.timeout
+            )
+            update["timeout"] = _cap_timeout(configured, self.deadline - time.monotonic())
+        return options.model_copy(update=update)
+
+    def call_args(self, attempt: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (self.cast_to, self.options_for(attempt)), {
+            "stream": self.stream,
+            "stream_cls": self.stream_cls,
+        }
+
+
+def _bind(
+    cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
+) -> tuple[Any, FinalRequestOptions, bool, Any]:
+    return cast_to, options, stream, stream_cls
+
+
+def _max_attempts(
+    client: BaseClient[Any, Any], options: FinalRequestOptions, runtime: Runtime
+) -> int:
+    """A ``max_retries`` the user set explicitly (other than the SDK default) wins."""
+    max_retries = options.get_max_retries(client.max_retries)
+    if max_retries != DEFAULT_MAX_RETRIES and isinstance(max_retries, int) and max_retries >= 0:
+        return max_retries + 1
+    return runtime.strategies.policy.max_attempts
+
+
+def _cap_timeout(configured: Any, remaining: float) -> Any:
+    """The attempt's timeout, never beyond the call's deadline."""
+    remaining = max(remaining, 0.001)
+    if configured is None:
+        return remaining
+    if isinstance(configured, (int, float)):
+        return min(float(configured), remaining)
+    parts = {}
+    for name in ("connect", "read", "write", "pool"):
+        value = getattr(configured, name, None)
+        parts[name] = remaining if value is None else min(value, remaining)
+    return type(configured)(**parts)
+
+
+def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
+    async def request(
+        wrapped: Callable[..., Awaitable[Any]],
+        instance: BaseClient[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        call = _Call(runtime, instance, args, kwargs)
+
+        async def send(attempt: int) -> Any:
+            call_args, call_kwargs = call.call_args(attempt)
+            token = _current_call.set(call.spans)
+            try:
+                return await wrapped(*call_args, **call_kwargs)
+            finally:
+                _current_call.reset(token)
+
+        return await run_async(call.state, send, runtime.async_sleep)
+
+    return request
+
+
+def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
+    def request(
+        wrapped: Callable[..., Any],
+        instance: BaseClient[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        call = _Call(runtime, instance, args, kwargs)
+
+        def send(attempt: int) -> Any:
+            call_args, call_kwargs = call.call_args(attempt)
+            token = _current_call.set(call.spans)
+            try:
+                return wrapped(*call_args, **call_kwargs)
+            finally:
+                _current_call.reset(token)
+
+        return run_sync(call.state, send, runtime.sync_sleep)
+
+    return request
+
+
+def _process_response_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    spans = _current_call.get()
+    if spans is not None:
+        response = kwargs.get("response")
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            spans.response_received(status)
+    return wrapped(*args, **kwargs)

@@ -1,0 +1,29 @@
+"""``import otel_openai_retry.auto``: the one line an application adds.
+
+Reads ``OTEL_OPENAI_RETRY_ENABLED``; unless it is false, sets up the OpenTelemetry SDK from the
+standard ``OTEL_*`` variables when the application has not installed providers itself, then
+instruments the OpenAI SDK with the policy from ``OTEL_OPENAI_RETRY_*``. Retries work even when
+telemetry is disabled (``OTEL_SDK_DISABLED=true``). Importing it again changes nothing.
+"""
+
+from __future__ import annotations
+
+from ._instrumentor import OpenAIRetryInstrumentor
+from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
+from ._sdk_setup import configure_sdk_if_needed
+
+__all__: list[str] = []
+
+
+def _activate() -> None:
+    if not parse_bool(ENABLED_ENV_VAR, default=True):
+        return
+    instrumentor = OpenAIRetryInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        return
+    policy = RetryPolicy.from_env()  # a bad variable fails here, before anything is changed
+    configure_sdk_if_needed()
+    instrumentor.instrument(policy=policy)
+
+
+_activate()

@@ -1,0 +1,23 @@
+"""A fake OpenAI-compatible HTTP server, for testing retry behaviour against the real SDK.
+
+The real SDK over real HTTP, because retry behaviour lives in the details a mock would skip:
+``retry-after`` headers, ``x-should-retry``, timeouts, dropped connections, streams cut halfway.
+Shipped with the package so that applications can test their own retry settings the same way::
+
+    from openai import OpenAI
+    from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+    with FakeOpenAIServer() as server:
+        server.script(Fault.rate_limit(retry_after_ms=20), Fault.server_error(503))
+        client = OpenAI(api_key="sk-test", base_url=server.base_url)
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", ...}])
+        assert server.request_count == 3
+
+``python -m otel_openai_retry.testing --help`` runs it as a process.
+"""
+
+from ._faults import Fault
+from ._server import FakeOpenAIServer
+from ._state import RecordedRequest
+
+__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest"]

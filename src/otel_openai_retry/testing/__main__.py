@@ -1,0 +1,86 @@
+"""``python -m otel_openai_retry.testing``: the fake server as a process, for demos and benchmarks.
+
+It prints ``listening on <base_url>`` once the port accepts connections, so that whatever started
+it can read the line and connect without guessing a port or sleeping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from ._script import SCRIPT_HELP, parse_script
+from ._server import FakeOpenAIServer
+from ._state import RecordedRequest
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m otel_openai_retry.testing",
+        description=(
+            "Serve a fake OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
+            "/v1/embeddings, /v1/responses, /v1/models) that answers with scripted faults,\n"
+            "until SIGINT or SIGTERM. Prints 'listening on BASE_URL' once it accepts requests."
+        ),
+        epilog=f"--script syntax: {SCRIPT_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port; 0 lets the OS pick one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--script", default="", metavar="FAULTS", help="faults for the first requests (see below)"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="do not log each request on standard error"
+    )
+    return parser
+
+
+def _log_request(record: RecordedRequest) -> None:
+    retry = "" if record.retry_count is None else f" retry={record.retry_count}"
+    print(f"{record.method} {record.path}{retry} -> {record.fault!r}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        faults = parse_script(args.script)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = FakeOpenAIServer(args.host, args.port, on_request=None if args.quiet else _log_request)
+    try:
+        try:
+            server.start()
+        except RuntimeError as exc:
+            print(f"error: {exc}: {exc.__cause__}", file=sys.stderr)
+            return 1
+        server.script(*faults)
+        # Flushed: the reader is usually a pipe, where nothing shows up until the buffer fills.
+        print(f"listening on {server.base_url}", flush=True)
+        # A timeout keeps the main thread waking up, so the signal handler runs promptly.
+        while not stopping.wait(0.2):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Fixtures: one fake OpenAI server per session, in-memory telemetry, clean instrumentation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
+from otel_openai_retry._internal import set_raise_internal_errors
+from otel_openai_retry.testing import FakeOpenAIServer
+
+from .helpers import Instrument
+
+set_raise_internal_errors(True)
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(fake_server: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
+    fake_server.reset()
+    yield fake_server
+    fake_server.reset()
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer_provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+@pytest.fixture
+def instrument(tracer_provider: TracerProvider) -> Iterator[Instrument]:
+    """Instrument with the test's providers (and a policy, if given); always undone after."""
+    instrumentor = OpenAIRetryInstrumentor()
+
+    def do(policy: RetryPolicy | None = None, **kwargs: object) -> OpenAIRetryInstrumentor:
+        instrumentor.instrument(tracer_provider=tracer_provider, policy=policy, **kwargs)
+        return instrumentor
+
+    yield do
+    instrumentor.uninstrument()
+
+
+def spans_by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan]) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in spans}

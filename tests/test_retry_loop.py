@@ -1,0 +1,462 @@
+"""The retrying coroutine end to end: the real SDK, real HTTP to the fake server, real spans."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import openai
+import pytest
+from openai._base_client import AsyncAPIClient, SyncAPIClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from otel_openai_retry import RetryPolicy
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+from .helpers import API_KEY, Instrument, attrs, one_call
+
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Say hello"}
+]
+FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05)
+
+
+def async_client(server: FakeOpenAIServer, **kwargs: object) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
+
+
+def sync_client(server: FakeOpenAIServer, **kwargs: object) -> openai.OpenAI:
+    return openai.OpenAI(api_key=API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_429_twice_then_success_honours_retry_after_ms(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.rate_limit(retry_after_ms=50), Fault.rate_limit(retry_after_ms=50))
+    started = time.monotonic()
+    completion = await async_client(server).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    wall = time.monotonic() - started
+
+    assert completion.choices[0].message.content
+    call = one_call(exporter.get_finished_spans())
+    assert call.span.name == "chat gpt-4o-mini"
+    assert call.attr("retry.attempts") == 3
+    assert call.attr("retry.outcome") == "success"
+    assert call.attr("gen_ai.operation.name") == "chat"
+    assert call.attr("gen_ai.provider.name") == "openai"
+    assert call.attr("gen_ai.request.model") == "gpt-4o-mini"
+    assert call.attr("gen_ai.response.model") == "gpt-4o-mini"
+    assert call.attr("gen_ai.response.id") == completion.id
+    assert completion.usage is not None
+    assert call.attr("gen_ai.usage.input_tokens") == completion.usage.prompt_tokens
+    assert call.attr("gen_ai.usage.output_tokens") == completion.usage.completion_tokens
+    assert call.attr("gen_ai.response.finish_reasons") == ("stop",)
+    assert call.attr("server.address") == "127.0.0.1"
+    assert call.attr("server.port") == server.port
+    assert call.span.status.status_code is StatusCode.UNSET
+
+    sleeps = []
+    for number, attempt in enumerate(call.attempts[:2], start=1):
+        a = attrs(attempt)
+        assert attempt.status.status_code is StatusCode.ERROR
+        assert a["error.type"] == "openai.RateLimitError"
+        assert a["http.response.status_code"] == 429
+        assert a["retry.attempt"] == number
+        assert a["retry.retry_after_s"] == pytest.approx(0.05)
+        sleep = a["retry.sleep_s"]
+        assert isinstance(sleep, float)
+        assert 0.050 <= sleep <= 0.055
+        sleeps.append(sleep)
+        assert [e.name for e in attempt.events] == ["exception"]
+    last = attrs(call.attempts[2])
+    assert last["http.response.status_code"] == 200
+    assert last["http.request.resend_count"] == 2
+    assert "retry.sleep_s" not in last and "error.type" not in last
+    assert call.attr("retry.total_sleep_s") == pytest.approx(sum(sleeps))
+
+    # The sleep is the gap between attempt spans, not inside them.
+    for before, after in zip(call.attempts, call.attempts[1:], strict=False):
+        assert before.end_time is not None and after.start_time is not None
+        gap = (after.start_time - before.end_time) / 1e9
+        assert gap >= attrs(before)["retry.sleep_s"]  # type: ignore[operator]
+    assert wall >= sum(sleeps)
+
+    assert [r.retry_count for r in server.requests] == [0, 1, 2]
+    assert len(server.requests) == len(call.attempts)
+
+
+async def test_400_is_not_retried(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.status(400))
+    with pytest.raises(openai.BadRequestError):
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "non_retryable"
+    assert call.attr("retry.attempts") == 1
+    assert call.attr("error.type") == "openai.BadRequestError"
+    assert call.span.status.status_code is StatusCode.ERROR
+    assert [e.name for e in call.span.events] == ["exception"]
+    assert attrs(call.attempts[0])["http.response.status_code"] == 400
+    assert "retry.sleep_s" not in attrs(call.attempts[0])
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 422])
+async def test_other_4xx_are_not_retried(
+    status: int, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.status(status))
+    with pytest.raises(openai.APIStatusError) as raised:
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raised.value.status_code == status
+    assert server.request_count == 1
+    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
+
+
+async def test_exhausted_attempts_raise_the_sdk_error_not_retry_error(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_OPENAI_RETRY_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("OTEL_OPENAI_RETRY_INITIAL_WAIT", "0.01")
+    instrument()  # reads the policy from the environment now
+    server.script(*[Fault.server_error(500)] * 5)
+    with pytest.raises(openai.InternalServerError):
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.attempts") == 3
+    assert call.attr("retry.outcome") == "exhausted"
+    assert call.attr("error.type") == "openai.InternalServerError"
+    assert server.request_count == 3
+    assert "retry.sleep_s" in attrs(call.attempts[0]) and "retry.sleep_s" in attrs(call.attempts[1])
+    assert "retry.sleep_s" not in attrs(call.attempts[2]), "no sleep follows the last attempt"
+    for attempt in call.attempts:
+        assert attrs(attempt)["error.type"] == "openai.InternalServerError"
+        assert attrs(attempt)["http.response.status_code"] == 500
+
+
+async def test_explicit_max_retries_zero_means_one_attempt(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    server.script(Fault.rate_limit(retry_after_ms=10), Fault.rate_limit(retry_after_ms=10))
+    with pytest.raises(openai.RateLimitError):
+        await async_client(server, max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+    assert server.request_count == 1
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "exhausted"
+    assert call.attr("retry.attempts") == 1
+
+
+async def test_explicit_max_retries_per_request_counts_retries(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    server.script(*[Fault.server_error(503)] * 4)
+    with pytest.raises(openai.InternalServerError):
+        await (
+            async_client(server)
+            .with_options(max_retries=1)
+            .chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        )
+    assert server.request_count == 2
+    assert one_call(exporter.get_finished_spans()).attr("retry.attempts") == 2
+
+
+async def test_retry_after_beyond_the_limit_gives_up_without_sleeping(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.rate_limit(retry_after=600))
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError):
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert time.monotonic() - started < 1.0
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "retry_after_too_long"
+    assert call.attr("retry.total_sleep_s") == 0.0
+    assert attrs(call.attempts[0])["retry.retry_after_s"] == 600.0
+    assert server.request_count == 1
+
+
+async def test_sleep_that_would_cross_the_deadline_is_not_taken(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=RetryPolicy(timeout=0.5))
+    server.script(Fault.rate_limit(retry_after=2))
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError):
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert time.monotonic() - started < 0.4, "fails at once, without sleeping"
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "deadline"
+    assert call.attr("retry.attempts") == 1
+    assert server.request_count == 1
+
+
+async def test_deadline_bounds_an_attempt_that_hangs(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=RetryPolicy(timeout=0.4, initial_wait=0.01, max_wait=0.01))
+    server.script(Fault.delay(3.0))
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert time.monotonic() - started < 1.5
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "deadline"
+    assert attrs(call.attempts[0])["error.type"] == "openai.APITimeoutError"
+
+
+async def test_cancelled_during_sleep_stops_at_once_and_ends_spans(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.rate_limit(retry_after=5))
+    client = async_client(server)
+    task = asyncio.create_task(
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    )
+    await asyncio.to_thread(server.wait_for_requests, 1)
+    await asyncio.sleep(0.1)  # the first attempt has failed; the 5 s sleep is under way
+    cancelled_at = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - cancelled_at < 0.05
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "cancelled"
+    assert call.attr("retry.attempts") == 1
+    assert call.span.status.status_code is StatusCode.ERROR
+    assert server.request_count == 1
+
+
+async def test_cancelled_during_an_attempt_ends_both_spans(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.delay(5))
+    task = asyncio.create_task(
+        async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    )
+    await asyncio.to_thread(server.wait_for_requests, 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.outcome") == "cancelled"
+    assert attrs(call.attempts[0])["error.type"] == "asyncio.CancelledError"
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        (Fault.server_error(500), "openai.InternalServerError"),
+        (Fault.status(503), "openai.InternalServerError"),
+        (Fault.status(408), "openai.APIStatusError"),
+        (Fault.status(409), "openai.ConflictError"),
+        (Fault.rate_limit(), "openai.RateLimitError"),
+        (Fault.rate_limit(retry_after=0.02), "openai.RateLimitError"),
+        (Fault.rate_limit(retry_after_date_in=1), "openai.RateLimitError"),
+        (Fault.drop(), "openai.APIConnectionError"),
+        (Fault.status(400, should_retry=True), "openai.BadRequestError"),
+    ],
+)
+async def test_retryable_failures_are_retried(
+    fault: Fault,
+    error: str,
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+) -> None:
+    instrument(policy=FAST)
+    server.script(fault)
+    await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.attempts") == 2
+    assert call.attr("retry.outcome") == "success"
+    assert attrs(call.attempts[0])["error.type"] == error
+    assert server.request_count == 2
+
+
+async def test_server_saying_do_not_retry_wins(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    server.script(Fault.status(503, should_retry=False))
+    with pytest.raises(openai.InternalServerError):
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert server.request_count == 1
+    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
+
+
+async def test_client_timeout_is_retried(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    server.script(Fault.delay(2.0))
+    await async_client(server, timeout=0.2).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    call = one_call(exporter.get_finished_spans())
+    assert attrs(call.attempts[0])["error.type"] == "openai.APITimeoutError"
+    assert "http.response.status_code" not in attrs(call.attempts[0])
+    assert call.attr("retry.attempts") == 2
+
+
+def test_sync_client_behaves_the_same(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument()
+    server.script(Fault.rate_limit(retry_after_ms=50), Fault.rate_limit(retry_after_ms=50))
+    started = time.monotonic()
+    completion = sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert time.monotonic() - started >= 0.1
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.attempts") == 3
+    assert call.attr("retry.outcome") == "success"
+    assert call.attr("gen_ai.response.id") == completion.id
+    for attempt in call.attempts[:2]:
+        assert attrs(attempt)["error.type"] == "openai.RateLimitError"
+        assert 0.050 <= attrs(attempt)["retry.sleep_s"] <= 0.055  # type: ignore[operator]
+    assert [r.retry_count for r in server.requests] == [0, 1, 2]
+
+    exporter.clear()
+    server.reset()
+    server.script(Fault.status(400))
+    with pytest.raises(openai.BadRequestError):
+        sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
+
+    exporter.clear()
+    server.reset()
+    server.script(Fault.rate_limit(retry_after_ms=5))
+    with pytest.raises(openai.RateLimitError):
+        sync_client(server, max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+    assert server.request_count == 1
+
+
+def test_uninstrument_restores_the_sdk_exactly(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    originals = {
+        (cls, name): cls.__dict__[name]
+        for cls in (AsyncAPIClient, SyncAPIClient)
+        for name in ("request", "_process_response")
+    }
+    instrumentor = instrument()
+    instrument()  # a second instrument() changes nothing
+    assert AsyncAPIClient.__dict__["request"] is not originals[(AsyncAPIClient, "request")]
+    server.script(Fault.server_error(500))
+    sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(exporter.get_finished_spans()) == 3, (
+        "one logical span, two attempts: no double patch"
+    )
+
+    instrumentor.uninstrument()
+    for (cls, name), original in originals.items():
+        assert cls.__dict__[name] is original
+    exporter.clear()
+    server.reset()
+    server.script(Fault.rate_limit(retry_after_ms=10))
+    sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert exporter.get_finished_spans() == ()
+    # The SDK's own loop is back: its retry count header, its retry.
+    assert [r.retry_count for r in server.requests] == [0, 1]
+
+
+async def test_with_raw_response_gets_the_same_spans(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    server.script(Fault.server_error(502))
+    raw = await async_client(server).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, max_tokens=50, stop=["END"]
+    )
+    completion = raw.parse()
+    call = one_call(exporter.get_finished_spans())
+    assert call.attr("retry.attempts") == 2
+    assert call.attr("gen_ai.response.id") == completion.id
+    assert call.attr("gen_ai.usage.input_tokens") == completion.usage.prompt_tokens  # type: ignore[union-attr]
+    assert call.attr("gen_ai.request.temperature") == 0.2
+    assert call.attr("gen_ai.request.max_tokens") == 50
+    assert call.attr("gen_ai.request.stop_sequences") == ("END",)
+    assert attrs(call.attempts[1])["http.response.status_code"] == raw.status_code
+
+
+async def test_every_genai_endpoint_is_named_by_its_operation(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    client = async_client(server)
+    await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", seed=7)
+    embeddings = await client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    response = await client.responses.create(model="gpt-4.1-mini", input="Say hi")
+    await client.models.list()
+    spans = exporter.get_finished_spans()
+    names = [s.name for s in spans if not s.name.startswith("attempt")]
+    assert names == [
+        "text_completion gpt-3.5-turbo-instruct",
+        "embeddings text-embedding-3-small",
+        "chat gpt-4.1-mini",
+        "GET /models",
+    ]
+    by_name = {s.name: attrs(s) for s in spans}
+    assert by_name["text_completion gpt-3.5-turbo-instruct"]["gen_ai.request.seed"] == 7
+    emb = by_name["embeddings text-embedding-3-small"]
+    assert emb["gen_ai.operation.name"] == "embeddings"
+    assert emb["gen_ai.usage.input_tokens"] == embeddings.usage.prompt_tokens
+    resp = by_name["chat gpt-4.1-mini"]
+    assert resp["gen_ai.response.id"] == response.id
+    assert response.usage is not None
+    assert resp["gen_ai.usage.output_tokens"] == response.usage.output_tokens
+    models = by_name["GET /models"]
+    assert "gen_ai.operation.name" not in models
+    assert models["retry.outcome"] == "success"
+
+
+async def test_no_secret_reaches_any_span(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    client = async_client(server, default_headers={"x-custom-secret": "hush-9d8c7b"})
+    server.script(Fault.rate_limit(retry_after_ms=5), Fault.drop(), Fault.server_error(500))
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    for fault in (Fault.status(401), Fault.status(400)):
+        server.script(fault)
+        with pytest.raises(openai.APIStatusError):
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert any(r.headers.get("authorization") == f"Bearer {API_KEY}" for r in server.requests)
+    exported = "".join(span.to_json() for span in exporter.get_finished_spans())
+    assert len(exporter.get_finished_spans()) == 9  # 1+4, 1+1, 1+1
+    for secret in (API_KEY, API_KEY[-8:], "Bearer", "hush-9d8c7b"):
+        assert secret not in exported
+
+
+async def test_attempt_spans_equal_requests_under_concurrency(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    faults = [Fault.rate_limit(retry_after_ms=5), Fault.server_error(500), Fault.drop()] * 10
+    server.script(*faults)
+    client = async_client(server)
+    results = await asyncio.gather(
+        *(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES) for _ in range(40))
+    )
+    assert len(results) == 40
+    spans = exporter.get_finished_spans()
+    attempts = [s for s in spans if s.name.startswith("attempt")]
+    assert len(attempts) == server.request_count == 70

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-__all__ = ["guarded", "logger", "set_raise_internal_errors"]
+__all__ = ["guarded", "logger", "report_internal_error", "set_raise_internal_errors"]
 
 logger = logging.getLogger("otel_openai_retry")
 
@@ -28,6 +28,19 @@ def set_raise_internal_errors(value: bool) -> None:
     _state["raise"] = value
 
 
+def report_internal_error(where: str) -> None:
+    """Handle the exception being handled now: re-raise under tests, else log it once."""
+    if _state["raise"]:
+        raise  # noqa: PLE0704 - called from an except block
+    if where not in _already_logged:
+        _already_logged.add(where)
+        logger.exception(
+            "otel-openai-retry: internal error in %s; telemetry for this call may be "
+            "incomplete, the call itself is unaffected (logged once)",
+            where,
+        )
+
+
 def guarded(func: Callable[_P, _R | None]) -> Callable[_P, _R | None]:
     """Run ``func``; on an internal error log it once (per function) and return ``None``."""
     where = func.__qualname__
@@ -37,15 +50,7 @@ def guarded(func: Callable[_P, _R | None]) -> Callable[_P, _R | None]:
         try:
             return func(*args, **kwargs)
         except Exception:
-            if _state["raise"]:
-                raise
-            if where not in _already_logged:
-                _already_logged.add(where)
-                logger.exception(
-                    "otel-openai-retry: internal error in %s; telemetry for this call may be "
-                    "incomplete, the call itself is unaffected (logged once)",
-                    where,
-                )
+            report_internal_error(where)
             return None
 
     return wrapper

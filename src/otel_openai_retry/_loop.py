@@ -18,6 +18,7 @@ import tenacity
 from tenacity.asyncio import AsyncRetrying
 
 from ._decisions import Outcome, Verdict, backoff_wait, classify, retry_after_wait
+from ._internal import report_internal_error
 from ._policy import RetryPolicy
 
 __all__ = [
@@ -207,7 +208,10 @@ async def run_async(
     async def before_sleep(retry_state: tenacity.RetryCallState) -> None:
         details = state.details(retry_state)
         for hook in hooks:
-            await hook(details, retry_state)
+            try:
+                await hook(details, retry_state)
+            except Exception:  # a listener's bug must not lose the user's call
+                report_internal_error("retry hook")
 
     retrying = AsyncRetrying(
         sleep=sleep,
@@ -247,7 +251,10 @@ def run_sync(
     def before_sleep(retry_state: tenacity.RetryCallState) -> None:
         details = state.details(retry_state)
         for hook in hooks:
-            hook(details, retry_state)
+            try:
+                hook(details, retry_state)
+            except Exception:  # a listener's bug must not lose the user's call
+                report_internal_error("retry hook")
 
     retrying = tenacity.Retrying(
         sleep=sleep,

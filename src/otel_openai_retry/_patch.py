@@ -27,6 +27,7 @@ from openai._types import NotGiven
 from opentelemetry.trace import Tracer
 
 from ._attributes import describe_request
+from ._hooks import current_listener
 from ._loop import CallState, Strategies, run_async, run_sync
 from ._tracing import CallSpans
 
@@ -77,6 +78,7 @@ class _Call:
         "cast_to",
         "client",
         "deadline",
+        "listener",
         "options",
         "spans",
         "state",
@@ -111,6 +113,9 @@ class _Call:
             scheme=url.scheme,
             stream=stream,
         )
+        self.listener = current_listener()
+        if self.listener is not None and self.listener.span_attributes:
+            info.attributes.update(self.listener.span_attributes)
         self.spans = CallSpans(runtime.tracer, info)
         self.state = CallState(
             runtime.strategies, self.spans, _max_attempts(client, options, runtime)
@@ -188,7 +193,9 @@ def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
             finally:
                 _current_call.reset(token)
 
-        return await run_async(call.state, send, runtime.async_sleep)
+        listener = call.listener
+        hooks = (listener.on_retry_async,) if listener and listener.on_retry_async else ()
+        return await run_async(call.state, send, runtime.async_sleep, hooks)
 
     return request
 
@@ -210,7 +217,9 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
             finally:
                 _current_call.reset(token)
 
-        return run_sync(call.state, send, runtime.sync_sleep)
+        listener = call.listener
+        hooks = (listener.on_retry_sync,) if listener and listener.on_retry_sync else ()
+        return run_sync(call.state, send, runtime.sync_sleep, hooks)
 
     return request
 

@@ -12,9 +12,18 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import openai
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricExporter,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -50,18 +59,66 @@ def otlp_exporter() -> SpanExporter | None:
     return HTTPSpanExporter()
 
 
-def setup_tracing() -> tuple[InMemorySpanExporter, TracerProvider]:
-    """The application's own provider; the auto import uses it as it is."""
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "demo")})
+def otlp_metric_exporter() -> MetricExporter | None:
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HTTPMetricExporter,
     )
+
+    return HTTPMetricExporter()
+
+
+def setup_telemetry() -> tuple[InMemorySpanExporter, InMemoryMetricReader, list[Any]]:
+    """The application's own providers; the auto import uses them as they are."""
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "demo")})
+    provider = TracerProvider(resource=resource)
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     remote = otlp_exporter()
     if remote is not None:
         provider.add_span_processor(BatchSpanProcessor(remote))
     trace.set_tracer_provider(provider)
-    return memory, provider
+
+    reader = InMemoryMetricReader()
+    readers: list[Any] = [reader]
+    remote_metrics = otlp_metric_exporter()
+    if remote_metrics is not None:
+        readers.append(PeriodicExportingMetricReader(remote_metrics))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(meter_provider)
+    return memory, reader, [provider, meter_provider]
+
+
+def print_metrics(reader: InMemoryMetricReader) -> None:
+    """A short table of what the metrics recorded over the whole demo."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return
+    print(paint("Metrics recorded", "1"))
+    print(f"  {'metric':<50} {'attributes':<42} {'count':>5} {'sum':>9}")
+    for resource_metrics in data.resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            for metric in sorted(scope.metrics, key=lambda m: m.name):
+                for point in metric.data.data_points:
+                    labels = {
+                        k: v
+                        for k, v in (point.attributes or {}).items()
+                        if k in ("error.type", "gen_ai.token.type")
+                    }
+                    shown = ", ".join(f"{k}={v}" for k, v in labels.items()) or "-"
+                    if isinstance(point, HistogramDataPoint):
+                        count, total = point.count, f"{point.sum:.3f}"
+                    elif isinstance(point, NumberDataPoint):
+                        count, total = int(point.value), "-"
+                    else:
+                        continue
+                    unit = f" ({metric.unit})" if metric.unit else ""
+                    print(f"  {metric.name + unit:<50} {shown:<42} {count:>5} {total:>9}")
 
 
 def format_seconds(seconds: float) -> str:
@@ -140,8 +197,33 @@ async def scenario(
     print_tree(spans)
 
 
+async def stream_scenario(
+    server: FakeOpenAIServer, memory: InMemorySpanExporter, client: openai.AsyncOpenAI
+) -> None:
+    """A stream: retried before its first chunk, its span open until the last chunk is read."""
+    memory.clear()
+    server.reset()
+    server.script(Fault.rate_limit(retry_after_ms=200))
+    print(paint("▶ A stream, rate limited once before its first chunk", "36"))
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Stream me a short story"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    print(f"  caller got {len(pieces)} chunks: {''.join(pieces)!r}")
+    spans = memory.get_finished_spans()
+    root = next(s for s in spans if s.parent is None)
+    ttfc = (root.attributes or {}).get("gen_ai.response.time_to_first_chunk")
+    print(
+        f"  server received {server.request_count} request(s); time to first chunk: {ttfc:.3f} s\n"
+    )
+    print_tree(spans)
+
+
 async def main() -> int:
-    memory, provider = setup_tracing()
+    memory, reader, providers = setup_telemetry()
     import otel_openai_retry.auto  # noqa: F401  (the one line an application adds)
 
     with FakeOpenAIServer() as server:
@@ -171,7 +253,10 @@ async def main() -> int:
             client,
         )
         await scenario("A bad request is not retried", server, memory, [Fault.status(400)], client)
-    provider.shutdown()
+        await stream_scenario(server, memory, client)
+    print_metrics(reader)
+    for provider in providers:
+        provider.shutdown()
     return 0
 
 

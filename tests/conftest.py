@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -44,12 +46,29 @@ def tracer_provider(exporter: InMemorySpanExporter) -> TracerProvider:
 
 
 @pytest.fixture
-def instrument(tracer_provider: TracerProvider) -> Iterator[Instrument]:
+def metric_reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def meter_provider(metric_reader: InMemoryMetricReader) -> MeterProvider:
+    return MeterProvider(metric_readers=[metric_reader])
+
+
+@pytest.fixture
+def instrument(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> Iterator[Instrument]:
     """Instrument with the test's providers (and a policy, if given); always undone after."""
     instrumentor = OpenAIRetryInstrumentor()
 
     def do(policy: RetryPolicy | None = None, **kwargs: object) -> OpenAIRetryInstrumentor:
-        instrumentor.instrument(tracer_provider=tracer_provider, policy=policy, **kwargs)
+        instrumentor.instrument(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            policy=policy,
+            **kwargs,
+        )
         return instrumentor
 
     yield do

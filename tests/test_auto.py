@@ -54,7 +54,9 @@ SCRIPT = textwrap.dedent(
         "requests": requests,
         "error": error,
         "spans": sorted(s.name for s in spans),
-        "outcome": [dict(s.attributes).get("retry.outcome") for s in spans if s.name.startswith("chat")],
+        "outcome": [
+            dict(s.attributes).get("retry.outcome") for s in spans if s.name.startswith("chat")
+        ],
     }))
     """
 )

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 
+from ._content import capture_enabled
 from ._internal import logger
 from ._loop import Strategies
+from ._metrics import Instruments
 from ._patch import Patch, Runtime
 from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
+from ._telemetry import Telemetry
 from .package import _instruments
 from .version import __version__
 
@@ -51,7 +54,14 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             tracer_provider=kwargs.get("tracer_provider"),
             schema_url=_SCHEMA_URL,
         )
-        runtime = Runtime(strategies=Strategies(policy), tracer=tracer)
+        meter = metrics.get_meter(
+            "otel_openai_retry",
+            __version__,
+            meter_provider=kwargs.get("meter_provider"),
+            schema_url=_SCHEMA_URL,
+        )
+        telemetry = Telemetry(tracer, Instruments(meter), capture_enabled())
+        runtime = Runtime(strategies=Strategies(policy), telemetry=telemetry)
         self._patch = Patch.install(runtime)
 
     def _uninstrument(self, **kwargs: Any) -> None:

@@ -23,17 +23,18 @@ from openai import AsyncAzureOpenAI, AzureOpenAI
 from openai._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
 from openai._constants import DEFAULT_MAX_RETRIES
 from openai._models import FinalRequestOptions
+from openai._streaming import AsyncStream, Stream
 from openai._types import NotGiven
-from opentelemetry.trace import Tracer
 
 from ._attributes import describe_request
 from ._hooks import current_listener
 from ._loop import CallState, Strategies, run_async, run_sync
-from ._tracing import CallSpans
+from ._streams import stream_method_wrapper
+from ._telemetry import CallTelemetry, Telemetry
 
 __all__ = ["Patch", "Runtime"]
 
-_current_call: ContextVar[CallSpans | None] = ContextVar("otel_openai_retry_call", default=None)
+_current_call: ContextVar[CallTelemetry | None] = ContextVar("otel_openai_retry_call", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class Runtime:
     """Everything the wrappers need, fixed at instrument time."""
 
     strategies: Strategies
-    tracer: Tracer
+    telemetry: Telemetry
     async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     sync_sleep: Callable[[float], None] = time.sleep
 
@@ -59,6 +60,8 @@ class Patch:
         patch._wrap(SyncAPIClient, "request", _sync_request_wrapper(runtime))
         patch._wrap(AsyncAPIClient, "_process_response", _process_response_wrapper)
         patch._wrap(SyncAPIClient, "_process_response", _process_response_wrapper)
+        patch._wrap(AsyncStream, "__stream__", stream_method_wrapper)
+        patch._wrap(Stream, "__stream__", stream_method_wrapper)
         return patch
 
     def _wrap(self, owner: type, name: str, wrapper: Callable[..., Any]) -> None:
@@ -116,7 +119,7 @@ class _Call:
         self.listener = current_listener()
         if self.listener is not None and self.listener.span_attributes:
             info.attributes.update(self.listener.span_attributes)
-        self.spans = CallSpans(runtime.tracer, info)
+        self.spans = CallTelemetry(runtime.telemetry, info, options.json_data)
         self.state = CallState(
             runtime.strategies, self.spans, _max_attempts(client, options, runtime)
         )
@@ -230,7 +233,6 @@ def _process_response_wrapper(
     spans = _current_call.get()
     if spans is not None:
         response = kwargs.get("response")
-        status = getattr(response, "status_code", None)
-        if isinstance(status, int):
-            spans.response_received(status)
+        if response is not None:
+            spans.response_received(response, bool(kwargs.get("stream")))
     return wrapped(*args, **kwargs)

@@ -1,0 +1,249 @@
+"""Spans and metrics for one logical call: the loop's observer.
+
+The logical span (CLIENT) is what the caller awaited; each attempt gets an INTERNAL child span
+that covers the HTTP request only. When an attempt fails and another follows, its span stays open
+just long enough to receive ``retry.sleep_s`` (the sleep is chosen after the failure), then ends
+at the moment the request failed, so the sleep shows as the gap between attempt spans.
+
+For a stream, the call returns before the work is done: the logical span is handed to a
+:class:`~otel_openai_retry._streams.StreamWatch`, which ends it when the stream ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from openai import BaseModel
+from openai._legacy_response import LegacyAPIResponse
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from ._attributes import RequestInfo, response_attributes, usage_tokens
+from ._content import input_messages, output_messages, text_output
+from ._decisions import Verdict, error_type
+from ._internal import guarded
+from ._loop import CallSummary, RetryDetails
+from ._metrics import Instruments
+from ._streams import StreamWatch
+
+__all__ = ["CallTelemetry", "Telemetry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """What every call's telemetry shares, fixed at instrument time."""
+
+    tracer: Tracer
+    instruments: Instruments
+    capture_content: bool
+
+
+class CallTelemetry:
+    """A :class:`~otel_openai_retry._loop.CallObserver` recording spans and metrics."""
+
+    __slots__ = (
+        "_attempt",
+        "_attempt_end_ns",
+        "_attempt_parent",
+        "_attempt_started",
+        "_metric_attributes",
+        "_started",
+        "_telemetry",
+        "_token",
+        "_watch",
+        "recording",
+        "span",
+    )
+
+    def __init__(self, telemetry: Telemetry, info: RequestInfo, body: object) -> None:
+        self._telemetry = telemetry
+        self._metric_attributes = info.metric_attributes
+        self._started = time.monotonic()
+        self.span: Span = telemetry.tracer.start_span(
+            info.span_name, kind=SpanKind.CLIENT, attributes=info.attributes
+        )
+        self.recording = self.span.is_recording()
+        self._attempt_parent = trace.set_span_in_context(self.span)
+        self._attempt: Span | None = None
+        self._attempt_end_ns: int | None = None
+        self._attempt_started = self._started
+        self._token: object | None = None
+        self._watch: StreamWatch | None = None
+        if telemetry.capture_content and self.recording:
+            self._capture_input(info.operation, body)
+
+    @guarded
+    def _capture_input(self, operation: str | None, body: object) -> None:
+        messages = input_messages(operation, body)
+        if messages is not None:
+            self.span.set_attribute("gen_ai.input.messages", messages)
+
+    # -- attempts --------------------------------------------------------------------------
+
+    @guarded
+    def attempt_started(self, attempt: int) -> None:
+        self._attempt_started = time.monotonic()
+        attributes: dict[str, AttributeValue] = {"retry.attempt": attempt}
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        span = self._telemetry.tracer.start_span(
+            f"attempt {attempt}",
+            context=self._attempt_parent,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+        self._attempt = span
+        # Current while the request runs, so an HTTP client span nests beneath the attempt.
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+
+    def _detach(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+    @guarded
+    def response_received(self, response: Any, stream: bool) -> None:
+        """The SDK accepted the HTTP response of the current attempt."""
+        if self._attempt is not None and self.recording:
+            self._attempt.set_attribute("http.response.status_code", response.status_code)
+        if stream:
+            watch = StreamWatch(self, self._attempt_started, self._telemetry.capture_content)
+            watch.install(response)
+            self._watch = watch
+
+    @guarded
+    def attempt_succeeded(self, attempt: int, result: Any) -> None:
+        self._detach()
+        span, self._attempt = self._attempt, None
+        if span is not None:
+            span.end()
+        self._telemetry.instruments.attempt(self._metric_attributes, None)
+        if self._watch is None:
+            parsed = _parsed(result)
+            if parsed is not None:
+                self._record_result(parsed)
+
+    def _record_result(self, parsed: object) -> None:
+        if self.recording:
+            self.span.set_attributes(response_attributes(parsed))
+            if self._telemetry.capture_content:
+                messages = output_messages(parsed)
+                if messages is not None:
+                    self.span.set_attribute("gen_ai.output.messages", messages)
+        self._telemetry.instruments.tokens(
+            self._metric_attributes, *usage_tokens(getattr(parsed, "usage", None))
+        )
+
+    @guarded
+    def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None:
+        self._detach()
+        self._attempt_end_ns = time.time_ns()
+        self._watch = None  # a response that failed after all is not the call's stream
+        kind = error_type(exc)
+        self._telemetry.instruments.attempt(self._metric_attributes, kind)
+        span = self._attempt
+        if span is None or not self.recording:
+            return
+        if verdict.status_code is not None:
+            span.set_attribute("http.response.status_code", verdict.status_code)
+        if verdict.retry_after is not None:
+            span.set_attribute("retry.retry_after_s", verdict.retry_after)
+        _record_error(span, exc, kind)
+
+    @guarded
+    def retrying(self, details: RetryDetails) -> None:
+        self._telemetry.instruments.sleep(self._metric_attributes, details.sleep)
+        span, self._attempt = self._attempt, None
+        if span is not None:
+            span.set_attribute("retry.sleep_s", details.sleep)
+            span.end(end_time=self._attempt_end_ns)
+
+    # -- the end of the call ----------------------------------------------------------------
+
+    @guarded
+    def finished(self, summary: CallSummary, exc: BaseException | None) -> None:
+        self._detach()
+        span, self._attempt = self._attempt, None
+        if span is not None:  # the last attempt failed and nothing followed it
+            span.end(end_time=self._attempt_end_ns)
+        if self.recording:
+            self.span.set_attributes(
+                {
+                    "retry.attempts": summary.attempts,
+                    "retry.total_sleep_s": summary.total_sleep,
+                    "retry.outcome": summary.outcome.value,
+                }
+            )
+        watch, self._watch = self._watch, None
+        if exc is None and watch is not None:
+            watch.arm()  # the stream ends the span, now if it already has, or later
+            return
+        self._end(exc, error_type(exc) if exc is not None else None)
+
+    def _end(self, exc: BaseException | None, kind: str | None) -> None:
+        logical = self.span
+        if kind is not None and self.recording:
+            logical.set_attribute("error.type", kind)
+            if exc is not None:
+                logical.record_exception(exc)
+            logical.set_status(Status(StatusCode.ERROR, kind))
+        logical.end()
+        self._telemetry.instruments.operation(
+            self._metric_attributes, time.monotonic() - self._started, kind
+        )
+
+    @guarded
+    def stream_ended(self, watch: StreamWatch) -> None:
+        """Called once by the watch when the stream returned to the caller is over."""
+        summary = watch.summary
+        if self.recording:
+            attributes: dict[str, AttributeValue] = {}
+            if summary.response_id is not None:
+                attributes["gen_ai.response.id"] = summary.response_id
+            if summary.response_model is not None:
+                attributes["gen_ai.response.model"] = summary.response_model
+            if summary.reasons:
+                attributes["gen_ai.response.finish_reasons"] = tuple(
+                    summary.reasons[i] for i in sorted(summary.reasons)
+                )
+            if summary.input_tokens is not None:
+                attributes["gen_ai.usage.input_tokens"] = summary.input_tokens
+            if summary.output_tokens is not None:
+                attributes["gen_ai.usage.output_tokens"] = summary.output_tokens
+            if watch.time_to_first_chunk is not None:
+                attributes["gen_ai.response.time_to_first_chunk"] = watch.time_to_first_chunk
+            if summary.texts is not None:
+                output = text_output(
+                    {i: "".join(parts) for i, parts in summary.texts.items()}, summary.reasons
+                )
+                if output is not None:
+                    attributes["gen_ai.output.messages"] = output
+            self.span.set_attributes(attributes)
+        instruments = self._telemetry.instruments
+        if watch.time_to_first_chunk is not None:
+            instruments.time_to_first_chunk(self._metric_attributes, watch.time_to_first_chunk)
+        instruments.tokens(self._metric_attributes, summary.input_tokens, summary.output_tokens)
+        error = watch.error
+        kind = watch.error_type or (error_type(error) if error is not None else None)
+        self._end(error, kind)
+
+
+def _record_error(span: Span, exc: BaseException, kind: str) -> None:
+    span.set_attribute("error.type", kind)
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, kind))
+
+
+def _parsed(result: object) -> object | None:
+    """The parsed model behind an SDK result, without consuming anything the caller will read."""
+    if isinstance(result, BaseModel):
+        return result
+    if isinstance(result, LegacyAPIResponse) and not getattr(result, "_stream", False):
+        # parse() caches, so the caller's own parse() gets this same object for free.
+        parsed: object = result.parse()
+        return parsed
+    return None

@@ -1,0 +1,202 @@
+"""Metrics read back through an InMemoryMetricReader, and content capture on and off."""
+
+from __future__ import annotations
+
+import json
+import openai
+import pytest
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Metric,
+    NumberDataPoint,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_openai_retry import RetryPolicy
+from otel_openai_retry._metrics import DURATION_BUCKETS, TOKEN_BUCKETS
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+from .helpers import API_KEY, Instrument, attrs, calls
+
+FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05)
+PROMPT = "What is the airspeed velocity of an unladen swallow"
+
+
+def metrics_by_name(reader: InMemoryMetricReader) -> dict[str, Metric]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    found: dict[str, Metric] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            assert scope.scope.name == "otel_openai_retry"
+            for metric in scope.metrics:
+                found[metric.name] = metric
+    return found
+
+
+def histogram_points(metric: Metric) -> list[HistogramDataPoint]:
+    points = list(metric.data.data_points)
+    assert all(isinstance(p, HistogramDataPoint) for p in points)
+    return points  # type: ignore[return-value]
+
+
+def counter_points(metric: Metric) -> list[NumberDataPoint]:
+    points = list(metric.data.data_points)
+    assert all(isinstance(p, NumberDataPoint) for p in points)
+    return points  # type: ignore[return-value]
+
+
+async def test_metrics_match_the_calls_made(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+    instrument: Instrument,
+) -> None:
+    instrument(policy=FAST)
+    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    server.script(Fault.rate_limit(retry_after_ms=10), Fault.server_error(500))
+    first = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "one two three"}]
+    )
+    server.script(Fault.status(400))
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "four five"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    streamed_usage = chunks[-1].usage
+    assert first.usage is not None and streamed_usage is not None
+
+    metrics = metrics_by_name(metric_reader)
+    assert set(metrics) == {
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "retry.attempts",
+        "retry.sleep.duration",
+    }
+    base = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "server.address": "127.0.0.1",
+    }
+
+    duration = metrics["gen_ai.client.operation.duration"]
+    assert duration.unit == "s"
+    by_error = {(p.attributes or {}).get("error.type"): p for p in histogram_points(duration)}
+    assert set(by_error) == {None, "openai.BadRequestError"}
+    assert by_error[None].count == 2
+    assert by_error["openai.BadRequestError"].count == 1
+    assert dict(by_error[None].attributes or {}) == base
+    assert tuple(by_error[None].explicit_bounds) == DURATION_BUCKETS
+
+    tokens = metrics["gen_ai.client.token.usage"]
+    assert tokens.unit == "{token}"
+    by_type = {(p.attributes or {})["gen_ai.token.type"]: p for p in histogram_points(tokens)}
+    assert by_type["input"].sum == first.usage.prompt_tokens + streamed_usage.prompt_tokens
+    assert by_type["output"].sum == first.usage.completion_tokens + streamed_usage.completion_tokens
+    assert by_type["input"].count == 2, "tokens from the successful attempts only"
+    assert tuple(by_type["input"].explicit_bounds) == TOKEN_BUCKETS
+
+    attempts = metrics["retry.attempts"]
+    assert attempts.unit == "{attempt}"
+    counts = {(p.attributes or {}).get("error.type"): p.value for p in counter_points(attempts)}
+    assert counts == {
+        None: 2,
+        "openai.RateLimitError": 1,
+        "openai.InternalServerError": 1,
+        "openai.BadRequestError": 1,
+    }
+    assert sum(counts.values()) == server.request_count == 5
+
+    sleeps = histogram_points(metrics["retry.sleep.duration"])
+    assert metrics["retry.sleep.duration"].unit == "s"
+    span_sleeps = [
+        attrs(a)["retry.sleep_s"]
+        for call in calls(exporter.get_finished_spans())
+        for a in call.attempts
+        if "retry.sleep_s" in attrs(a)
+    ]
+    assert sum(p.count for p in sleeps) == len(span_sleeps) == 2
+    assert sum(p.sum for p in sleeps) == pytest.approx(sum(span_sleeps))  # type: ignore[arg-type]
+
+    ttfc = histogram_points(metrics["gen_ai.client.operation.time_to_first_chunk"])
+    assert [p.count for p in ttfc] == [1]
+    assert metrics["gen_ai.client.operation.time_to_first_chunk"].unit == "s"
+
+
+@pytest.fixture
+def capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+
+
+async def run_calls(server: FakeOpenAIServer) -> list[str]:
+    """A plain call and a stream; returns every completion text the caller saw."""
+    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    server.script(Fault.server_error(500))
+    completion = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]
+    )
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}], stream=True
+    )
+    streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    return [completion.choices[0].message.content or "", streamed]
+
+
+async def test_content_is_not_captured_by_default(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+    instrument: Instrument,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_serialization(*args: object) -> str:
+        raise AssertionError("content serialized while capture is off")
+
+    for name in ("input_messages", "output_messages", "text_output"):
+        monkeypatch.setattr(f"otel_openai_retry._telemetry.{name}", no_serialization)
+    instrument(policy=FAST)
+    outputs = await run_calls(server)
+    exported = "".join(s.to_json() for s in exporter.get_finished_spans())
+    data = metric_reader.get_metrics_data()
+    assert data is not None
+    exported += data.to_json()
+    for text in [PROMPT, *outputs]:
+        assert text
+        assert text not in exported
+    assert "gen_ai.input.messages" not in exported
+
+
+@pytest.mark.usefixtures("capture")
+async def test_content_capture_on_records_input_and_output(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    outputs = await run_calls(server)
+    found = calls(exporter.get_finished_spans())
+    assert len(found) == 2
+    for call, output in zip(found, outputs, strict=True):
+        raw_input = call.attr("gen_ai.input.messages")
+        raw_output = call.attr("gen_ai.output.messages")
+        assert isinstance(raw_input, str) and isinstance(raw_output, str)
+        assert json.loads(raw_input) == [
+            {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}
+        ]
+        assert json.loads(raw_output) == [
+            {
+                "role": "assistant",
+                "parts": [{"type": "text", "content": output}],
+                "finish_reason": "stop",
+            }
+        ]
+        for attempt in call.attempts:  # content lives on the logical span only
+            assert "gen_ai.input.messages" not in attrs(attempt)

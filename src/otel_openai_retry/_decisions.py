@@ -40,6 +40,7 @@ class Outcome(str, enum.Enum):
     EXHAUSTED = "exhausted"
     DEADLINE = "deadline"
     RETRY_AFTER_TOO_LONG = "retry_after_too_long"
+    BUDGET_EXHAUSTED = "budget_exhausted"
     CANCELLED = "cancelled"
 
 

@@ -11,6 +11,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from ._content import capture_enabled
+from ._endpoints import Endpoints
 from ._internal import logger
 from ._loop import Strategies
 from ._metrics import Instruments
@@ -61,7 +62,9 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             schema_url=_SCHEMA_URL,
         )
         telemetry = Telemetry(tracer, Instruments(meter), capture_enabled())
-        runtime = Runtime(strategies=Strategies(policy), telemetry=telemetry)
+        runtime = Runtime(
+            strategies=Strategies(policy), telemetry=telemetry, endpoints=Endpoints(policy)
+        )
         self._patch = Patch.install(runtime)
 
     def _uninstrument(self, **kwargs: Any) -> None:

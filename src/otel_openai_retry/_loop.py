@@ -9,6 +9,7 @@ lives in :class:`CallState` and the pure functions of ``_decisions``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import tenacity
 from tenacity.asyncio import AsyncRetrying
 
 from ._decisions import Outcome, Verdict, backoff_wait, classify, retry_after_wait
+from ._endpoints import EndpointState
 from ._internal import report_internal_error
 from ._policy import RetryPolicy
 
@@ -61,7 +63,7 @@ class CallSummary:
 class CallObserver(Protocol):
     """Told about one logical call as it runs; telemetry lives behind this."""
 
-    def attempt_started(self, attempt: int) -> None: ...
+    def attempt_started(self, attempt: int, throttle: float) -> None: ...
 
     def attempt_succeeded(self, attempt: int, result: Any) -> None: ...
 
@@ -107,6 +109,7 @@ class CallState:
 
     __slots__ = (
         "attempts",
+        "endpoint",
         "max_attempts",
         "observer",
         "started",
@@ -115,10 +118,17 @@ class CallState:
         "verdict",
     )
 
-    def __init__(self, strategies: Strategies, observer: CallObserver, max_attempts: int) -> None:
+    def __init__(
+        self,
+        strategies: Strategies,
+        observer: CallObserver,
+        max_attempts: int,
+        endpoint: EndpointState | None = None,
+    ) -> None:
         self.strategies = strategies
         self.observer = observer
         self.max_attempts = max_attempts
+        self.endpoint = endpoint
         self.attempts = 0
         self.total_sleep = 0.0
         self.verdict: Verdict | None = None
@@ -130,21 +140,51 @@ class CallState:
         timeout = self.strategies.policy.timeout
         return self.started + timeout if timeout > 0 else None
 
-    def begin_attempt(self) -> int:
+    def pacing_delay(self) -> float:
+        """Seconds to wait for this endpoint's next send slot (0 unless it is being paced)."""
+        self.verdict = None  # whatever fails from here on is judged afresh
+        endpoint = self.endpoint
+        if endpoint is None or endpoint.limiter is None:
+            return 0.0
+        return endpoint.limiter.reserve(time.monotonic())
+
+    def begin_attempt(self, throttle: float) -> int:
         self.attempts += 1
-        self.observer.attempt_started(self.attempts)
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.budget is not None:
+            endpoint.budget.record_request(time.monotonic())
+        self.observer.attempt_started(self.attempts, throttle)
         return self.attempts
 
     def attempt_failed(self, attempt: int, exc: BaseException) -> None:
         verdict = classify(exc, self.strategies.policy)
         self.verdict = verdict
+        endpoint = self.endpoint
+        if verdict.status_code == 429 and endpoint is not None and endpoint.limiter is not None:
+            response = getattr(exc, "response", None)
+            endpoint.limiter.on_throttled(
+                time.monotonic(), verdict.retry_after, getattr(response, "headers", None)
+            )
         self.observer.attempt_failed(attempt, exc, verdict)
 
     def should_retry(self, retry_state: tenacity.RetryCallState) -> bool:
         outcome = retry_state.outcome
-        return bool(
-            outcome is not None and outcome.failed and self.verdict and self.verdict.retryable
-        )
+        verdict = self.verdict
+        if outcome is None or not outcome.failed or verdict is None or not verdict.retryable:
+            return False
+        endpoint = self.endpoint
+        budget = endpoint.budget if endpoint is not None else None
+        # A 429 is the server pacing us, not failing: the limiter handles it, not the budget.
+        if (
+            budget is not None
+            and verdict.status_code != 429
+            and not budget.try_retry(time.monotonic())
+        ):
+            self.verdict = dataclasses.replace(
+                verdict, retryable=False, give_up_as=Outcome.BUDGET_EXHAUSTED
+            )
+            return False
+        return True
 
     def wait(self, retry_state: tenacity.RetryCallState) -> float:
         hint = self.verdict.retry_after if self.verdict else None
@@ -196,7 +236,10 @@ async def run_async(
     """Run one logical call; ``send(attempt)`` performs one HTTP attempt."""
 
     async def attempt() -> Any:
-        number = state.begin_attempt()
+        throttle = state.pacing_delay()
+        if throttle > 0:
+            await sleep(throttle)
+        number = state.begin_attempt(throttle)
         try:
             result = await send(number)
         except BaseException as exc:
@@ -239,7 +282,10 @@ def run_sync(
     """The synchronous twin of :func:`run_async`."""
 
     def attempt() -> Any:
-        number = state.begin_attempt()
+        throttle = state.pacing_delay()
+        if throttle > 0:
+            sleep(throttle)
+        number = state.begin_attempt(throttle)
         try:
             result = send(number)
         except BaseException as exc:

@@ -27,6 +27,7 @@ from openai._streaming import AsyncStream, Stream
 from openai._types import NotGiven
 
 from ._attributes import describe_request
+from ._endpoints import Endpoints, EndpointState
 from ._hooks import current_listener
 from ._loop import CallState, Strategies, run_async, run_sync
 from ._streams import stream_method_wrapper
@@ -34,7 +35,7 @@ from ._telemetry import CallTelemetry, Telemetry
 
 __all__ = ["Patch", "Runtime"]
 
-_current_call: ContextVar[CallTelemetry | None] = ContextVar("otel_openai_retry_call", default=None)
+_current_call: ContextVar[_Call | None] = ContextVar("otel_openai_retry_call", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Runtime:
 
     strategies: Strategies
     telemetry: Telemetry
+    endpoints: Endpoints
     async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     sync_sleep: Callable[[float], None] = time.sleep
 
@@ -81,6 +83,7 @@ class _Call:
         "cast_to",
         "client",
         "deadline",
+        "endpoint",
         "listener",
         "options",
         "spans",
@@ -120,8 +123,15 @@ class _Call:
         if self.listener is not None and self.listener.span_attributes:
             info.attributes.update(self.listener.span_attributes)
         self.spans = CallTelemetry(runtime.telemetry, info, options.json_data)
+        self.endpoint: EndpointState | None = None
+        if runtime.endpoints.enabled:
+            model = info.attributes.get("gen_ai.request.model", "")
+            self.endpoint = runtime.endpoints.get(str(url), str(model))
         self.state = CallState(
-            runtime.strategies, self.spans, _max_attempts(client, options, runtime)
+            runtime.strategies,
+            self.spans,
+            _max_attempts(client, options, runtime),
+            self.endpoint,
         )
         self.deadline = self.state.deadline
 
@@ -141,6 +151,13 @@ class _Call:
             )
             update["timeout"] = _cap_timeout(configured, self.deadline - time.monotonic())
         return options.model_copy(update=update)
+
+    def response_received(self, response: Any, stream: bool) -> None:
+        """The SDK accepted this attempt's HTTP response: tell telemetry and the pacer."""
+        self.spans.response_received(response, stream)
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.limiter is not None:
+            endpoint.limiter.on_success(time.monotonic(), response.headers)
 
     def call_args(self, attempt: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (self.cast_to, self.options_for(attempt)), {
@@ -190,7 +207,7 @@ def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
 
         async def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            token = _current_call.set(call.spans)
+            token = _current_call.set(call)
             try:
                 return await wrapped(*call_args, **call_kwargs)
             finally:
@@ -214,7 +231,7 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
 
         def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            token = _current_call.set(call.spans)
+            token = _current_call.set(call)
             try:
                 return wrapped(*call_args, **call_kwargs)
             finally:
@@ -230,9 +247,9 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
 def _process_response_wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    spans = _current_call.get()
-    if spans is not None:
+    call = _current_call.get()
+    if call is not None:
         response = kwargs.get("response")
         if response is not None:
-            spans.response_received(response, bool(kwargs.get("stream")))
+            call.response_received(response, bool(kwargs.get("stream")))
     return wrapped(*args, **kwargs)

@@ -25,6 +25,8 @@ ENV_VARS: Mapping[str, str] = {
     "max_wait": "OTEL_OPENAI_RETRY_MAX_WAIT",
     "timeout": "OTEL_OPENAI_RETRY_TIMEOUT",
     "max_retry_after": "OTEL_OPENAI_RETRY_MAX_RETRY_AFTER",
+    "budget": "OTEL_OPENAI_RETRY_BUDGET",
+    "adaptive": "OTEL_OPENAI_RETRY_ADAPTIVE",
 }
 """Policy field → environment variable; the names are a public interface."""
 
@@ -49,6 +51,10 @@ class RetryPolicy:
     """Deadline for the whole logical call in seconds; 0 means none."""
     max_retry_after: float = 120.0
     """Longest server ``Retry-After`` honoured; a longer one means giving up at once."""
+    budget: float = 0.1
+    """Retries allowed per request sent, per endpoint, over a sliding window; 0 turns it off."""
+    adaptive: bool = True
+    """Pace all calls to an endpoint once it has answered 429."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -62,8 +68,11 @@ class RetryPolicy:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
         """Build the policy from ``OTEL_OPENAI_RETRY_*``; unset variables keep their default."""
         env = os.environ if environ is None else environ
-        values: dict[str, float | int] = {}
+        values: dict[str, float | int | bool] = {}
         for name, var in ENV_VARS.items():
+            if name == "adaptive":
+                values[name] = parse_bool(var, env, default=True)
+                continue
             raw = env.get(var)
             if raw is None or raw.strip() == "":
                 continue
@@ -104,6 +113,8 @@ _ACCEPTED = {
     "max_wait": "a number of seconds >= 0",
     "timeout": "a number of seconds >= 0 (0 means no deadline)",
     "max_retry_after": "a number of seconds >= 0",
+    "budget": "a ratio >= 0 of retries to requests (0 turns the budget off)",
+    "adaptive": "true or false",
 }
 
 
@@ -121,7 +132,9 @@ def _parse_field(name: str, var: str, raw: str) -> float | int:
 
 def _check(name: str, value: object, *, source: str) -> None:
     accepted = _ACCEPTED[name]
-    if name == "max_attempts":
+    if name == "adaptive":
+        ok = isinstance(value, bool)
+    elif name == "max_attempts":
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
     else:
         ok = (

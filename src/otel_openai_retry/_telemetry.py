@@ -85,11 +85,13 @@ class CallTelemetry:
     # -- attempts --------------------------------------------------------------------------
 
     @guarded
-    def attempt_started(self, attempt: int) -> None:
+    def attempt_started(self, attempt: int, throttle: float) -> None:
         self._attempt_started = time.monotonic()
         attributes: dict[str, AttributeValue] = {"retry.attempt": attempt}
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
+        if throttle > 0:
+            attributes["retry.throttle_s"] = throttle
         span = self._telemetry.tracer.start_span(
             f"attempt {attempt}",
             context=self._attempt_parent,

@@ -7,6 +7,7 @@ it can read the line and connect without guessing a port or sleeping.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -20,8 +21,10 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Under `python -m`, argparse would call the program "__main__.py".
+    invoked_as_module = os.path.basename(sys.argv[0]) == "__main__.py"
     parser = argparse.ArgumentParser(
-        prog="python -m otel_openai_retry.testing",
+        prog="python -m otel_openai_retry.testing" if invoked_as_module else None,
         description=(
             "Serve a fake OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
             "/v1/embeddings, /v1/responses, /v1/models) that answers with scripted faults,\n"

@@ -94,7 +94,10 @@ class FakeOpenAIApp:
         started = time.monotonic()
         raw = await request.read()
         body = _parse_json(raw)
-        record = self._state.admit(request.method, request.path, _lowered_headers(request), body)
+        request_id = f"req_{uuid.uuid4().hex}"
+        record = self._state.admit(
+            request.method, request.path, _lowered_headers(request), body, request_id
+        )
         fault = record.fault
 
         if fault.delay_s and await self._stopped_within(fault.delay_s):
@@ -102,7 +105,7 @@ class FakeOpenAIApp:
         if fault.drop_connection:
             return self._drop(request)
 
-        headers = self._headers(fault, started)
+        headers = self._headers(fault, request_id, started)
         if fault.is_error:
             return await self._send_json(
                 request, fault, headers, _bodies.error_body(fault.status_code)
@@ -140,9 +143,9 @@ class FakeOpenAIApp:
         return True
 
     @staticmethod
-    def _headers(fault: Fault, started: float) -> dict[str, str]:
+    def _headers(fault: Fault, request_id: str, started: float) -> dict[str, str]:
         headers = {
-            "x-request-id": f"req_{uuid.uuid4().hex}",
+            "x-request-id": request_id,
             "openai-version": "2020-10-01",
             "openai-processing-ms": str(round((time.monotonic() - started) * 1000)),
         }

@@ -25,8 +25,9 @@ class Fault:
     Attributes:
         status_code: HTTP status. Below 400 the endpoint's normal body is sent with it; from 400 on,
             an OpenAI-shaped error body.
-        headers: Extra response headers, lower-cased names, in order. A tuple, not a dict, so that
-            the fault stays hashable.
+        headers: Extra response headers as ``(name, value)`` pairs, a tuple so that the fault stays
+            hashable. Names are lower-cased and sorted on construction, so that two faults with
+            the same headers are equal whatever order they were written in.
         retry_after_date_in: When set, a ``retry-after`` HTTP date this many seconds after the
             moment the response is *sent* (not when the fault was scripted, which may be long
             before).
@@ -45,6 +46,8 @@ class Fault:
     break_after: int | None = None
 
     def __post_init__(self) -> None:
+        canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
+        object.__setattr__(self, "headers", canonical)
         # Fail when the script is written, not later inside the server thread where the error
         # would only surface as a confusing client-side symptom.
         if not 100 <= self.status_code <= 599:

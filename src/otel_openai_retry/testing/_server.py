@@ -29,6 +29,11 @@ _SHUTDOWN_TIMEOUT_S = 2.0
 """How long stop() lets an in-flight answer finish. Delayed answers are cut short regardless."""
 
 
+_BACKLOG = 1024
+"""Room for a burst of new connections (a test opening hundreds at once) while the loop is busy:
+an overflowing accept queue drops SYNs, which a client sees as a connect timeout, not a fault."""
+
+
 @dataclass(frozen=True)
 class _Running:
     thread: threading.Thread
@@ -129,7 +134,7 @@ class FakeOpenAIServer:
                 shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
             )
             loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self._host, self._requested_port)
+            site = web.TCPSite(runner, self._host, self._requested_port, backlog=_BACKLOG)
             loop.run_until_complete(site.start())
             startup.port = int(runner.addresses[0][1])
         except BaseException as exc:
@@ -184,7 +189,7 @@ class FakeOpenAIServer:
 
     @property
     def port(self) -> int:
-        """The bound port; only known once started (a ``port=0`` server gets a new one each start)."""
+        """The bound port; known once started (with ``port=0``, a new one at each start)."""
         running = self._running
         if running is None:
             raise RuntimeError("FakeOpenAIServer is not running; call start() first")
@@ -219,7 +224,7 @@ class FakeOpenAIServer:
 
     @property
     def pending_faults(self) -> int:
-        """Scripted faults not yet consumed: non-zero after a test means fewer attempts than planned."""
+        """Scripted faults not yet used: non-zero after a test means fewer attempts than planned."""
         return self._state.pending_faults()
 
     def reset(self) -> None:
@@ -227,7 +232,7 @@ class FakeOpenAIServer:
         self._state.reset()
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
-        """Block until at least ``n`` requests have arrived; ``False`` if ``timeout`` ran out first."""
+        """Block until ``n`` requests have arrived in all; ``False`` if ``timeout`` ran out."""
         return self._state.wait_for_requests(n, timeout)
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from ._faults import Fault
@@ -36,6 +37,8 @@ class RecordedRequest:
             absent or not a number.
         fault: What the server did with the request.
         received_at: ``time.monotonic()`` at arrival, to measure backoff between attempts.
+        request_id: The ``x-request-id`` the answer carried, to match a client-side record (a
+            span, a log line) to this request; ``None`` when the connection was dropped instead.
     """
 
     method: str
@@ -45,6 +48,7 @@ class RecordedRequest:
     retry_count: int | None
     fault: Fault
     received_at: float
+    request_id: str | None = None
 
     def __repr__(self) -> str:
         # Headers and bodies drown a failed assertion; what was asked and what it got is what
@@ -99,7 +103,7 @@ class ServerState:
                 self._by_path.setdefault(normalize_path(path), deque()).extend(faults)
 
     def admit(
-        self, method: str, path: str, headers: Mapping[str, str], body: Any
+        self, method: str, path: str, headers: Mapping[str, str], body: Any, request_id: str
     ) -> RecordedRequest:
         """Decide the fault for a request that just arrived and journal it, in one step."""
         with self._changed:
@@ -113,11 +117,12 @@ class ServerState:
             record = RecordedRequest(
                 method=method,
                 path=path,
-                headers=headers,
+                headers=MappingProxyType(dict(headers)),
                 body=body,
                 retry_count=parse_retry_count(headers.get("x-stainless-retry-count")),
                 fault=fault,
                 received_at=time.monotonic(),
+                request_id=None if fault.drop_connection else request_id,
             )
             self._requests.append(record)
             self._changed.notify_all()

@@ -1,0 +1,36 @@
+"""examples/compose/traffic.py, the dashboard's traffic generator, runs and exports what it says."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from .harness import REPO_ROOT, clean_environment
+from .otlp_receiver import OTLPReceiver
+from .span_tree import CLIENT
+
+OUTCOMES = {"success", "non_retryable", "exhausted"}
+
+
+def test_traffic_generator_exports_traces_and_metrics(otlp_receiver: OTLPReceiver) -> None:
+    env = clean_environment()
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_receiver.http_endpoint
+    done = subprocess.run(
+        [sys.executable, "examples/compose/traffic.py", "--duration", "2", "--rate", "10"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Failed to export" not in done.stderr, done.stderr
+    calls_made = sum(int(n) for n in re.findall(r"^\s*(\d+)\s+\S", done.stdout, re.MULTILINE))
+    logical = [s for s in otlp_receiver.spans() if s.kind == CLIENT]
+    assert calls_made > 0
+    assert len(logical) == calls_made, done.stdout
+    assert {s.attributes.get("retry.outcome") for s in logical} <= OUTCOMES
+    assert {s.resource.get("service.name") for s in logical} == {"otel-openai-retry-traffic"}
+    assert otlp_receiver.metric_requests(), "traffic.py exports metrics too"

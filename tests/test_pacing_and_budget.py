@@ -7,7 +7,10 @@ import pytest
 from otel_openai_retry import ConfigurationError, RetryPolicy
 from otel_openai_retry._budget import RetryBudget
 from otel_openai_retry._pacing import (
+    DECREASE_FACTOR,
     DISENGAGE_AFTER,
+    INCREASE_FRACTION,
+    INCREASE_PER_SUCCESS,
     START_FLOOR,
     AdaptiveLimiter,
     parse_duration,
@@ -53,7 +56,7 @@ def test_a_429_gates_everyone_until_retry_after() -> None:
         limiter.reserve(10.0)
     limiter.on_throttled(10.0, 0.5, None)
     assert limiter.engaged
-    assert limiter.rate == max(START_FLOOR, 50 * 0.7)
+    assert limiter.rate == max(START_FLOOR, 50 * DECREASE_FACTOR)
     delays = [limiter.reserve(10.0) for _ in range(3)]
     assert delays[0] == pytest.approx(0.5)
     assert delays[1] - delays[0] == pytest.approx(1 / limiter.rate)
@@ -76,13 +79,16 @@ def test_aimd_without_headers() -> None:
     limiter = AdaptiveLimiter()
     limiter.on_throttled(0.0, None, None)
     start = limiter.rate
+    limiter.on_throttled(0.1, None, None)  # inside the guard: requests already in flight
     limiter.on_success(0.1, None)
-    assert limiter.rate > start
+    assert limiter.rate == start, "no change while answers to the old rate arrive"
+    limiter.on_success(0.3, None)
+    assert limiter.rate == pytest.approx(
+        start + max(INCREASE_PER_SUCCESS, start * INCREASE_FRACTION)
+    )
     raised = limiter.rate
-    limiter.on_throttled(0.15, None, None)  # inside the guard: requests already in flight
-    assert limiter.rate == raised
-    limiter.on_throttled(0.5, None, None)
-    assert limiter.rate == pytest.approx(raised * 0.7)
+    limiter.on_throttled(0.6, None, None)
+    assert limiter.rate == pytest.approx(raised * DECREASE_FACTOR)
 
 
 def test_pacing_switches_itself_off_when_not_binding() -> None:

@@ -31,11 +31,13 @@ MIN_RATE = 0.5
 START_FLOOR = 20.0
 """Lowest starting rate without headers: a lone caller's retry is not held up behind its own
 earlier request (its hint-based sleep already spaces it)."""
-DECREASE_FACTOR = 0.7
+DECREASE_FACTOR = 0.85
 DECREASE_GUARD = 0.2
 """Seconds during which further 429s (from requests already in flight) do not cut the rate again."""
 INCREASE_PER_SUCCESS = 0.5
-"""Requests per second added by each success while probing for more capacity (no headers)."""
+INCREASE_FRACTION = 0.005
+"""Each success while probing for capacity (no headers) adds the larger of these to the rate:
+an absolute floor so a low rate recovers, a fraction so a high one does too."""
 DISENGAGE_AFTER = 5.0
 HINT_MARGIN = 0.98
 """Send slightly under the rate the headers announce, to absorb clock and latency noise."""
@@ -132,8 +134,8 @@ class AdaptiveLimiter:
             hinted = refill_rate(headers) if headers is not None else None
             if hinted is not None:
                 self.rate = max(MIN_RATE, hinted * HINT_MARGIN)
-            else:
-                self.rate += INCREASE_PER_SUCCESS
+            elif now - self._last_decrease >= DECREASE_GUARD:  # else: sent at the old rate
+                self.rate += max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
 
     def on_throttled(
         self, now: float, retry_after: float | None, headers: Mapping[str, str] | None

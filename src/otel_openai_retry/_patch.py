@@ -29,6 +29,7 @@ from openai._types import NotGiven
 from ._attributes import describe_request
 from ._endpoints import Endpoints, EndpointState
 from ._hooks import current_listener
+from ._internal import report_internal_error
 from ._loop import CallState, Strategies, run_async, run_sync
 from ._streams import stream_method_wrapper
 from ._telemetry import CallTelemetry, Telemetry
@@ -203,7 +204,11 @@ def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _Call(runtime, instance, args, kwargs)
+        try:
+            call = _Call(runtime, instance, args, kwargs)
+        except Exception:  # our bug must not lose the call: the SDK's own path instead
+            report_internal_error("request setup")
+            return await wrapped(*args, **kwargs)
 
         async def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
@@ -227,7 +232,11 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        call = _Call(runtime, instance, args, kwargs)
+        try:
+            call = _Call(runtime, instance, args, kwargs)
+        except Exception:  # our bug must not lose the call: the SDK's own path instead
+            report_internal_error("request setup")
+            return wrapped(*args, **kwargs)
 
         def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)

@@ -4,11 +4,17 @@ Reads ``OTEL_OPENAI_RETRY_ENABLED``; unless it is false, sets up the OpenTelemet
 standard ``OTEL_*`` variables when the application has not installed providers itself, then
 instruments the OpenAI SDK with the policy from ``OTEL_OPENAI_RETRY_*``. Retries work even when
 telemetry is disabled (``OTEL_SDK_DISABLED=true``). Importing it again changes nothing.
+
+When LangChain is installed, its run managers are told about every retry too (see
+:mod:`otel_openai_retry.langchain`); when it is not, nothing of it is imported.
 """
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from ._instrumentor import OpenAIRetryInstrumentor
+from ._internal import logger
 from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
 from ._sdk_setup import configure_sdk_if_needed
 
@@ -24,6 +30,18 @@ def _activate() -> None:
     policy = RetryPolicy.from_env()  # a bad variable fails here, before anything is changed
     configure_sdk_if_needed()
     instrumentor.instrument(policy=policy)
+    if find_spec("langchain_core") is not None:
+        _activate_langchain()
+
+
+def _activate_langchain() -> None:
+    """LangChain's run managers hear of every retry; a LangChain we cannot work with only warns."""
+    try:
+        from .langchain import LangChainRetryInstrumentor
+    except ImportError:
+        logger.warning("otel-openai-retry: LangChain bridge not activated", exc_info=True)
+        return
+    LangChainRetryInstrumentor().instrument()
 
 
 _activate()

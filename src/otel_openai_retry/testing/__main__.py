@@ -43,6 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet", action="store_true", help="do not log each request on standard error"
     )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, metavar="S", help="answer successes after S seconds"
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="token-bucket limit in requests/s; over it, 429 (see --burst, --no-hints)",
+    )
+    parser.add_argument("--burst", type=int, default=10, help="token bucket size (default: 10)")
+    parser.add_argument(
+        "--no-hints",
+        action="store_true",
+        help="429s without retry-after-ms and x-ratelimit-* headers",
+    )
     return parser
 
 
@@ -73,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}: {exc.__cause__}", file=sys.stderr)
             return 1
         server.script(*faults)
+        server.set_latency(args.latency)
+        if args.rate_limit is not None:
+            server.set_rate_limit(args.rate_limit, args.burst, hints=not args.no_hints)
         # Flushed: the reader is usually a pipe, where nothing shows up until the buffer fills.
         print(f"listening on {server.base_url}", flush=True)
         # A timeout keeps the main thread waking up, so the signal handler runs promptly.

@@ -19,10 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from . import _bodies
+from ._conditions import RateLimit
 from ._faults import Fault
 from ._state import ServerState
 
 __all__ = ["FakeOpenAIApp"]
+
+CONTROL_PREFIX = "/_fake/"
+"""Paths of the control API (stats, conditions, reset), outside the fake OpenAI API."""
 
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 """Generous, so that benchmarks with large prompts or batches are not refused."""
@@ -94,6 +98,8 @@ class FakeOpenAIApp:
         started = time.monotonic()
         raw = await request.read()
         body = _parse_json(raw)
+        if request.path.startswith(CONTROL_PREFIX):
+            return self._control(request.method, request.path, body)
         request_id = f"req_{uuid.uuid4().hex}"
         record = self._state.admit(
             request.method, request.path, _lowered_headers(request), body, request_id
@@ -134,6 +140,48 @@ class FakeOpenAIApp:
             error = _bodies.error_body(400, exc.message, exc.param)
             return await self._send_json(request, fault, headers, error, status=400)
         return await self._send_json(request, fault, headers, payload)
+
+    def _control(self, method: str, path: str, body: Any) -> web.StreamResponse:
+        """The out-of-band API a benchmark uses to steer a server running as another process.
+
+        ``GET /_fake/stats`` → ``{"requests": N, "by_status": {"200": .., "429": ..}}``;
+        ``POST /_fake/conditions`` with ``{"latency_s", "rate_limit": {"rate", "burst",
+        "hints"} | null, "outage_s", "outage_status"}`` (each optional); ``POST /_fake/reset``.
+        Not journaled and never faulted.
+        """
+        state = self._state
+        try:
+            if (method, path) == ("GET", CONTROL_PREFIX + "stats"):
+                counts = state.status_counts()
+                return web.json_response({"requests": sum(counts.values()), "by_status": counts})
+            if (method, path) == ("POST", CONTROL_PREFIX + "reset"):
+                state.reset()
+                return web.json_response({"ok": True})
+            if (method, path) == ("POST", CONTROL_PREFIX + "conditions") and isinstance(
+                body, Mapping
+            ):
+                conditions = state.conditions
+                if "latency_s" in body:
+                    conditions.set_latency(float(body["latency_s"]))
+                if "rate_limit" in body:
+                    spec = body["rate_limit"]
+                    conditions.set_rate_limit(
+                        None
+                        if spec is None
+                        else RateLimit(
+                            float(spec["rate"]),
+                            int(spec.get("burst", 10)),
+                            bool(spec.get("hints", True)),
+                        )
+                    )
+                if "outage_s" in body:
+                    conditions.start_outage(
+                        float(body["outage_s"]), int(body.get("outage_status", 503))
+                    )
+                return web.json_response({"ok": True})
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"error": f"unknown control {method} {path}"}, status=404)
 
     async def _stopped_within(self, seconds: float) -> bool:
         try:

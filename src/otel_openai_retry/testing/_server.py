@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ._app import FakeOpenAIApp
+from ._conditions import RateLimit
 from ._faults import Fault
 from ._state import RecordedRequest, ServerState
 
@@ -228,8 +229,31 @@ class FakeOpenAIServer:
         return self._state.pending_faults()
 
     def reset(self) -> None:
-        """Forget the script and the journal, e.g. between tests sharing one server."""
+        """Forget the script, the journal and the conditions, e.g. between tests."""
         self._state.reset()
+
+    # -- server-wide conditions -----------------------------------------------------------------
+
+    def set_latency(self, seconds: float) -> None:
+        """Answer every successful request after this long (a model's think time)."""
+        self._state.conditions.set_latency(seconds)
+
+    def set_rate_limit(self, rate: float | None, burst: int = 10, *, hints: bool = True) -> None:
+        """A token bucket of ``rate`` requests/s (``None`` removes it); over it, 429.
+
+        With ``hints``, answers carry ``retry-after-ms`` and OpenAI's ``x-ratelimit-*`` headers.
+        """
+        self._state.conditions.set_rate_limit(
+            None if rate is None else RateLimit(rate, burst, hints)
+        )
+
+    def start_outage(self, seconds: float, status: int = 503) -> None:
+        """From now, answer ``status`` to every request for ``seconds``."""
+        self._state.conditions.start_outage(seconds, status)
+
+    def status_counts(self) -> dict[str, int]:
+        """Requests received by the answer they got: ``{"200": 950, "429": 61, "drop": 2}``."""
+        return self._state.status_counts()
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
         """Block until ``n`` requests have arrived in all; ``False`` if ``timeout`` ran out."""

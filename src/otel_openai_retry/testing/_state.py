@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ._conditions import Conditions
 from ._faults import Fault
 
 __all__ = ["RecordedRequest", "ServerState", "normalize_path"]
@@ -85,6 +86,7 @@ class ServerState:
     """Fault queues and the request journal, safe to use from any thread."""
 
     def __init__(self, on_request: Callable[[RecordedRequest], None] | None = None) -> None:
+        self.conditions = Conditions()
         self._changed = threading.Condition()
         self._global: deque[Fault] = deque()
         self._by_path: dict[str, deque[Fault]] = {}
@@ -113,7 +115,7 @@ class ServerState:
             elif self._global:
                 fault = self._global.popleft()
             else:
-                fault = Fault.ok()
+                fault = self.conditions.decide(time.monotonic())
             record = RecordedRequest(
                 method=method,
                 path=path,
@@ -151,6 +153,17 @@ class ServerState:
             self._by_path.clear()
             self._requests.clear()
             self._changed.notify_all()
+        self.conditions.clear()
+
+    def status_counts(self) -> dict[str, int]:
+        """How many requests got each answer: ``"429"``, ``"200"``, ``"drop"``, ..."""
+        counts: dict[str, int] = {}
+        with self._changed:
+            for record in self._requests:
+                fault = record.fault
+                key = "drop" if fault.drop_connection else str(fault.status_code)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def wait_for_requests(self, n: int, timeout: float) -> bool:
         with self._changed:

@@ -1,0 +1,122 @@
+"""Pacing and the retry budget against the fake server's rate limit and outage conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_openai_retry import RetryPolicy
+from otel_openai_retry.testing import FakeOpenAIServer
+
+from .helpers import API_KEY, Instrument, attrs, calls
+
+FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=8)
+
+
+async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> list[bool]:
+    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> bool:
+        async with semaphore:
+            try:
+                await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"n{i}"}]
+                )
+            except openai.APIError:
+                return False
+            return True
+
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def test_server_rate_limit_answers_like_openai(server: FakeOpenAIServer) -> None:
+    server.set_rate_limit(50, burst=2)
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
+    headers = raised.value.response.headers
+    assert 1 <= int(headers["retry-after-ms"]) <= 21
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"].endswith("ms")
+    assert server.status_counts() == {"200": 2, "429": 1}
+
+
+def test_server_outage_then_recovery(server: FakeOpenAIServer) -> None:
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    server.start_outage(0.3)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    time.sleep(0.35)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert server.status_counts() == {"503": 1, "200": 1}
+
+
+@pytest.mark.parametrize("hints", [True, False])
+async def test_pacing_gets_a_crowd_through_a_rate_limit(
+    hints: bool,
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+) -> None:
+    instrument(policy=FAST)
+    server.set_rate_limit(200, burst=5, hints=hints)
+    results = await run_many(server, 200, concurrency=50)
+    assert all(results)  # the speed is measured in benchmarks/goodput.py, not here
+    counts = server.status_counts()
+    throttled = counts.get("429", 0)
+    assert throttled <= 0.5 * 200, counts
+    found = calls(exporter.get_finished_spans())
+    assert sum(len(c.attempts) for c in found) == server.request_count
+    throttles = [attrs(a).get("retry.throttle_s") for c in found for a in c.attempts]
+    assert any(isinstance(t, float) and t > 0 for t in throttles), "pacing engaged"
+
+
+async def test_pacing_off_means_no_throttle(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=8, adaptive=False))
+    server.set_rate_limit(200, burst=5)
+    assert all(await run_many(server, 60, concurrency=30))
+    assert not any(
+        "retry.throttle_s" in attrs(a)
+        for c in calls(exporter.get_finished_spans())
+        for a in c.attempts
+    )
+
+
+async def test_budget_limits_retries_into_an_outage(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    instrument(policy=RetryPolicy(initial_wait=0.001, max_wait=0.002, max_attempts=5))
+    server.start_outage(30)
+    results = await run_many(server, 300, concurrency=50)
+    assert not any(results)
+    # 300 first attempts; retries at most 10 % of requests plus the reserve of 100 per window
+    assert server.request_count <= 300 + (0.1 * 300 + 100) / 0.9 + 2
+    outcomes = [c.attr("retry.outcome") for c in calls(exporter.get_finished_spans())]
+    assert outcomes.count("budget_exhausted") >= 150
+    assert set(outcomes) <= {"budget_exhausted", "exhausted"}
+
+    server.reset()  # recovery: first attempts are never held back by the budget
+    exporter.clear()
+    assert all(await run_many(server, 50, concurrency=10))
+    assert server.request_count == 50
+
+
+async def test_budget_zero_turns_it_off(server: FakeOpenAIServer, instrument: Instrument) -> None:
+    instrument(policy=RetryPolicy(initial_wait=0.001, max_wait=0.002, max_attempts=5, budget=0))
+    server.start_outage(30)
+    await run_many(server, 100, concurrency=50)
+    assert server.request_count == 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from importlib.util import find_spec
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -36,6 +37,7 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """
 
     _patch: Patch | None = None
+    _langchain: BaseInstrumentor | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -66,8 +68,32 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             strategies=Strategies(policy), telemetry=telemetry, endpoints=Endpoints(policy)
         )
         self._patch = Patch.install(runtime)
+        self._langchain = _instrument_langchain()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         patch, self._patch = self._patch, None
         if patch is not None:
             patch.remove()
+        bridge, self._langchain = self._langchain, None
+        if bridge is not None:
+            bridge.uninstrument()
+
+
+def _instrument_langchain() -> BaseInstrumentor | None:
+    """Tell LangChain's run managers of every retry, when LangChain is installed.
+
+    Here rather than in ``auto`` so that ``opentelemetry-instrument`` users get it too. Nothing
+    of LangChain is imported when it is absent; a LangChain we cannot work with only warns.
+    """
+    if find_spec("langchain_core") is None:
+        return None
+    try:
+        from .langchain import LangChainRetryInstrumentor
+    except ImportError:
+        logger.warning("otel-openai-retry: LangChain bridge not activated", exc_info=True)
+        return None
+    bridge = LangChainRetryInstrumentor()
+    if bridge.is_instrumented_by_opentelemetry:
+        return None  # switched on by the application itself: leave it to it
+    bridge.instrument()
+    return bridge

@@ -11,10 +11,7 @@ When LangChain is installed, its run managers are told about every retry too (se
 
 from __future__ import annotations
 
-from importlib.util import find_spec
-
 from ._instrumentor import OpenAIRetryInstrumentor
-from ._internal import logger
 from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
 from ._sdk_setup import configure_sdk_if_needed
 
@@ -29,19 +26,7 @@ def _activate() -> None:
         return
     policy = RetryPolicy.from_env()  # a bad variable fails here, before anything is changed
     configure_sdk_if_needed()
-    instrumentor.instrument(policy=policy)
-    if find_spec("langchain_core") is not None:
-        _activate_langchain()
-
-
-def _activate_langchain() -> None:
-    """LangChain's run managers hear of every retry; a LangChain we cannot work with only warns."""
-    try:
-        from .langchain import LangChainRetryInstrumentor
-    except ImportError:
-        logger.warning("otel-openai-retry: LangChain bridge not activated", exc_info=True)
-        return
-    LangChainRetryInstrumentor().instrument()
+    instrumentor.instrument(policy=policy)  # the LangChain bridge too, when it is installed
 
 
 _activate()

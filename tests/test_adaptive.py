@@ -76,7 +76,10 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
     assert all(results)  # the speed is measured in benchmarks/goodput.py, not here
     counts = server.status_counts()
     throttled = counts.get("429", 0)
-    assert throttled <= 0.5 * 200, counts
+    # The first wave (50 at once into a burst of 5) is throttled before pacing can engage;
+    # after that, pacing keeps 429s to a fraction of the calls (0.15 per call in goodput.py).
+    first_wave = 50 - 5
+    assert throttled <= first_wave + 0.3 * 200, counts
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == server.request_count
     throttles = [attrs(a).get("retry.throttle_s") for c in found for a in c.attempts]

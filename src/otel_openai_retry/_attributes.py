@@ -16,8 +16,10 @@ from opentelemetry.util.types import AttributeValue
 __all__ = [
     "GENAI_OPERATIONS",
     "RequestInfo",
+    "ResponseFields",
     "describe_request",
-    "response_attributes",
+    "response_fields",
+    "usage_tokens",
 ]
 
 GENAI_OPERATIONS: Mapping[str, str] = {
@@ -111,54 +113,83 @@ def _endpoint_path(url: str) -> str:
     return "/" + path.split("://", 1)[-1].split("/", 1)[-1] if "://" in path else "/" + path
 
 
-def response_attributes(result: object) -> dict[str, AttributeValue]:
-    """``gen_ai.response.*`` and ``gen_ai.usage.*`` from a parsed OpenAI model."""
-    attributes: dict[str, AttributeValue] = {}
-    response_id = getattr(result, "id", None)
-    if isinstance(response_id, str):
-        attributes["gen_ai.response.id"] = response_id
-    model = getattr(result, "model", None)
-    if isinstance(model, str):
-        attributes["gen_ai.response.model"] = model
-    reasons = _finish_reasons(result)
-    if reasons:
-        attributes["gen_ai.response.finish_reasons"] = reasons
-    input_tokens, output_tokens = usage_tokens(getattr(result, "usage", None))
-    if input_tokens is not None:
-        attributes["gen_ai.usage.input_tokens"] = input_tokens
-    if output_tokens is not None:
-        attributes["gen_ai.usage.output_tokens"] = output_tokens
-    return attributes
+@dataclass(slots=True)
+class ResponseFields:
+    """What a parsed response says about itself: span attributes and token counts."""
+
+    response_id: str | None
+    model: str | None
+    finish_reasons: tuple[str, ...]
+    input_tokens: int | None
+    output_tokens: int | None
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        """``gen_ai.response.*`` and ``gen_ai.usage.*``, for the fields present."""
+        attributes: dict[str, AttributeValue] = {}
+        if self.response_id is not None:
+            attributes["gen_ai.response.id"] = self.response_id
+        if self.model is not None:
+            attributes["gen_ai.response.model"] = self.model
+        if self.finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
+        if self.input_tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = self.input_tokens
+        if self.output_tokens is not None:
+            attributes["gen_ai.usage.output_tokens"] = self.output_tokens
+        return attributes
+
+
+def _fields(model: object) -> Mapping[str, Any]:
+    """A pydantic model's field values without ``getattr``: a missing attribute on an SDK model
+    goes through pydantic's ``__getattr__``, which raises and catches (a few µs each)."""
+    fields = getattr(model, "__dict__", None)
+    return fields if isinstance(fields, Mapping) else {}
+
+
+def response_fields(result: object) -> ResponseFields:
+    """Read a parsed OpenAI model (chat, completion, embeddings, Responses) once."""
+    fields = _fields(result)
+    response_id = fields.get("id")
+    model = fields.get("model")
+    input_tokens, output_tokens = usage_tokens(fields.get("usage"))
+    return ResponseFields(
+        response_id if isinstance(response_id, str) else None,
+        model if isinstance(model, str) else None,
+        _finish_reasons(fields),
+        input_tokens,
+        output_tokens,
+    )
 
 
 def usage_tokens(usage: object) -> tuple[int | None, int | None]:
     """(input, output) tokens from Chat/Completions (``prompt_tokens``) or Responses usage."""
     if usage is None:
         return None, None
-    input_tokens = getattr(usage, "input_tokens", None)
+    fields = _fields(usage)
+    input_tokens = fields.get("input_tokens")
     if input_tokens is None:
-        input_tokens = getattr(usage, "prompt_tokens", None)
-    output_tokens = getattr(usage, "output_tokens", None)
+        input_tokens = fields.get("prompt_tokens")
+    output_tokens = fields.get("output_tokens")
     if output_tokens is None:
-        output_tokens = getattr(usage, "completion_tokens", None)
+        output_tokens = fields.get("completion_tokens")
     return (
         input_tokens if isinstance(input_tokens, int) else None,
         output_tokens if isinstance(output_tokens, int) else None,
     )
 
 
-def _finish_reasons(result: object) -> tuple[str, ...]:
-    choices = getattr(result, "choices", None)
+def _finish_reasons(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    choices = fields.get("choices")
     if isinstance(choices, Sequence):
         return tuple(
             reason
             for choice in choices
-            if isinstance(reason := getattr(choice, "finish_reason", None), str)
+            if isinstance(reason := _fields(choice).get("finish_reason"), str)
         )
-    if getattr(result, "object", None) == "response":
-        status = getattr(result, "status", None)
-        details = getattr(result, "incomplete_details", None)
-        reason = getattr(details, "reason", None)
+    if fields.get("object") == "response":
+        status = fields.get("status")
+        details = fields.get("incomplete_details")
+        reason = _fields(details).get("reason") if details is not None else None
         if isinstance(reason, str):
             return (reason,)
         if status == "completed":

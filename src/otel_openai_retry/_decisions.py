@@ -59,9 +59,10 @@ class Verdict:
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """The server's requested delay in seconds, or ``None`` when it gave no usable hint.
 
-    ``retry-after-ms`` wins over ``retry-after``; ``retry-after`` may be seconds or an HTTP date.
-    Garbage, NaN and negative numbers are no hint; a date in the past means "now" (0); an
-    infinite value stays infinite so that it counts as too long rather than as no hint.
+    ``retry-after-ms`` wins over ``retry-after`` when it is usable; ``retry-after`` may be seconds
+    or an HTTP date. Garbage, NaN and negative numbers are no hint (the next header is tried); a
+    date in the past means "now" (0); an infinite value or a date beyond any clock stays infinite,
+    so that it counts as too long rather than as no hint.
     """
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         raw = headers.get(name)
@@ -72,7 +73,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         except ValueError:
             continue
         if math.isnan(value) or value < 0:
-            return None
+            continue
         return value / divisor
     raw_date = headers.get("retry-after")
     if raw_date is None:
@@ -84,7 +85,11 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         at = email.utils.mktime_tz(parsed)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return max(0.0, at - (time.time() if now is None else now))
+    try:
+        delay = at - (time.time() if now is None else now)
+    except OverflowError:  # a zone offset with many digits: an int beyond any float
+        return math.inf if at > 0 else 0.0
+    return max(0.0, delay) if math.isfinite(delay) else math.inf
 
 
 def _should_retry_header(headers: Mapping[str, str]) -> bool | None:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from opentelemetry.metrics import Meter
 from opentelemetry.util.types import AttributeValue
 
+from ._internal import report_internal_error
+
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Instruments"]
 
 DURATION_BUCKETS = (
@@ -66,27 +68,45 @@ class Instruments:
             explicit_bucket_boundaries_advisory=SLEEP_BUCKETS,
         )
 
+    # Each measurement is guarded on its own: a meter or reader that raises loses that one
+    # measurement, never the spans or the other measurements of the call.
+
     def attempt(self, attributes: Attributes, error_type: str | None) -> None:
-        self._attempts.add(
-            1, attributes if error_type is None else _with(attributes, "error.type", error_type)
-        )
+        try:
+            self._attempts.add(
+                1, attributes if error_type is None else _with(attributes, "error.type", error_type)
+            )
+        except Exception:
+            report_internal_error("metrics")
 
     def sleep(self, attributes: Attributes, seconds: float) -> None:
-        self._sleep.record(seconds, attributes)
+        try:
+            self._sleep.record(seconds, attributes)
+        except Exception:
+            report_internal_error("metrics")
 
     def operation(self, attributes: Attributes, seconds: float, error_type: str | None) -> None:
-        self._duration.record(
-            seconds,
-            attributes if error_type is None else _with(attributes, "error.type", error_type),
-        )
+        try:
+            self._duration.record(
+                seconds,
+                attributes if error_type is None else _with(attributes, "error.type", error_type),
+            )
+        except Exception:
+            report_internal_error("metrics")
 
     def tokens(
         self, attributes: Attributes, input_tokens: int | None, output_tokens: int | None
     ) -> None:
-        if input_tokens is not None:
-            self._tokens.record(input_tokens, _with(attributes, "gen_ai.token.type", "input"))
-        if output_tokens is not None:
-            self._tokens.record(output_tokens, _with(attributes, "gen_ai.token.type", "output"))
+        try:
+            if input_tokens is not None:
+                self._tokens.record(input_tokens, _with(attributes, "gen_ai.token.type", "input"))
+            if output_tokens is not None:
+                self._tokens.record(output_tokens, _with(attributes, "gen_ai.token.type", "output"))
+        except Exception:
+            report_internal_error("metrics")
 
     def time_to_first_chunk(self, attributes: Attributes, seconds: float) -> None:
-        self._ttfc.record(seconds, attributes)
+        try:
+            self._ttfc.record(seconds, attributes)
+        except Exception:
+            report_internal_error("metrics")

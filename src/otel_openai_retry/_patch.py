@@ -107,17 +107,15 @@ class _Call:
         self.options = options
         self.stream = stream
         self.stream_cls = stream_cls
-        url = client.base_url
+        server = _server_of(client)
         info = describe_request(
             method=options.method,
             url=options.url,
             json_data=options.json_data,
-            provider="azure.ai.openai"
-            if isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
-            else "openai",
-            host=url.host,
-            port=url.port,
-            scheme=url.scheme,
+            provider=server.provider,
+            host=server.host,
+            port=server.port,
+            scheme=server.scheme,
             stream=stream,
         )
         self.listener = current_listener()
@@ -127,7 +125,7 @@ class _Call:
         self.endpoint: EndpointState | None = None
         if runtime.endpoints.enabled:
             model = info.attributes.get("gen_ai.request.model", "")
-            self.endpoint = runtime.endpoints.get(str(url), str(model))
+            self.endpoint = runtime.endpoints.get(server.base_url, str(model))
         self.state = CallState(
             runtime.strategies,
             self.spans,
@@ -165,6 +163,44 @@ class _Call:
             "stream": self.stream,
             "stream_cls": self.stream_cls,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _Server:
+    """What the spans need from a client's base URL, parsed once per URL object."""
+
+    url: object
+    """The ``httpx.URL`` this was read from, kept so that its ``id`` stays unique."""
+    base_url: str
+    host: str | None
+    port: int | None
+    scheme: str | None
+    provider: str
+
+
+_servers: dict[tuple[int, type], _Server] = {}
+_MAX_SERVERS = 256
+
+
+def _server_of(client: BaseClient[Any, Any]) -> _Server:
+    """Reading an ``httpx.URL``'s parts costs microseconds per property; clients rarely change
+    their base URL, so cache by the URL object's identity (checked, as ids are reused)."""
+    url = client.base_url
+    key = (id(url), type(client))
+    server = _servers.get(key)
+    if server is not None and server.url is url:
+        return server
+    if len(_servers) >= _MAX_SERVERS:
+        _servers.clear()
+    server = _servers[key] = _Server(
+        url,
+        str(url),
+        url.host,
+        url.port,
+        url.scheme,
+        "azure.ai.openai" if isinstance(client, (AzureOpenAI, AsyncAzureOpenAI)) else "openai",
+    )
+    return server
 
 
 def _bind(

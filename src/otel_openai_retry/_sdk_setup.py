@@ -47,16 +47,16 @@ def _default_exporter_names(signal: Signal) -> list[str]:
     """Our defaults, used only where the variable is unset (the SDK reads it otherwise)."""
     if os.environ.get(_EXPORTER_VARS[signal], "").strip():
         return []
-    protocol = os.environ.get(_PROTOCOL_VARS[signal]) or os.environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL"
-    )
-    if protocol and protocol.strip() == "grpc":
+    # The signal's own variable wins over the general one, as in the OTLP exporters.
+    variable = _PROTOCOL_VARS[signal]
+    protocol = os.environ.get(variable, "").strip()
+    if not protocol:
+        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        protocol = os.environ.get(variable, "").strip()
+    if protocol == "grpc":
         return ["otlp_proto_grpc"]
-    if protocol and protocol.strip() not in ("", "http/protobuf"):
-        raise ValueError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; "
-            "accepted: grpc, http/protobuf"
-        )
+    if protocol not in ("", "http/protobuf"):
+        raise ValueError(f"{variable}={protocol!r} is not supported; accepted: grpc, http/protobuf")
     return ["otlp_proto_http"]
 
 

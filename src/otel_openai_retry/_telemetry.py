@@ -7,10 +7,17 @@ at the moment the request failed, so the sleep shows as the gap between attempt 
 
 For a stream, the call returns before the work is done: the logical span is handed to a
 :class:`~otel_openai_retry._streams.StreamWatch`, which ends it when the stream ends.
+
+A span processor, exporter or meter that raises must cost only its own record: every span start,
+span end and measurement is guarded on its own (``_start_span``, ``_end_span``, and inside
+:class:`~otel_openai_retry._metrics.Instruments`), so a failing ``on_end`` still lets the metrics
+be recorded and the logical span end, and a failing ``on_start`` gives a non-recording span
+rather than losing the retry policy.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +26,14 @@ from openai import BaseModel
 from openai._legacy_response import LegacyAPIResponse
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.context import Context
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from ._attributes import RequestInfo, response_attributes, usage_tokens
+from ._attributes import RequestInfo, response_fields
 from ._content import input_messages, output_messages, text_output
 from ._decisions import Verdict, error_type
-from ._internal import guarded
+from ._internal import guarded, report_internal_error
 from ._loop import CallSummary, RetryDetails
 from ._metrics import Instruments
 from ._streams import StreamWatch
@@ -42,6 +50,30 @@ class Telemetry:
     capture_content: bool
 
 
+_ATTEMPT_NAMES = tuple(f"attempt {n}" for n in range(1, 17))
+
+
+def _start_span(
+    tracer: Tracer,
+    name: str,
+    kind: SpanKind,
+    attributes: dict[str, AttributeValue],
+    context: Context | None = None,
+) -> Span:
+    try:
+        return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+    except Exception:  # e.g. a span processor's on_start: the call goes on, unrecorded
+        report_internal_error("span start")
+        return INVALID_SPAN
+
+
+def _end_span(span: Span, end_time: int | None = None) -> None:
+    try:
+        span.end(end_time=end_time)
+    except Exception:  # e.g. a span processor's on_end
+        report_internal_error("span end")
+
+
 class CallTelemetry:
     """A :class:`~otel_openai_retry._loop.CallObserver` recording spans and metrics."""
 
@@ -50,7 +82,9 @@ class CallTelemetry:
         "_attempt_end_ns",
         "_attempt_parent",
         "_attempt_started",
+        "_instruments",
         "_metric_attributes",
+        "_result_attributes",
         "_started",
         "_telemetry",
         "_token",
@@ -61,16 +95,18 @@ class CallTelemetry:
 
     def __init__(self, telemetry: Telemetry, info: RequestInfo, body: object) -> None:
         self._telemetry = telemetry
+        self._instruments = telemetry.instruments
         self._metric_attributes = info.metric_attributes
         self._started = time.monotonic()
-        self.span: Span = telemetry.tracer.start_span(
-            info.span_name, kind=SpanKind.CLIENT, attributes=info.attributes
+        self.span: Span = _start_span(
+            telemetry.tracer, info.span_name, SpanKind.CLIENT, info.attributes
         )
         self.recording = self.span.is_recording()
         self._attempt_parent = trace.set_span_in_context(self.span)
         self._attempt: Span | None = None
         self._attempt_end_ns: int | None = None
         self._attempt_started = self._started
+        self._result_attributes: dict[str, AttributeValue] | None = None
         self._token: object | None = None
         self._watch: StreamWatch | None = None
         if telemetry.capture_content and self.recording:
@@ -92,11 +128,11 @@ class CallTelemetry:
             attributes["http.request.resend_count"] = attempt - 1
         if throttle > 0:
             attributes["retry.throttle_s"] = throttle
-        span = self._telemetry.tracer.start_span(
-            f"attempt {attempt}",
-            context=self._attempt_parent,
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
+        name = (
+            _ATTEMPT_NAMES[attempt - 1] if attempt <= len(_ATTEMPT_NAMES) else f"attempt {attempt}"
+        )
+        span = _start_span(
+            self._telemetry.tracer, name, SpanKind.INTERNAL, attributes, self._attempt_parent
         )
         self._attempt = span
         # Current while the request runs, so an HTTP client span nests beneath the attempt.
@@ -120,25 +156,26 @@ class CallTelemetry:
     @guarded
     def attempt_succeeded(self, attempt: int, result: Any) -> None:
         self._detach()
+        self._instruments.attempt(self._metric_attributes, None)
         span, self._attempt = self._attempt, None
         if span is not None:
-            span.end()
-        self._telemetry.instruments.attempt(self._metric_attributes, None)
+            _end_span(span)
         if self._watch is None:
             parsed = _parsed(result)
             if parsed is not None:
                 self._record_result(parsed)
 
     def _record_result(self, parsed: object) -> None:
+        """Tokens now; the response's attributes go on the logical span when the call ends."""
+        fields = response_fields(parsed)
+        self._instruments.tokens(self._metric_attributes, fields.input_tokens, fields.output_tokens)
         if self.recording:
-            self.span.set_attributes(response_attributes(parsed))
+            attributes = fields.attributes()
             if self._telemetry.capture_content:
                 messages = output_messages(parsed)
                 if messages is not None:
-                    self.span.set_attribute("gen_ai.output.messages", messages)
-        self._telemetry.instruments.tokens(
-            self._metric_attributes, *usage_tokens(getattr(parsed, "usage", None))
-        )
+                    attributes["gen_ai.output.messages"] = messages
+            self._result_attributes = attributes
 
     @guarded
     def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None:
@@ -146,23 +183,24 @@ class CallTelemetry:
         self._attempt_end_ns = time.time_ns()
         self._watch = None  # a response that failed after all is not the call's stream
         kind = error_type(exc)
-        self._telemetry.instruments.attempt(self._metric_attributes, kind)
+        self._instruments.attempt(self._metric_attributes, kind)
         span = self._attempt
         if span is None or not self.recording:
             return
         if verdict.status_code is not None:
             span.set_attribute("http.response.status_code", verdict.status_code)
-        if verdict.retry_after is not None:
+        if verdict.retry_after is not None and math.isfinite(verdict.retry_after):
             span.set_attribute("retry.retry_after_s", verdict.retry_after)
         _record_error(span, exc, kind)
 
     @guarded
     def retrying(self, details: RetryDetails) -> None:
-        self._telemetry.instruments.sleep(self._metric_attributes, details.sleep)
+        self._instruments.sleep(self._metric_attributes, details.sleep)
         span, self._attempt = self._attempt, None
         if span is not None:
-            span.set_attribute("retry.sleep_s", details.sleep)
-            span.end(end_time=self._attempt_end_ns)
+            if self.recording:
+                span.set_attribute("retry.sleep_s", details.sleep)
+            _end_span(span, self._attempt_end_ns)
 
     # -- the end of the call ----------------------------------------------------------------
 
@@ -171,37 +209,47 @@ class CallTelemetry:
         self._detach()
         span, self._attempt = self._attempt, None
         if span is not None:  # the last attempt failed and nothing followed it
-            span.end(end_time=self._attempt_end_ns)
+            _end_span(span, self._attempt_end_ns)
         if self.recording:
-            self.span.set_attributes(
-                {
-                    "retry.attempts": summary.attempts,
-                    "retry.total_sleep_s": summary.total_sleep,
-                    "retry.outcome": summary.outcome.value,
-                }
-            )
+            attributes = self._result_attributes or {}
+            attributes["retry.attempts"] = summary.attempts
+            attributes["retry.total_sleep_s"] = summary.total_sleep
+            attributes["retry.outcome"] = summary.outcome.value
+            self._result_attributes = None
+            self._set_attributes(attributes)
         watch, self._watch = self._watch, None
         if exc is None and watch is not None:
             watch.arm()  # the stream ends the span, now if it already has, or later
             return
         self._end(exc, error_type(exc) if exc is not None else None)
 
+    def _set_attributes(self, attributes: dict[str, AttributeValue]) -> None:
+        try:
+            self.span.set_attributes(attributes)
+        except Exception:
+            report_internal_error("span attributes")
+
     def _end(self, exc: BaseException | None, kind: str | None) -> None:
+        self._instruments.operation(self._metric_attributes, time.monotonic() - self._started, kind)
         logical = self.span
         if kind is not None and self.recording:
-            logical.set_attribute("error.type", kind)
-            if exc is not None:
-                logical.record_exception(exc)
-            logical.set_status(Status(StatusCode.ERROR, kind))
-        logical.end()
-        self._telemetry.instruments.operation(
-            self._metric_attributes, time.monotonic() - self._started, kind
-        )
+            try:
+                logical.set_attribute("error.type", kind)
+                if exc is not None:
+                    logical.record_exception(exc)
+                logical.set_status(Status(StatusCode.ERROR, kind))
+            except Exception:
+                report_internal_error("span error")
+        _end_span(logical)
 
     @guarded
     def stream_ended(self, watch: StreamWatch) -> None:
         """Called once by the watch when the stream returned to the caller is over."""
         summary = watch.summary
+        instruments = self._instruments
+        if watch.time_to_first_chunk is not None:
+            instruments.time_to_first_chunk(self._metric_attributes, watch.time_to_first_chunk)
+        instruments.tokens(self._metric_attributes, summary.input_tokens, summary.output_tokens)
         if self.recording:
             attributes: dict[str, AttributeValue] = {}
             if summary.response_id is not None:
@@ -224,11 +272,7 @@ class CallTelemetry:
                 )
                 if output is not None:
                     attributes["gen_ai.output.messages"] = output
-            self.span.set_attributes(attributes)
-        instruments = self._telemetry.instruments
-        if watch.time_to_first_chunk is not None:
-            instruments.time_to_first_chunk(self._metric_attributes, watch.time_to_first_chunk)
-        instruments.tokens(self._metric_attributes, summary.input_tokens, summary.output_tokens)
+            self._set_attributes(attributes)
         error = watch.error
         kind = watch.error_type or (error_type(error) if error is not None else None)
         self._end(error, kind)

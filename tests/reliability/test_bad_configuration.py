@@ -372,15 +372,6 @@ def test_opentelemetry_variables_behave_as_the_sdk_documents(
     check(_run_auto(env))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: _sdk_setup._default_exporter_names reads OTEL_EXPORTER_OTLP_TRACES_PROTOCOL "
-        "(or _METRICS_) before OTEL_EXPORTER_OTLP_PROTOCOL, but its error message always says "
-        "OTEL_EXPORTER_OTLP_PROTOCOL=<value>: a bad signal-specific protocol is reported under "
-        "the name of a variable that is not set"
-    ),
-)
 @pytest.mark.parametrize(
     "var", ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]
 )

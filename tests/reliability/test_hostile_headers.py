@@ -234,15 +234,6 @@ def test_dates_in_the_past_and_far_future(value: str, expected: str) -> None:
 HUGE_ZONE = "Mon, 01 Jan 2001 00:00:00 -" + "9" * 400
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason=(
-        "core bug: _decisions.parse_retry_after computes `at - time.time()` outside its try "
-        "block; an HTTP date whose numeric zone has hundreds of digits makes mktime_tz return an "
-        "int too large for a float, and OverflowError escapes classify()"
-    ),
-)
 def test_a_date_with_an_absurd_zone_is_no_hint_rather_than_a_crash() -> None:
     verdict, _, _ = decide(RetryPolicy(), status_error(429, [("retry-after", HUGE_ZONE)]), 1)
     assert verdict.retry_after is None or verdict.give_up_as is Outcome.RETRY_AFTER_TOO_LONG
@@ -331,17 +322,6 @@ def test_hostile_headers_through_the_real_sdk(
     assert elapsed < 1.5, "no sleep anywhere near a hostile hint"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: a 429 whose Retry-After the caller refuses (above max_retry_after, so it gives "
-        "up at once) still closes the endpoint's pacing gate for the whole Retry-After: "
-        "_loop.CallState.attempt_failed passes verdict.retry_after to limiter.on_throttled "
-        "whatever the verdict, and _pacing.AdaptiveLimiter.on_throttled sets _gate_until = now + "
-        "retry_after for any finite value; every later call to that model then sleeps that long "
-        "(retry.throttle_s) before its first attempt"
-    ),
-)
 @pytest.mark.parametrize(
     "fault",
     [
@@ -373,15 +353,6 @@ async def test_a_refused_hint_does_not_hold_up_the_next_call(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason=(
-        "core bug (same as test_a_date_with_an_absurd_zone_is_no_hint_rather_than_a_crash): the "
-        "OverflowError from _decisions.parse_retry_after escapes the retry loop, so the caller "
-        "of a call that got a 429 sees a builtins.OverflowError instead of openai.RateLimitError"
-    ),
-)
 def test_an_absurd_date_from_the_server_reaches_the_caller_as_the_sdks_error(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:

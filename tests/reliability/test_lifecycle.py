@@ -347,15 +347,6 @@ async def test_deadline_hit_mid_attempt_of_a_stream(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: the pacing wait ignores the call's deadline. _loop.run_async/run_sync sleep "
-        "state.pacing_delay() before each attempt without comparing it with state.deadline, so "
-        "with OTEL_OPENAI_RETRY_TIMEOUT=1 a call to a model whose gate a 30 s Retry-After closed "
-        "waits the 30 s (retry.throttle_s) before its first attempt"
-    ),
-)
 async def test_a_deadline_bounds_the_wait_for_a_pacing_slot(
     server: FakeOpenAIServer, instrument: Instrument, ledger: SpanLedger
 ) -> None:

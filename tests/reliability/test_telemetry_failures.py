@@ -164,15 +164,6 @@ async def test_a_span_processor_failing_on_end_leaves_calls_unaffected_and_is_lo
     assert server.request_count == 2 * REQUESTS_PER_ROUND, "every retry made"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: _telemetry.CallTelemetry.finished ends the last failed attempt's span and "
-        "only then (in the same guarded method) ends the logical span; when a span processor's "
-        "on_end raises, the logical span of every call whose last attempt failed (a 400, an "
-        "exhausted call) is never ended, so it is never exported and its attempts are orphans"
-    ),
-)
 async def test_every_span_ends_when_a_span_processor_fails_on_end(
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,
@@ -191,17 +182,6 @@ async def test_every_span_ends_when_a_span_processor_fails_on_end(
     assert sum(len(c.attempts) for c in found) == REQUESTS_PER_ROUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: in _telemetry.CallTelemetry.attempt_succeeded the attempt span is ended "
-        "before the retry.attempts counter and the result attributes are recorded, and _end() "
-        "ends the logical span before recording gen_ai.client.operation.duration; a span "
-        "processor whose on_end raises aborts the rest of the guarded method, so every "
-        "successful attempt is missing from retry.attempts, every call from the duration "
-        "histogram (and gen_ai.response.* / usage from the logical span)"
-    ),
-)
 async def test_metrics_stay_exact_when_a_span_processor_fails(
     server: FakeOpenAIServer,
     metric_reader: InMemoryMetricReader,
@@ -217,17 +197,6 @@ async def test_metrics_stay_exact_when_a_span_processor_fails(
     assert duration[0] == CALLS_PER_ROUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=openai.InternalServerError,
-    reason=(
-        "core bug: when the logical span cannot be started (a span processor's on_start "
-        "raises), _patch._async_request_wrapper/_sync_request_wrapper fall back to the SDK's own "
-        "request, i.e. the SDK's retry loop (2 retries, its own backoff), so the configured "
-        "policy (max_attempts, deadline, budget, pacing) silently stops applying: a call the "
-        "policy would have retried to success fails"
-    ),
-)
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_span_processor_failing_on_start_keeps_the_retry_policy(
     kind: str,
@@ -298,16 +267,6 @@ async def test_a_meter_that_raises_leaves_calls_unaffected_and_is_logged_once(
     assert server.request_count == 2 * REQUESTS_PER_ROUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: _telemetry.CallTelemetry.retrying records the retry.sleep.duration histogram "
-        "before it ends the failed attempt's span, and attempt_failed records retry.attempts "
-        "before setting error.type/status; when the meter raises, the guarded method stops "
-        "there, so every failed attempt span is never ended (never exported) and carries no "
-        "error"
-    ),
-)
 async def test_a_meter_that_raises_leaves_no_span_open(
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,

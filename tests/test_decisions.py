@@ -51,6 +51,20 @@ def test_garbage_is_no_hint(value: str) -> None:
     assert parse_retry_after({"retry-after-ms": value}) is None
 
 
+@pytest.mark.parametrize("value", ["abc", "nan", "-1"])
+def test_an_unusable_ms_hint_falls_back_to_seconds(value: str) -> None:
+    assert parse_retry_after({"retry-after-ms": value, "retry-after": "2"}) == 2.0
+
+
+def test_dates_beyond_any_clock_are_far_future_or_past() -> None:
+    """A numeric zone of many digits puts the date past what a float holds: not a crash."""
+    digits = "9" * 400
+    future = parse_retry_after({"retry-after": f"Mon, 01 Jan 2001 00:00:00 -{digits}"}, now=NOW)
+    past = parse_retry_after({"retry-after": f"Mon, 01 Jan 2001 00:00:00 +{digits}"}, now=NOW)
+    assert future == math.inf
+    assert past == 0.0
+
+
 def test_infinite_hint_counts_as_too_long() -> None:
     verdict = classify(status_error(429, {"retry-after": "inf"}), POLICY)
     assert not verdict.retryable

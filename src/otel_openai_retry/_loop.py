@@ -111,6 +111,28 @@ class Strategies:
         return stop
 
 
+class _CallRetrying(tenacity.Retrying):
+    """Tenacity's retrying object for one call, only ever driven by that call's task or thread.
+
+    Tenacity keeps per-call statistics and iteration state in a ``threading.local`` so that one
+    object may be shared; one per call is never shared, so plain attributes serve, without a
+    thread-local lookup at every step of every call.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._call_statistics: dict[str, Any] = {}
+        self._call_iter_state = tenacity.IterState()
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        return self._call_statistics
+
+    @property
+    def iter_state(self) -> tenacity.IterState:
+        return self._call_iter_state
+
+
 class CallState:
     """Everything one logical call remembers between its attempts."""
 
@@ -152,7 +174,7 @@ class CallState:
 
     def retrying(self, with_hooks: bool) -> tenacity.Retrying:
         """A fresh tenacity object for this call (tenacity keeps per-call state in it)."""
-        return tenacity.Retrying(
+        return _CallRetrying(
             sleep=_no_sleep,
             stop=self.strategies.stop(self.max_attempts),
             wait=self.wait,

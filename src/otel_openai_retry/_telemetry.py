@@ -30,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from ._attributes import RequestInfo, response_fields
+from ._attributes import RequestInfo, ResponseFields, response_fields
 from ._content import input_messages, output_messages, text_output
 from ._decisions import Verdict, error_type
 from ._internal import guarded, report_internal_error
@@ -251,19 +251,13 @@ class CallTelemetry:
             instruments.time_to_first_chunk(self._metric_attributes, watch.time_to_first_chunk)
         instruments.tokens(self._metric_attributes, summary.input_tokens, summary.output_tokens)
         if self.recording:
-            attributes: dict[str, AttributeValue] = {}
-            if summary.response_id is not None:
-                attributes["gen_ai.response.id"] = summary.response_id
-            if summary.response_model is not None:
-                attributes["gen_ai.response.model"] = summary.response_model
-            if summary.reasons:
-                attributes["gen_ai.response.finish_reasons"] = tuple(
-                    summary.reasons[i] for i in sorted(summary.reasons)
-                )
-            if summary.input_tokens is not None:
-                attributes["gen_ai.usage.input_tokens"] = summary.input_tokens
-            if summary.output_tokens is not None:
-                attributes["gen_ai.usage.output_tokens"] = summary.output_tokens
+            attributes = ResponseFields(
+                summary.response_id,
+                summary.response_model,
+                tuple(summary.reasons[i] for i in sorted(summary.reasons)),
+                summary.input_tokens,
+                summary.output_tokens,
+            ).attributes()
             if watch.time_to_first_chunk is not None:
                 attributes["gen_ai.response.time_to_first_chunk"] = watch.time_to_first_chunk
             if summary.texts is not None:

@@ -71,14 +71,16 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
     instrument: Instrument,
 ) -> None:
     instrument(policy=FAST)
-    server.set_rate_limit(200, burst=5, hints=hints)
+    server.set_rate_limit(100, burst=10, hints=hints)
     results = await run_many(server, 200, concurrency=50)
     assert all(results)  # the speed is measured in benchmarks/goodput.py, not here
     counts = server.status_counts()
     throttled = counts.get("429", 0)
-    # The first wave (50 at once into a burst of 5) is throttled before pacing can engage;
-    # after that, pacing keeps 429s to a fraction of the calls (0.15 per call in goodput.py).
-    first_wave = 50 - 5
+    # The first wave (50 at once into a burst of 10) is throttled before pacing can engage;
+    # after that, pacing keeps 429s to a fraction of the calls (typically 15 for 200 here, at
+    # the limit of goodput.py: 100 requests/s, burst 10). A tighter bucket (burst 5 at 200/s)
+    # made this count depend on the machine's scheduling jitter, not on the pacer.
+    first_wave = 50 - 10
     assert throttled <= first_wave + 0.3 * 200, counts
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == server.request_count

@@ -57,9 +57,25 @@ def test_a_429_gates_everyone_until_retry_after() -> None:
     limiter.on_throttled(10.0, 0.5, None)
     assert limiter.engaged
     assert limiter.rate == max(START_FLOOR, 50 * DECREASE_FACTOR)
-    delays = [limiter.reserve(10.0) for _ in range(3)]
+    delays = [slot(limiter, 10.0) for _ in range(3)]
     assert delays[0] == pytest.approx(0.5)
     assert delays[1] - delays[0] == pytest.approx(1 / limiter.rate)
+
+
+def slot(limiter: AdaptiveLimiter, now: float) -> float:
+    delay = limiter.reserve(now)
+    assert delay is not None
+    return delay
+
+
+def test_a_caller_who_cannot_wait_for_a_slot_books_none() -> None:
+    """With a deadline before the gate opens, the caller goes at once (``None``) and the next
+    caller's slot is where it would have been without it."""
+    limiter = AdaptiveLimiter()
+    limiter.on_throttled(0.0, 10.0, None)
+    for _ in range(200):
+        assert limiter.reserve(0.0, latest=1.0) is None
+    assert slot(limiter, 0.0) == pytest.approx(10.0)
 
 
 def test_headers_set_the_rate() -> None:
@@ -71,7 +87,7 @@ def test_headers_set_the_rate() -> None:
     }
     limiter.on_throttled(0.0, None, headers)
     assert limiter.rate == pytest.approx(98.0)
-    first, second = limiter.reserve(0.0), limiter.reserve(0.0)
+    first, second = slot(limiter, 0.0), slot(limiter, 0.0)
     assert second - first == pytest.approx(1 / 98.0)
 
 

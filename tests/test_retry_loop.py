@@ -240,6 +240,11 @@ async def test_cancelled_during_sleep_stops_at_once_and_ends_spans(
     assert call.attr("retry.attempts") == 1
     assert call.span.status.status_code is StatusCode.ERROR
     assert server.request_count == 1
+    # The 5 s sleep was chosen (on the attempt) but not all taken (on the call).
+    chosen = attrs(call.attempts[0])["retry.sleep_s"]
+    assert isinstance(chosen, float) and chosen >= 5.0
+    total = call.attr("retry.total_sleep_s")
+    assert isinstance(total, float) and 0.05 < total < 1.0
 
 
 async def test_cancelled_during_an_attempt_ends_both_spans(
@@ -460,3 +465,21 @@ async def test_attempt_spans_equal_requests_under_concurrency(
     spans = exporter.get_finished_spans()
     attempts = [s for s in spans if s.name.startswith("attempt")]
     assert len(attempts) == server.request_count == 70
+
+
+def test_a_stop_iteration_from_the_attempt_reaches_the_caller_as_itself() -> None:
+    """Drivers step tenacity directly (no generator), so Python does not turn a StopIteration
+    raised by an attempt (an exhausted mock side effect, say) into a RuntimeError."""
+    from otel_openai_retry._loop import CallState, Strategies, run_sync
+
+    class Silent:
+        def __getattr__(self, name: str) -> object:
+            return lambda *args, **kwargs: None
+
+    def send(attempt: int) -> object:
+        raise StopIteration
+
+    policy = RetryPolicy()
+    state = CallState(Strategies(policy), Silent(), policy.max_attempts)  # type: ignore[arg-type]
+    with pytest.raises(StopIteration):
+        run_sync(state, send)

@@ -5,19 +5,19 @@ function once per attempt and tells an observer what happens (attempt start and 
 chosen, the end of the call). Every decision lives in :class:`CallState` and the pure functions of
 ``_decisions``.
 
-Both drivers iterate a synchronous ``tenacity.Retrying`` (``for attempt in retrying: with
-attempt: ...``): tenacity decides whether to retry, when to stop and how long to wait, and its
-``sleep`` only hands that duration to the driver, which sleeps it (``await`` or ``time.sleep``) at
-the top of the next iteration. So sync and async differ only in ``await``, and the async path
-avoids ``AsyncRetrying``, which wraps every strategy call in a new coroutine after an
-``inspect`` check, at every step of every call (about half of tenacity's cost per call).
+Both drivers step one synchronous ``tenacity.Retrying`` per call, as tenacity's own
+``Retrying.__call__`` does (``iter`` → ``DoAttempt`` / ``DoSleep`` / the result): tenacity decides
+whether to retry, when to stop and how long to wait; the driver performs the attempt and the
+sleep (``await`` or not). So sync and async differ only in ``await``, and the async path avoids
+``AsyncRetrying``, which wraps every strategy call in a new coroutine after an ``inspect`` check
+at every step of every call (about half of tenacity's cost per call).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -141,7 +141,7 @@ class CallState:
         "endpoint",
         "max_attempts",
         "observer",
-        "pending",
+        "retry_details",
         "started",
         "strategies",
         "total_sleep",
@@ -162,8 +162,8 @@ class CallState:
         self.attempts = 0
         self.total_sleep = 0.0
         self.verdict: Verdict | None = None
-        self.pending: tuple[RetryDetails, tenacity.RetryCallState] | None = None
-        """The retry tenacity just decided on, with a snapshot of its state for the hooks."""
+        self.retry_details: RetryDetails | None = None
+        """The retry tenacity just decided on (set before each sleep)."""
         self.started = time.monotonic()
 
     @property
@@ -172,21 +172,21 @@ class CallState:
         timeout = self.strategies.policy.timeout
         return self.started + timeout if timeout > 0 else None
 
-    def retrying(self, with_hooks: bool) -> tenacity.Retrying:
-        """A fresh tenacity object for this call (tenacity keeps per-call state in it)."""
-        return _CallRetrying(
-            sleep=_no_sleep,
+    def retrying(self) -> tuple[tenacity.Retrying, tenacity.RetryCallState]:
+        """A fresh tenacity object for this call (tenacity keeps per-call state in it), begun."""
+        retrying = _CallRetrying(
             stop=self.strategies.stop(self.max_attempts),
             wait=self.wait,
             retry=self.should_retry,
-            before_sleep=self._before_sleep_with_hooks if with_hooks else self._before_sleep,
+            before_sleep=self._before_sleep,
             reraise=True,
         )
+        retrying.begin()
+        return retrying, tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
 
-    def take_retry(self) -> tuple[RetryDetails, tenacity.RetryCallState] | None:
-        """The retry decided since the last attempt, if any (the driver sleeps its ``sleep``)."""
-        pending, self.pending = self.pending, None
-        return pending
+    def slept(self, chosen: float, started: float, completed: bool) -> None:
+        """Count a sleep in ``retry.total_sleep_s``: all of it, or what passed before a cancel."""
+        self.total_sleep += chosen if completed else min(chosen, time.monotonic() - started)
 
     def pacing_delay(self) -> float:
         """Seconds to wait for this endpoint's next send slot (0 unless it is being paced).
@@ -198,12 +198,10 @@ class CallState:
         endpoint = self.endpoint
         if endpoint is None or endpoint.limiter is None:
             return 0.0
-        now = time.monotonic()
-        delay = endpoint.limiter.reserve(now)
         timeout = self.strategies.policy.timeout
-        if delay > 0 and timeout > 0 and now + delay >= self.started + timeout:
-            return 0.0
-        return delay
+        latest = self.started + timeout if timeout > 0 else math.inf
+        delay = endpoint.limiter.reserve(time.monotonic(), latest)
+        return 0.0 if delay is None else delay
 
     def begin_attempt(self, throttle: float) -> int:
         self.attempts += 1
@@ -256,7 +254,6 @@ class CallState:
     def details(self, retry_state: tenacity.RetryCallState) -> RetryDetails:
         """Record the sleep tenacity chose and describe it to the observer and hooks."""
         sleep = retry_state.upcoming_sleep
-        self.total_sleep += sleep
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
         assert exc is not None
@@ -271,12 +268,7 @@ class CallState:
         return details
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        self.pending = (self.details(retry_state), retry_state)
-
-    def _before_sleep_with_hooks(self, retry_state: tenacity.RetryCallState) -> None:
-        # Tenacity resets its state for the next attempt before the driver runs the hooks:
-        # they get the failed attempt's state as it is now (resetting rebinds, so shallow).
-        self.pending = (self.details(retry_state), copy.copy(retry_state))
+        self.retry_details = self.details(retry_state)
 
     def finish(self, exc: BaseException | None) -> None:
         self.observer.finished(
@@ -296,10 +288,6 @@ class CallState:
         return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
 
 
-def _no_sleep(seconds: float) -> None:
-    """Tenacity's sleep: the driver sleeps instead (see :meth:`CallState.take_retry`)."""
-
-
 async def run_async(
     state: CallState,
     send: Callable[[int], Awaitable[Any]],
@@ -307,33 +295,45 @@ async def run_async(
     hooks: tuple[AsyncRetryHook, ...] = (),
 ) -> Any:
     """Run one logical call; ``send(attempt)`` performs one HTTP attempt."""
-    result: Any = None
+    retrying, retry_state = state.retrying()
     try:
-        for attempt in state.retrying(bool(hooks)):
-            retry = state.take_retry()
-            if retry is not None:
-                for hook in hooks:
-                    try:
-                        await hook(*retry)
-                    except Exception:  # a listener's bug must not lose the user's call
-                        report_internal_error("retry hook")
-                await sleep(retry[0].sleep)
-            throttle = state.pacing_delay()
-            if throttle > 0:
-                await sleep(throttle)
-            number = state.begin_attempt(throttle)
-            with attempt:
+        while True:
+            do = retrying.iter(retry_state)
+            if isinstance(do, tenacity.DoAttempt):
+                throttle = state.pacing_delay()
+                if throttle > 0:
+                    await sleep(throttle)
+                number = state.begin_attempt(throttle)
                 try:
                     result = await send(number)
                 except BaseException as exc:
                     state.attempt_failed(number, exc)
-                    raise
-                state.observer.attempt_succeeded(number, result)
+                    retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                else:
+                    state.observer.attempt_succeeded(number, result)
+                    retry_state.set_result(result)
+            elif isinstance(do, tenacity.DoSleep):
+                details = state.retry_details
+                assert details is not None
+                for hook in hooks:  # before the reset: they see the attempt that failed
+                    try:
+                        await hook(details, retry_state)
+                    except Exception:  # a listener's bug must not lose the user's call
+                        report_internal_error("retry hook")
+                retry_state.prepare_for_next_attempt()
+                started, completed = time.monotonic(), False
+                try:
+                    await sleep(do)
+                    completed = True
+                finally:
+                    state.slept(do, started, completed)
+            else:
+                break  # tenacity returned the result
     except BaseException as exc:
         state.finish(exc)
         raise
     state.finish(None)
-    return result
+    return do
 
 
 def run_sync(
@@ -343,30 +343,42 @@ def run_sync(
     hooks: tuple[RetryHook, ...] = (),
 ) -> Any:
     """The synchronous twin of :func:`run_async`: the same lines without ``await``."""
-    result: Any = None
+    retrying, retry_state = state.retrying()
     try:
-        for attempt in state.retrying(bool(hooks)):
-            retry = state.take_retry()
-            if retry is not None:
-                for hook in hooks:
-                    try:
-                        hook(*retry)
-                    except Exception:  # a listener's bug must not lose the user's call
-                        report_internal_error("retry hook")
-                sleep(retry[0].sleep)
-            throttle = state.pacing_delay()
-            if throttle > 0:
-                sleep(throttle)
-            number = state.begin_attempt(throttle)
-            with attempt:
+        while True:
+            do = retrying.iter(retry_state)
+            if isinstance(do, tenacity.DoAttempt):
+                throttle = state.pacing_delay()
+                if throttle > 0:
+                    sleep(throttle)
+                number = state.begin_attempt(throttle)
                 try:
                     result = send(number)
                 except BaseException as exc:
                     state.attempt_failed(number, exc)
-                    raise
-                state.observer.attempt_succeeded(number, result)
+                    retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                else:
+                    state.observer.attempt_succeeded(number, result)
+                    retry_state.set_result(result)
+            elif isinstance(do, tenacity.DoSleep):
+                details = state.retry_details
+                assert details is not None
+                for hook in hooks:  # before the reset: they see the attempt that failed
+                    try:
+                        hook(details, retry_state)
+                    except Exception:  # a listener's bug must not lose the user's call
+                        report_internal_error("retry hook")
+                retry_state.prepare_for_next_attempt()
+                started, completed = time.monotonic(), False
+                try:
+                    sleep(do)
+                    completed = True
+                finally:
+                    state.slept(do, started, completed)
+            else:
+                break  # tenacity returned the result
     except BaseException as exc:
         state.finish(exc)
         raise
     state.finish(None)
-    return result
+    return do

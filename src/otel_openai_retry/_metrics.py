@@ -97,13 +97,12 @@ class Instruments:
     def tokens(
         self, attributes: Attributes, input_tokens: int | None, output_tokens: int | None
     ) -> None:
-        try:
-            if input_tokens is not None:
-                self._tokens.record(input_tokens, _with(attributes, "gen_ai.token.type", "input"))
-            if output_tokens is not None:
-                self._tokens.record(output_tokens, _with(attributes, "gen_ai.token.type", "output"))
-        except Exception:
-            report_internal_error("metrics")
+        for count, token_type in ((input_tokens, "input"), (output_tokens, "output")):
+            if count is not None:
+                try:
+                    self._tokens.record(count, _with(attributes, "gen_ai.token.type", token_type))
+                except Exception:
+                    report_internal_error("metrics")
 
     def time_to_first_chunk(self, attributes: Attributes, seconds: float) -> None:
         try:

@@ -104,8 +104,12 @@ class AdaptiveLimiter:
         self._sends_last_second = 0
         self._lock = threading.Lock()
 
-    def reserve(self, now: float) -> float:
-        """Take the next send slot; return how long to wait for it (0 when not engaged)."""
+    def reserve(self, now: float, latest: float = math.inf) -> float | None:
+        """Take the next send slot; return how long to wait for it (0 when not engaged).
+
+        A slot that would come after ``latest`` (the caller's deadline) is not taken: ``None``,
+        and the schedule is left as it was, so a caller who cannot wait delays nobody else.
+        """
         if not self.engaged:  # cheap bookkeeping only: the send rate seeds an engagement
             bucket = int(now)
             if bucket != self._send_bucket:
@@ -121,6 +125,8 @@ class AdaptiveLimiter:
                 self.engaged = False
                 return 0.0
             start = max(now, self._gate_until, self._next_free)
+            if start >= latest:
+                return None
             self._next_free = start + 1.0 / self.rate
             delay = start - now
             if delay > 0.001:

@@ -102,7 +102,11 @@ class CallTelemetry:
             telemetry.tracer, info.span_name, SpanKind.CLIENT, info.attributes
         )
         self.recording = self.span.is_recording()
-        self._attempt_parent = trace.set_span_in_context(self.span)
+        # Attempts nest under the logical span; if it could not be started, under whatever the
+        # caller's context holds, so they stay in the caller's trace rather than start new ones.
+        self._attempt_parent: Context | None = (
+            trace.set_span_in_context(self.span) if self.span.get_span_context().is_valid else None
+        )
         self._attempt: Span | None = None
         self._attempt_end_ns: int | None = None
         self._attempt_started = self._started
@@ -146,8 +150,9 @@ class CallTelemetry:
     @guarded
     def response_received(self, response: Any, stream: bool) -> None:
         """The SDK accepted the HTTP response of the current attempt."""
-        if self._attempt is not None and self.recording:
-            self._attempt.set_attribute("http.response.status_code", response.status_code)
+        attempt = self._attempt
+        if attempt is not None and attempt.is_recording():
+            attempt.set_attribute("http.response.status_code", response.status_code)
         if stream:
             watch = StreamWatch(self, self._attempt_started, self._telemetry.capture_content)
             watch.install(response)
@@ -185,7 +190,7 @@ class CallTelemetry:
         kind = error_type(exc)
         self._instruments.attempt(self._metric_attributes, kind)
         span = self._attempt
-        if span is None or not self.recording:
+        if span is None or not span.is_recording():
             return
         if verdict.status_code is not None:
             span.set_attribute("http.response.status_code", verdict.status_code)
@@ -198,7 +203,7 @@ class CallTelemetry:
         self._instruments.sleep(self._metric_attributes, details.sleep)
         span, self._attempt = self._attempt, None
         if span is not None:
-            if self.recording:
+            if span.is_recording():
                 span.set_attribute("retry.sleep_s", details.sleep)
             _end_span(span, self._attempt_end_ns)
 

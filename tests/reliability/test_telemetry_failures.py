@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy, _internal
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
@@ -236,6 +237,48 @@ async def test_a_span_processor_failing_on_start_does_not_fail_the_call(
         reply = await aclient.chat.completions.create(model="m", messages=MESSAGES)
         assert reply.choices[0].message.content == REPLY
     assert len(ours(caplog)) == 1
+
+
+class RaisingOnClientSpans(SpanProcessor):
+    """Fails only for the logical (CLIENT) spans: a processor that trips on some spans."""
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if span.kind is SpanKind.CLIENT:
+            raise RuntimeError("span processor failed on start")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+
+async def test_attempts_stay_in_the_callers_trace_when_the_logical_span_cannot_start(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    tracer_provider: TracerProvider,
+    instrument: Instrument,
+    production_errors: None,
+) -> None:
+    """Without a logical span, the attempts hang under the caller's span (not in new traces of
+    their own) and still say how each one failed."""
+    tracer_provider.add_span_processor(RaisingOnClientSpans())
+    instrument(policy=POLICY)
+    server.script(Fault.rate_limit(retry_after_ms=5))
+    aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    with tracer_provider.get_tracer("app").start_as_current_span("handler") as handler:
+        await aclient.chat.completions.create(model="m", messages=MESSAGES)
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(spans) == {"handler", "attempt 1", "attempt 2"}
+    trace_id = handler.get_span_context().trace_id
+    for name in ("attempt 1", "attempt 2"):
+        attempt = spans[name]
+        assert attempt.context is not None and attempt.context.trace_id == trace_id
+        assert attempt.parent is not None
+        assert attempt.parent.span_id == handler.get_span_context().span_id
+    failed = spans["attempt 1"].attributes or {}
+    assert spans["attempt 1"].status.status_code is StatusCode.ERROR
+    assert failed["error.type"] == "openai.RateLimitError"
+    assert failed["http.response.status_code"] == 429
+    assert "retry.sleep_s" in failed
+    assert (spans["attempt 2"].attributes or {})["http.response.status_code"] == 200
 
 
 # -- a meter that raises ---------------------------------------------------------------------------

@@ -142,10 +142,10 @@ class ResponseFields:
 def _fields(model: object) -> Mapping[str, Any]:
     """A pydantic model's field values without ``getattr``: a missing attribute on an SDK model
     goes through pydantic's ``__getattr__``, which raises and catches (a few µs each)."""
-    if isinstance(model, Mapping):  # an undeclared nested object stays a dict
+    if isinstance(model, dict):  # an undeclared nested object stays a dict
         return model
     fields = getattr(model, "__dict__", None)
-    if not isinstance(fields, Mapping):
+    if not isinstance(fields, dict):  # (dict, not the Mapping ABC: its check costs µs)
         return {}
     extra = getattr(model, "__pydantic_extra__", None)  # fields the model does not declare
     return {**extra, **fields} if extra else fields

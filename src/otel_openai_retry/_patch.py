@@ -185,7 +185,11 @@ _MAX_SERVERS = 256
 def _server_of(client: BaseClient[Any, Any]) -> _Server:
     """Reading an ``httpx.URL``'s parts costs microseconds per property; clients rarely change
     their base URL, so cache by the URL object's identity (checked, as ids are reused)."""
-    url = client.base_url
+    # The attribute behind the ``base_url`` property, which the SDK's clients override with a
+    # function that imports a module at every access.
+    url = getattr(client, "_base_url", None)
+    if url is None:
+        url = client.base_url
     key = (id(url), type(client))
     server = _servers.get(key)
     if server is not None and server.url is url:

@@ -89,7 +89,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         delay = at - (time.time() if now is None else now)
     except OverflowError:  # a zone offset with many digits: an int beyond any float
         return math.inf if at > 0 else 0.0
-    return max(0.0, delay) if math.isfinite(delay) else math.inf
+    return max(0.0, delay)
 
 
 def _should_retry_header(headers: Mapping[str, str]) -> bool | None:

@@ -184,9 +184,17 @@ class CallState:
         retrying.begin()
         return retrying, tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
 
-    def slept(self, chosen: float, started: float, completed: bool) -> None:
-        """Count a sleep in ``retry.total_sleep_s``: all of it, or what passed before a cancel."""
-        self.total_sleep += chosen if completed else min(chosen, time.monotonic() - started)
+    @property
+    def pending_retry(self) -> RetryDetails:
+        """The retry tenacity has just decided on (its ``before_sleep`` records it)."""
+        assert self.retry_details is not None
+        return self.retry_details
+
+    def sleeping(self, retry_state: tenacity.RetryCallState, seconds: float) -> _Sleep:
+        """Around the driver's sleep: tenacity moves on to the next attempt, and the sleep is
+        counted in ``retry.total_sleep_s``: all of it, or what passed before a cancel."""
+        retry_state.prepare_for_next_attempt()
+        return _Sleep(self, seconds)
 
     def pacing_delay(self) -> float:
         """Seconds to wait for this endpoint's next send slot (0 unless it is being paced).
@@ -198,9 +206,10 @@ class CallState:
         endpoint = self.endpoint
         if endpoint is None or endpoint.limiter is None:
             return 0.0
-        timeout = self.strategies.policy.timeout
-        latest = self.started + timeout if timeout > 0 else math.inf
-        delay = endpoint.limiter.reserve(time.monotonic(), latest)
+        deadline = self.deadline
+        delay = endpoint.limiter.reserve(
+            time.monotonic(), math.inf if deadline is None else deadline
+        )
         return 0.0 if delay is None else delay
 
     def begin_attempt(self, throttle: float) -> int:
@@ -210,6 +219,18 @@ class CallState:
             endpoint.budget.record_request(time.monotonic())
         self.observer.attempt_started(self.attempts, throttle)
         return self.attempts
+
+    def record_success(
+        self, retry_state: tenacity.RetryCallState, attempt: int, result: Any
+    ) -> None:
+        self.observer.attempt_succeeded(attempt, result)
+        retry_state.set_result(result)
+
+    def record_failure(
+        self, retry_state: tenacity.RetryCallState, attempt: int, exc: BaseException
+    ) -> None:
+        self.attempt_failed(attempt, exc)
+        retry_state.set_exception((type(exc), exc, exc.__traceback__))
 
     def attempt_failed(self, attempt: int, exc: BaseException) -> None:
         verdict = classify(exc, self.strategies.policy)
@@ -288,6 +309,23 @@ class CallState:
         return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
 
 
+class _Sleep:
+    """See :meth:`CallState.sleeping`."""
+
+    __slots__ = ("_seconds", "_started", "_state")
+
+    def __init__(self, state: CallState, seconds: float) -> None:
+        self._state, self._seconds = state, seconds
+        self._started = time.monotonic()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        taken = self._seconds if exc_type is None else time.monotonic() - self._started
+        self._state.total_sleep += min(self._seconds, taken)
+
+
 async def run_async(
     state: CallState,
     send: Callable[[int], Awaitable[Any]],
@@ -307,26 +345,17 @@ async def run_async(
                 try:
                     result = await send(number)
                 except BaseException as exc:
-                    state.attempt_failed(number, exc)
-                    retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                    state.record_failure(retry_state, number, exc)
                 else:
-                    state.observer.attempt_succeeded(number, result)
-                    retry_state.set_result(result)
+                    state.record_success(retry_state, number, result)
             elif isinstance(do, tenacity.DoSleep):
-                details = state.retry_details
-                assert details is not None
                 for hook in hooks:  # before the reset: they see the attempt that failed
                     try:
-                        await hook(details, retry_state)
+                        await hook(state.pending_retry, retry_state)
                     except Exception:  # a listener's bug must not lose the user's call
                         report_internal_error("retry hook")
-                retry_state.prepare_for_next_attempt()
-                started, completed = time.monotonic(), False
-                try:
+                with state.sleeping(retry_state, do):
                     await sleep(do)
-                    completed = True
-                finally:
-                    state.slept(do, started, completed)
             else:
                 break  # tenacity returned the result
     except BaseException as exc:
@@ -355,26 +384,17 @@ def run_sync(
                 try:
                     result = send(number)
                 except BaseException as exc:
-                    state.attempt_failed(number, exc)
-                    retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                    state.record_failure(retry_state, number, exc)
                 else:
-                    state.observer.attempt_succeeded(number, result)
-                    retry_state.set_result(result)
+                    state.record_success(retry_state, number, result)
             elif isinstance(do, tenacity.DoSleep):
-                details = state.retry_details
-                assert details is not None
                 for hook in hooks:  # before the reset: they see the attempt that failed
                     try:
-                        hook(details, retry_state)
+                        hook(state.pending_retry, retry_state)
                     except Exception:  # a listener's bug must not lose the user's call
                         report_internal_error("retry hook")
-                retry_state.prepare_for_next_attempt()
-                started, completed = time.monotonic(), False
-                try:
+                with state.sleeping(retry_state, do):
                     sleep(do)
-                    completed = True
-                finally:
-                    state.slept(do, started, completed)
             else:
                 break  # tenacity returned the result
     except BaseException as exc:

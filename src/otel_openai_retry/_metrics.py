@@ -7,7 +7,7 @@ model, server address, error type, token type): never a response id or a message
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from opentelemetry.metrics import Meter
 from opentelemetry.util.types import AttributeValue
@@ -68,44 +68,45 @@ class Instruments:
             explicit_bucket_boundaries_advisory=SLEEP_BUCKETS,
         )
 
-    # Each measurement is guarded on its own: a meter or reader that raises loses that one
-    # measurement, never the spans or the other measurements of the call.
-
     def attempt(self, attributes: Attributes, error_type: str | None) -> None:
-        try:
-            self._attempts.add(
-                1, attributes if error_type is None else _with(attributes, "error.type", error_type)
-            )
-        except Exception:
-            report_internal_error("metrics")
+        _measure(
+            self._attempts.add,
+            1,
+            attributes if error_type is None else _with(attributes, "error.type", error_type),
+        )
 
     def sleep(self, attributes: Attributes, seconds: float) -> None:
-        try:
-            self._sleep.record(seconds, attributes)
-        except Exception:
-            report_internal_error("metrics")
+        _measure(self._sleep.record, seconds, attributes)
 
     def operation(self, attributes: Attributes, seconds: float, error_type: str | None) -> None:
-        try:
-            self._duration.record(
-                seconds,
-                attributes if error_type is None else _with(attributes, "error.type", error_type),
-            )
-        except Exception:
-            report_internal_error("metrics")
+        _measure(
+            self._duration.record,
+            seconds,
+            attributes if error_type is None else _with(attributes, "error.type", error_type),
+        )
 
     def tokens(
         self, attributes: Attributes, input_tokens: int | None, output_tokens: int | None
     ) -> None:
-        for count, token_type in ((input_tokens, "input"), (output_tokens, "output")):
-            if count is not None:
-                try:
-                    self._tokens.record(count, _with(attributes, "gen_ai.token.type", token_type))
-                except Exception:
-                    report_internal_error("metrics")
+        if input_tokens is not None:
+            _measure(
+                self._tokens.record, input_tokens, _with(attributes, "gen_ai.token.type", "input")
+            )
+        if output_tokens is not None:
+            _measure(
+                self._tokens.record, output_tokens, _with(attributes, "gen_ai.token.type", "output")
+            )
 
     def time_to_first_chunk(self, attributes: Attributes, seconds: float) -> None:
-        try:
-            self._ttfc.record(seconds, attributes)
-        except Exception:
-            report_internal_error("metrics")
+        _measure(self._ttfc.record, seconds, attributes)
+
+
+def _measure(
+    record: Callable[[float, Attributes], None], value: float, attributes: Attributes
+) -> None:
+    """Each measurement is guarded on its own: a meter or reader that raises loses that one
+    measurement, never the spans or the other measurements of the call."""
+    try:
+        record(value, attributes)
+    except Exception:
+        report_internal_error("metrics")

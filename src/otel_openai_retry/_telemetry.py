@@ -239,10 +239,7 @@ class CallTelemetry:
         logical = self.span
         if kind is not None and self.recording:
             try:
-                logical.set_attribute("error.type", kind)
-                if exc is not None:
-                    logical.record_exception(exc)
-                logical.set_status(Status(StatusCode.ERROR, kind))
+                _record_error(logical, exc, kind)
             except Exception:
                 report_internal_error("span error")
         _end_span(logical)
@@ -277,9 +274,10 @@ class CallTelemetry:
         self._end(error, kind)
 
 
-def _record_error(span: Span, exc: BaseException, kind: str) -> None:
+def _record_error(span: Span, exc: BaseException | None, kind: str) -> None:
     span.set_attribute("error.type", kind)
-    span.record_exception(exc)
+    if exc is not None:  # a stream left unread ends as _OTHER with no exception
+        span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, kind))
 
 

@@ -57,9 +57,6 @@ POLICY = RetryPolicy(
     max_wait=0.01,
     max_retry_after=1.0,
     timeout=1.0,
-    # Off here: with it on, the refused 600 s Retry-After below would hold every later call to
-    # the model at the pacing gate (a core bug, see test_hostile_headers.py).
-    adaptive=False,
 )
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "tell nobody"}

@@ -228,7 +228,7 @@ async def test_a_span_processor_failing_on_start_does_not_fail_the_call(
     production_errors: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """What does hold today: the call is answered, and the failure is logged once."""
+    """Call after call is answered, and the failure is logged once, not once per call."""
     tracer_provider.add_span_processor(Raising(on_start=True))
     instrument(policy=POLICY)
     aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)

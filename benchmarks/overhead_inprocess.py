@@ -15,6 +15,14 @@ Telemetry setups, each in a fresh process:
 - ``metrics``: an SDK ``MeterProvider`` (in-memory reader), no-op tracer;
 - ``both``: both SDK providers, as ``overhead.py``'s ``ours``.
 
+With an SDK provider, two more columns show what the telemetry SDK costs on its own, with nothing
+of ours around it: ``SDK alone`` replays the exact telemetry one of our calls exports (captured
+first with in-memory exporters: the same span names, kinds, parentage and attributes, the same
+measurements on the same instrument kinds) by the cheapest use of the API, every attribute given
+at span start and no context attached; ``bare SDK`` makes the same number of spans and
+measurements with no attributes at all. Neither can go lower by any instrumentation that exports
+this telemetry through the SDK, so ``ours`` minus ``SDK alone`` is what is left to us.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/overhead_inprocess.py            # all four setups (~1 min)
@@ -31,6 +39,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -38,11 +47,28 @@ from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import NoOpTracerProvider, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    NoOpTracerProvider,
+    Span,
+    SpanKind,
+    TracerProvider,
+    set_span_in_context,
+)
+from opentelemetry.util.types import AttributeValue
 
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry._endpoints import Endpoints
@@ -96,9 +122,10 @@ async def sdk_request(
     return COMPLETION
 
 
-def make_calls(setup: str) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
-    """(the stand-in alone, the stand-in through our wrapper), each one call."""
-    tracer_provider, meter_provider = providers(setup)
+def our_call(
+    tracer_provider: TracerProvider, meter_provider: MeterProvider
+) -> Callable[[], Awaitable[Any]]:
+    """One call of the stand-in through our wrapper, with these providers."""
     policy = RetryPolicy()
     runtime = Runtime(
         Strategies(policy),
@@ -112,18 +139,115 @@ def make_calls(setup: str) -> tuple[Callable[[], Awaitable[Any]], Callable[[], A
     wrapper = _async_request_wrapper(runtime)
     client = openai.AsyncOpenAI(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
 
-    def options() -> FinalRequestOptions:
-        return FinalRequestOptions.construct(method="post", url="/chat/completions", json_data=BODY)
-
-    async def bare() -> Any:
-        return await sdk_request(ChatCompletion, options(), stream=False, stream_cls=None)
-
     async def ours() -> Any:
         return await wrapper(
             sdk_request, client, (ChatCompletion, options()), {"stream": False, "stream_cls": None}
         )
 
-    return bare, ours
+    return ours
+
+
+def options() -> FinalRequestOptions:
+    return FinalRequestOptions.construct(method="post", url="/chat/completions", json_data=BODY)
+
+
+async def bare() -> Any:
+    """The stand-in alone, as the SDK's own ``request`` would be called without us."""
+    return await sdk_request(ChatCompletion, options(), stream=False, stream_cls=None)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The telemetry one call exported: spans (parents first) and measurements."""
+
+    spans: list[tuple[str, SpanKind, dict[str, AttributeValue], int | None]]
+    """Name, kind, attributes, and the index of the parent span in this list."""
+    measurements: list[tuple[str, str, float, dict[str, AttributeValue]]]
+    """Instrument name, ``"counter"`` or ``"histogram"``, value, attributes."""
+
+
+async def exported_by_one_call() -> Exported:
+    exporter = InMemorySpanExporter()
+    tracer_provider = SdkTracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = SdkMeterProvider(metric_readers=[reader])
+    await our_call(tracer_provider, meter_provider)()
+    finished = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time or 0)
+    ids = [span.context.span_id for span in finished if span.context is not None]
+    spans = [
+        (
+            span.name,
+            span.kind,
+            dict(span.attributes or {}),
+            ids.index(span.parent.span_id) if span.parent is not None else None,
+        )
+        for span in finished
+    ]
+    measurements = []
+    metrics = reader.get_metrics_data()
+    for resource_metrics in metrics.resource_metrics if metrics is not None else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    if isinstance(point, NumberDataPoint):
+                        kind, value = "counter", float(point.value)
+                    elif isinstance(point, HistogramDataPoint) and point.count == 1:
+                        kind, value = "histogram", point.sum
+                    else:
+                        raise AssertionError(f"unexpected point for {metric.name}: {point}")
+                    measurements.append((metric.name, kind, value, dict(point.attributes or {})))
+    return Exported(spans, measurements)
+
+
+def replay(
+    exported: Exported,
+    tracer_provider: TracerProvider,
+    meter_provider: MeterProvider,
+    with_attributes: bool,
+) -> Callable[[], Awaitable[Any]]:
+    """The stand-in, then the cheapest SDK calls that export the same telemetry (see above)."""
+    tracer = tracer_provider.get_tracer("bench-replay")
+    meter = meter_provider.get_meter("bench-replay")
+    instruments: dict[str, Any] = {}
+    for name, kind, _, _ in exported.measurements:
+        if name not in instruments:
+            create = meter.create_counter if kind == "counter" else meter.create_histogram
+            instruments[name] = create(name)
+    spans = [
+        (name, kind, attributes if with_attributes else None, parent)
+        for name, kind, attributes, parent in exported.spans
+    ]
+    measurements = [
+        (instruments[name].add if kind == "counter" else instruments[name].record, value, attrs)
+        for name, kind, value, attrs in exported.measurements
+    ]
+
+    async def call() -> Any:
+        result = await bare()
+        started: list[Span] = []
+        for name, kind, attributes, parent in spans:
+            context = None if parent is None else set_span_in_context(started[parent])
+            started.append(
+                tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+            )
+        for span in reversed(started):
+            span.end()
+        for record, value, attributes in measurements:
+            record(value, attributes if with_attributes else None)
+        return result
+
+    return call
+
+
+def make_calls(setup: str, exported: Exported) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """The variants measured for one setup: the stand-in alone, ours, and the SDK-only replays."""
+    tracer_provider, meter_provider = providers(setup)
+    calls = {"stand-in": bare, "ours": our_call(tracer_provider, meter_provider)}
+    if setup != "noop":
+        calls["SDK alone"] = replay(exported, tracer_provider, meter_provider, True)
+        calls["bare SDK"] = replay(exported, tracer_provider, meter_provider, False)
+    return calls
 
 
 async def per_call_us(call: Callable[[], Awaitable[Any]], calls: int) -> float:
@@ -133,25 +257,41 @@ async def per_call_us(call: Callable[[], Awaitable[Any]], calls: int) -> float:
     return (time.process_time() - started) / calls * 1e6
 
 
-async def measure(setup: str, calls: int, repeats: int) -> tuple[float, float, list[float]]:
-    bare, ours = make_calls(setup)
+async def measure(setup: str, calls: int, repeats: int) -> dict[str, list[float]]:
+    """µs per call added to the stand-in, for each variant, block after block."""
+    variants = make_calls(setup, await exported_by_one_call())
     for _ in range(calls // 10):  # warm-up
-        await bare()
-        await ours()
-    bare_runs, ours_runs = [], []
-    for _ in range(repeats):  # taking turns, so that load changes hit both alike
-        bare_runs.append(await per_call_us(bare, calls))
-        ours_runs.append(await per_call_us(ours, calls))
-    deltas = [o - b for o, b in zip(ours_runs, bare_runs, strict=True)]
-    return statistics.median(bare_runs), statistics.median(ours_runs), deltas
+        for call in variants.values():
+            await call()
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):  # taking turns, so that load changes hit all alike
+        for name, call in variants.items():
+            runs[name].append(await per_call_us(call, calls))
+    stand_in = runs.pop("stand-in")
+    return {"stand-in": stand_in} | {
+        name: [run - base for run, base in zip(values, stand_in, strict=True)]
+        for name, values in runs.items()
+    }
 
 
 def child(setup: str, calls: int, repeats: int, no_gc: bool) -> None:
     if no_gc:
         gc.disable()
-    bare, ours, deltas = asyncio.run(measure(setup, calls, repeats))
-    spread = f"{min(deltas):.1f}-{max(deltas):.1f}"
-    print(f"{setup:<8} {bare:>9.1f} {ours:>9.1f} {ours - bare:>+9.1f}  ({spread})", flush=True)
+    runs = asyncio.run(measure(setup, calls, repeats))
+    cells = [f"{statistics.median(runs['stand-in']):>9.1f}"]
+    for name in COLUMNS:
+        values = runs.get(name)
+        cells.append(f"{statistics.median(values):>+10.1f}" if values else f"{'':>10}")
+    spread = f"{min(runs['ours']):.1f}-{max(runs['ours']):.1f}"
+    if "SDK alone" in runs:
+        beyond = [o - a for o, a in zip(runs["ours"], runs["SDK alone"], strict=True)]
+        cells.append(f"{statistics.median(beyond):>+10.1f}")
+    else:
+        cells.append(f"{'':>10}")
+    print(f"{setup:<8} {' '.join(cells)}  ({spread})", flush=True)
+
+
+COLUMNS = ("ours", "SDK alone", "bare SDK")
 
 
 def main() -> None:
@@ -166,10 +306,14 @@ def main() -> None:
         child(args.child, args.calls, args.repeats, args.no_gc)
         return
     print(
-        f"CPU µs per call without HTTP, median of {args.repeats} blocks of {args.calls:,} calls"
+        "CPU µs per call without HTTP (the stand-in's own, then what each variant adds to it),"
+        f" median of {args.repeats} blocks of {args.calls:,} calls"
         f"{', gc off' if args.no_gc else ''}; reproduce: {' '.join([sys.executable, *sys.argv])}"
     )
-    print(f"{'setup':<8} {'stand-in':>9} {'ours':>9} {'added':>9}  (range)")
+    print(
+        f"{'setup':<8} {'stand-in':>9} {'ours':>10} {'SDK alone':>10} {'bare SDK':>10}"
+        f" {'ours - SDK':>10}  (range of ours)"
+    )
     for setup in args.setups:
         command = [sys.executable, __file__, "--child", setup, "--calls", str(args.calls)]
         command += ["--repeats", str(args.repeats), *(["--no-gc"] if args.no_gc else [])]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+from collections.abc import Awaitable, Callable
 
 import openai
 import pytest
@@ -483,3 +485,43 @@ def test_a_stop_iteration_from_the_attempt_reaches_the_caller_as_itself() -> Non
     state = CallState(Strategies(policy), Silent(), policy.max_attempts)  # type: ignore[arg-type]
     with pytest.raises(StopIteration):
         run_sync(state, send)
+
+
+async def garbage_left_by(calls: Callable[[], Awaitable[None]]) -> list[str]:
+    """Types of ours, tenacity's and OpenTelemetry's that only the cyclic garbage collector
+    could free after ``calls`` (other garbage, e.g. earlier tests' clients, is not ours)."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await calls()
+        gc.collect()
+        found = {type(thing) for thing in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    packages = ("otel_openai_retry", "tenacity", "opentelemetry")
+    return sorted(
+        f"{t.__module__}.{t.__qualname__}" for t in found if t.__module__.startswith(packages)
+    )
+
+
+async def test_a_successful_call_leaves_nothing_for_the_garbage_collector(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """Each call's state, tenacity object and spans are freed as it returns, not kept (spans
+    included) until a collection: no reference cycle per call, sync or async."""
+    instrument(policy=FAST)
+    aclient, sclient = async_client(server), sync_client(server)
+
+    async def twenty_calls() -> None:
+        for _ in range(10):
+            await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            sclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    await twenty_calls()  # connections and caches warm
+    exporter.clear()
+
+    assert await garbage_left_by(twenty_calls) == []
+    assert len(exporter.get_finished_spans()) == 40  # a logical span and an attempt span each

@@ -132,6 +132,12 @@ class _CallRetrying(tenacity.Retrying):
     def iter_state(self) -> tenacity.IterState:
         return self._call_iter_state
 
+    def release(self) -> None:
+        """Drop the actions of the last step: they are bound to this object, so kept they make
+        every call a reference cycle that only the garbage collector frees, with everything the
+        call touched (its state, its spans' observer)."""
+        self._call_iter_state.reset()
+
 
 class CallState:
     """Everything one logical call remembers between its attempts."""
@@ -172,7 +178,7 @@ class CallState:
         timeout = self.strategies.policy.timeout
         return self.started + timeout if timeout > 0 else None
 
-    def retrying(self) -> tuple[tenacity.Retrying, tenacity.RetryCallState]:
+    def retrying(self) -> tuple[_CallRetrying, tenacity.RetryCallState]:
         """A fresh tenacity object for this call (tenacity keeps per-call state in it), begun."""
         retrying = _CallRetrying(
             stop=self.strategies.stop(self.max_attempts),
@@ -361,6 +367,8 @@ async def run_async(
     except BaseException as exc:
         state.finish(exc)
         raise
+    finally:
+        retrying.release()
     state.finish(None)
     return do
 
@@ -400,5 +408,7 @@ def run_sync(
     except BaseException as exc:
         state.finish(exc)
         raise
+    finally:
+        retrying.release()
     state.finish(None)
     return do

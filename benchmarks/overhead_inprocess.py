@@ -25,7 +25,7 @@ this telemetry through the SDK, so ``ours`` minus ``SDK alone`` is what is left 
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/overhead_inprocess.py            # all four setups (~1 min)
+    .venv/bin/python benchmarks/overhead_inprocess.py            # all four setups (~2 min)
     .venv/bin/python benchmarks/overhead_inprocess.py --setups noop --no-gc
 """
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import tenacity
 
+from ._call_retrying import CallRetrying, CallRetryState
 from ._decisions import Outcome, Verdict, backoff_wait, classify, retry_after_wait
 from ._endpoints import EndpointState
 from ._internal import report_internal_error
@@ -111,34 +112,6 @@ class Strategies:
         return stop
 
 
-class _CallRetrying(tenacity.Retrying):
-    """Tenacity's retrying object for one call, only ever driven by that call's task or thread.
-
-    Tenacity keeps per-call statistics and iteration state in a ``threading.local`` so that one
-    object may be shared; one per call is never shared, so plain attributes serve, without a
-    thread-local lookup at every step of every call.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._call_statistics: dict[str, Any] = {}
-        self._call_iter_state = tenacity.IterState()
-
-    @property
-    def statistics(self) -> dict[str, Any]:
-        return self._call_statistics
-
-    @property
-    def iter_state(self) -> tenacity.IterState:
-        return self._call_iter_state
-
-    def release(self) -> None:
-        """Drop the actions of the last step: they are bound to this object, so kept they make
-        every call a reference cycle that only the garbage collector frees, with everything the
-        call touched (its state, its spans' observer)."""
-        self._call_iter_state.reset()
-
-
 class CallState:
     """Everything one logical call remembers between its attempts."""
 
@@ -178,9 +151,9 @@ class CallState:
         timeout = self.strategies.policy.timeout
         return self.started + timeout if timeout > 0 else None
 
-    def retrying(self) -> tuple[_CallRetrying, tenacity.RetryCallState]:
+    def retrying(self) -> tuple[CallRetrying, tenacity.RetryCallState]:
         """A fresh tenacity object for this call (tenacity keeps per-call state in it), begun."""
-        retrying = _CallRetrying(
+        retrying = CallRetrying(
             stop=self.strategies.stop(self.max_attempts),
             wait=self.wait,
             retry=self.should_retry,
@@ -188,7 +161,7 @@ class CallState:
             reraise=True,
         )
         retrying.begin()
-        return retrying, tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+        return retrying, CallRetryState(retrying, fn=None, args=(), kwargs={})
 
     @property
     def pending_retry(self) -> RetryDetails:

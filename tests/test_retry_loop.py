@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 
 import openai
@@ -507,21 +508,51 @@ async def garbage_left_by(calls: Callable[[], Awaitable[None]]) -> list[str]:
     )
 
 
-async def test_a_successful_call_leaves_nothing_for_the_garbage_collector(
+async def test_no_call_leaves_anything_for_the_garbage_collector(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
-    """Each call's state, tenacity object and spans are freed as it returns, not kept (spans
-    included) until a collection: no reference cycle per call, sync or async."""
-    instrument(policy=FAST)
+    """Each call's state, tenacity object and spans are freed as it returns or raises, not kept
+    (spans included) until a collection, as the bare SDK's are: no reference cycle per call,
+    sync or async, succeeding at once, after a retry, or failing after its last attempt."""
+    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=2))
     aclient, sclient = async_client(server), sync_client(server)
 
-    async def twenty_calls() -> None:
-        for _ in range(10):
+    async def calls() -> None:
+        for _ in range(3):
             await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
             sclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            server.script(Fault.rate_limit(retry_after_ms=1))
+            await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            server.script(Fault.rate_limit(retry_after_ms=1))
+            sclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            server.script(*[Fault.status(503)] * 4)  # two attempts each
+            with pytest.raises(openai.InternalServerError):
+                await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            with pytest.raises(openai.InternalServerError):
+                sclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
-    await twenty_calls()  # connections and caches warm
+    await calls()  # connections and caches warm
     exporter.clear()
 
-    assert await garbage_left_by(twenty_calls) == []
-    assert len(exporter.get_finished_spans()) == 40  # a logical span and an attempt span each
+    assert await garbage_left_by(calls) == []
+    # 6 calls of each kind, each a logical span and an attempt span per request
+    assert len(exporter.get_finished_spans()) == 6 * 2 + 6 * 3 + 6 * 3
+
+
+async def test_the_exception_raised_after_the_last_attempt_carries_no_retry_machinery(
+    server: FakeOpenAIServer, instrument: Instrument
+) -> None:
+    """The caller gets the last attempt's own exception; its traceback goes through our driver
+    into the SDK, with no tenacity frame and no ``RetryError`` chained to it."""
+    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=2))
+    server.script(Fault.status(503), Fault.status(503))
+
+    with pytest.raises(openai.InternalServerError) as raised:
+        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    files = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(raised.value.__traceback__)]
+    assert any(name.endswith("otel_openai_retry/_loop.py") for name in files)
+    assert any("/openai/" in name for name in files)
+    assert not any("/tenacity/" in name for name in files)
+    assert raised.value.__cause__ is None
+    assert server.request_count == 2

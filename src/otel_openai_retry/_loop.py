@@ -10,7 +10,10 @@ Both drivers step one synchronous ``tenacity.Retrying`` per call, as tenacity's 
 whether to retry, when to stop and how long to wait; the driver performs the attempt and the
 sleep (``await`` or not). So sync and async differ only in ``await``, and the async path avoids
 ``AsyncRetrying``, which wraps every strategy call in a new coroutine after an ``inspect`` check
-at every step of every call (about half of tenacity's cost per call).
+at every step of every call (about half of tenacity's cost per call). When tenacity stops, it
+gives up quietly and the driver raises the last attempt's exception itself, so the caller's
+traceback holds no tenacity frame; at the end of every call the driver drops what would make its
+objects a reference cycle, so a call's objects, spans included, are freed as it returns.
 """
 
 from __future__ import annotations
@@ -158,10 +161,27 @@ class CallState:
             wait=self.wait,
             retry=self.should_retry,
             before_sleep=self._before_sleep,
-            reraise=True,
+            retry_error_callback=_give_up,
         )
         retrying.begin()
         return retrying, CallRetryState(retrying, fn=None, args=(), kwargs={})
+
+    @staticmethod
+    def final_result(retry_state: tenacity.RetryCallState) -> Any:
+        """The last attempt's result, or its exception raised again: tenacity, told to give up
+        quietly (``retry_error_callback``), raises nothing itself, so the traceback the caller
+        gets holds our frames and the SDK's but none of tenacity's (and no ``RetryError``)."""
+        assert retry_state.outcome is not None
+        return retry_state.outcome.result()
+
+    def release(self, retrying: CallRetrying, retry_state: tenacity.RetryCallState) -> None:
+        """At the end of the call, drop what would tie its objects into reference cycles, so that
+        they are freed now rather than by the garbage collector: tenacity's last actions, and
+        every reference to an attempt's exception, whose traceback holds the frames that hold
+        this state."""
+        retrying.release()
+        retry_state.outcome = None
+        self.retry_details = None
 
     @property
     def pending_retry(self) -> RetryDetails:
@@ -288,6 +308,10 @@ class CallState:
         return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
 
 
+def _give_up(retry_state: tenacity.RetryCallState) -> None:
+    """Tenacity's last step when it stops retrying: the driver raises the outcome itself."""
+
+
 class _Sleep:
     """See :meth:`CallState.sleeping`."""
 
@@ -336,14 +360,15 @@ async def run_async(
                 with state.sleeping(retry_state, do):
                     await sleep(do)
             else:
-                break  # tenacity returned the result
+                break  # tenacity is done: its outcome is the call's
+        result = state.final_result(retry_state)
     except BaseException as exc:
         state.finish(exc)
         raise
     finally:
-        retrying.release()
+        state.release(retrying, retry_state)
     state.finish(None)
-    return do
+    return result
 
 
 def run_sync(
@@ -377,11 +402,12 @@ def run_sync(
                 with state.sleeping(retry_state, do):
                     sleep(do)
             else:
-                break  # tenacity returned the result
+                break  # tenacity is done: its outcome is the call's
+        result = state.final_result(retry_state)
     except BaseException as exc:
         state.finish(exc)
         raise
     finally:
-        retrying.release()
+        state.release(retrying, retry_state)
     state.finish(None)
-    return do
+    return result

@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import wrapt
+from _replay import RequestWrapper, capture, replayer
 from openai import AsyncOpenAI
+from openai._base_client import AsyncAPIClient
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -30,6 +33,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+from otel_openai_retry._patch import _process_response_wrapper
 
 __all__ = [
     "ALL_VARIANTS",
@@ -49,14 +54,16 @@ OFFICIAL_DISTRIBUTION = "opentelemetry-instrumentation-genai-openai"
 as ``opentelemetry-instrumentation-openai-v2`` and supports openai < 4."""
 
 DEFAULT_VARIANTS = ("bare", "ours", "official")
-ALL_VARIANTS = (*DEFAULT_VARIANTS, "ours-unsampled", "ours-noop")
+ALL_VARIANTS = (*DEFAULT_VARIANTS, "ours-unsampled", "ours-noop", "sdk-alone")
 VARIANT_HELP = (
     "bare: AsyncOpenAI, nothing patched; "
     "ours: OpenAIRetryInstrumentor, SDK TracerProvider (BatchSpanProcessor, dropping exporter) "
     "and MeterProvider (periodic reader, dropping exporter); "
     f"official: {OFFICIAL_DISTRIBUTION} with the same providers; "
     "ours-unsampled: ours with the ALWAYS_OFF sampler (metrics still on); "
-    "ours-noop: ours with the API's no-op tracer and meter providers (the retry loop alone)"
+    "ours-noop: ours with the API's no-op tracer and meter providers (the retry loop alone); "
+    "sdk-alone: the bare client, then after each call the SDK calls that export what ours exports "
+    "for it (captured from its first call), with ours's providers and nothing of ours"
 )
 
 MODEL = "gpt-4o-mini"
@@ -247,11 +254,63 @@ def setup_variant(name: str, *, enable: bool = True) -> Variant:
             "meter_provider": meter_provider,
         }
         variant.notes.append(f"{OFFICIAL_DISTRIBUTION} {_version(OFFICIAL_DISTRIBUTION)}")
+    elif name == "sdk-alone":
+        tracer_provider, exporter, meter_provider = _sdk_providers()
+        variant.tracer_provider = tracer_provider
+        variant.meter_provider = meter_provider
+        variant.span_exporter = exporter
+        variant.instrumentor = TelemetryReplay(tracer_provider, meter_provider)
     elif name != "bare":
         raise SystemExit(f"unknown variant {name!r}; known: {', '.join(ALL_VARIANTS)}")
     if enable:
         variant.enable()
     return variant
+
+
+class TelemetryReplay:
+    """The ``sdk-alone`` variant, switched on and off like an instrumentor.
+
+    Its first call goes through our wrapper with in-memory exporters, to capture what we export
+    for a call to this server; every later call is the SDK's own ``request``, then a replay of
+    that telemetry through the variant's providers (``_replay``): what the telemetry SDK alone
+    costs over HTTP, the floor under any instrumentation exporting what we export.
+    """
+
+    def __init__(self, tracer_provider: TracerProvider, meter_provider: MeterProvider) -> None:
+        self._providers = (tracer_provider, meter_provider)
+        self._replay: Callable[[], None] | None = None
+        self._capturing = False
+        self._handle: Any = None
+
+    def instrument(self) -> None:
+        self._handle = wrapt.wrap_function_wrapper(AsyncAPIClient, "request", self._request)
+
+    def uninstrument(self) -> None:
+        wrapt.unwrap_object(AsyncAPIClient, "request", self._handle)
+
+    async def _request(
+        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self._replay is None and not self._capturing:
+            self._capturing = True  # once: calls made meanwhile (warm-up) go bare
+            results: list[Any] = []
+
+            async def through(wrapper: RequestWrapper) -> None:
+                results.append(await wrapper(wrapped, instance, args, kwargs))
+
+            # Our response hook too, for the status code it puts on the attempt span.
+            hook = wrapt.wrap_function_wrapper(
+                AsyncAPIClient, "_process_response", _process_response_wrapper
+            )
+            try:
+                self._replay = replayer(await capture(through), *self._providers)
+            finally:
+                wrapt.unwrap_object(AsyncAPIClient, "_process_response", hook)
+            return results[0]
+        result = await wrapped(*args, **kwargs)
+        if self._replay is not None:
+            self._replay()
+        return result
 
 
 def _version(distribution: str) -> str:

@@ -39,43 +39,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import openai
+from _replay import Exported, RequestWrapper, capture, our_request_wrapper, replayer
 from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import (
-    HistogramDataPoint,
     InMemoryMetricReader,
-    NumberDataPoint,
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     NoOpTracerProvider,
-    Span,
-    SpanKind,
     TracerProvider,
-    set_span_in_context,
 )
-from opentelemetry.util.types import AttributeValue
-
-from otel_openai_retry import RetryPolicy
-from otel_openai_retry._endpoints import Endpoints
-from otel_openai_retry._loop import Strategies
-from otel_openai_retry._metrics import Instruments
-from otel_openai_retry._patch import Runtime, _async_request_wrapper
-from otel_openai_retry._telemetry import Telemetry
 
 SETUPS = ("noop", "trace", "metrics", "both")
 BODY = {
@@ -126,25 +111,22 @@ def our_call(
     tracer_provider: TracerProvider, meter_provider: MeterProvider
 ) -> Callable[[], Awaitable[Any]]:
     """One call of the stand-in through our wrapper, with these providers."""
-    policy = RetryPolicy()
-    runtime = Runtime(
-        Strategies(policy),
-        Telemetry(
-            tracer_provider.get_tracer("bench"),
-            Instruments(meter_provider.get_meter("bench")),
-            False,
-        ),
-        Endpoints(policy),
-    )
-    wrapper = _async_request_wrapper(runtime)
-    client = openai.AsyncOpenAI(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
+    wrapper = our_request_wrapper(tracer_provider, meter_provider)
 
     async def ours() -> Any:
-        return await wrapper(
-            sdk_request, client, (ChatCompletion, options()), {"stream": False, "stream_cls": None}
-        )
+        return await through(wrapper)
 
     return ours
+
+
+CLIENT = openai.AsyncOpenAI(api_key="sk-bench", base_url="http://127.0.0.1:9/v1")
+
+
+async def through(wrapper: RequestWrapper) -> Any:
+    """The stand-in called through a wrapper of ``request``, as the SDK would call it."""
+    return await wrapper(
+        sdk_request, CLIENT, (ChatCompletion, options()), {"stream": False, "stream_cls": None}
+    )
 
 
 def options() -> FinalRequestOptions:
@@ -156,85 +138,12 @@ async def bare() -> Any:
     return await sdk_request(ChatCompletion, options(), stream=False, stream_cls=None)
 
 
-@dataclass(frozen=True)
-class Exported:
-    """The telemetry one call exported: spans (parents first) and measurements."""
-
-    spans: list[tuple[str, SpanKind, dict[str, AttributeValue], int | None]]
-    """Name, kind, attributes, and the index of the parent span in this list."""
-    measurements: list[tuple[str, str, float, dict[str, AttributeValue]]]
-    """Instrument name, ``"counter"`` or ``"histogram"``, value, attributes."""
-
-
-async def exported_by_one_call() -> Exported:
-    exporter = InMemorySpanExporter()
-    tracer_provider = SdkTracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = SdkMeterProvider(metric_readers=[reader])
-    await our_call(tracer_provider, meter_provider)()
-    finished = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time or 0)
-    ids = [span.context.span_id for span in finished if span.context is not None]
-    spans = [
-        (
-            span.name,
-            span.kind,
-            dict(span.attributes or {}),
-            ids.index(span.parent.span_id) if span.parent is not None else None,
-        )
-        for span in finished
-    ]
-    measurements = []
-    metrics = reader.get_metrics_data()
-    for resource_metrics in metrics.resource_metrics if metrics is not None else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                for point in metric.data.data_points:
-                    if isinstance(point, NumberDataPoint):
-                        kind, value = "counter", float(point.value)
-                    elif isinstance(point, HistogramDataPoint) and point.count == 1:
-                        kind, value = "histogram", point.sum
-                    else:
-                        raise AssertionError(f"unexpected point for {metric.name}: {point}")
-                    measurements.append((metric.name, kind, value, dict(point.attributes or {})))
-    return Exported(spans, measurements)
-
-
-def replay(
-    exported: Exported,
-    tracer_provider: TracerProvider,
-    meter_provider: MeterProvider,
-    with_attributes: bool,
-) -> Callable[[], Awaitable[Any]]:
-    """The stand-in, then the cheapest SDK calls that export the same telemetry (see above)."""
-    tracer = tracer_provider.get_tracer("bench-replay")
-    meter = meter_provider.get_meter("bench-replay")
-    instruments: dict[str, Any] = {}
-    for name, kind, _, _ in exported.measurements:
-        if name not in instruments:
-            create = meter.create_counter if kind == "counter" else meter.create_histogram
-            instruments[name] = create(name)
-    spans = [
-        (name, kind, attributes if with_attributes else None, parent)
-        for name, kind, attributes, parent in exported.spans
-    ]
-    measurements = [
-        (instruments[name].add if kind == "counter" else instruments[name].record, value, attrs)
-        for name, kind, value, attrs in exported.measurements
-    ]
+def replayed(replay: Callable[[], None]) -> Callable[[], Awaitable[Any]]:
+    """The stand-in, then the telemetry SDK's calls for it (``_replay``), nothing of ours."""
 
     async def call() -> Any:
         result = await bare()
-        started: list[Span] = []
-        for name, kind, attributes, parent in spans:
-            context = None if parent is None else set_span_in_context(started[parent])
-            started.append(
-                tracer.start_span(name, context=context, kind=kind, attributes=attributes)
-            )
-        for span in reversed(started):
-            span.end()
-        for record, value, attributes in measurements:
-            record(value, attributes if with_attributes else None)
+        replay()
         return result
 
     return call
@@ -245,8 +154,8 @@ def make_calls(setup: str, exported: Exported) -> dict[str, Callable[[], Awaitab
     tracer_provider, meter_provider = providers(setup)
     calls = {"stand-in": bare, "ours": our_call(tracer_provider, meter_provider)}
     if setup != "noop":
-        calls["SDK alone"] = replay(exported, tracer_provider, meter_provider, True)
-        calls["bare SDK"] = replay(exported, tracer_provider, meter_provider, False)
+        calls["SDK alone"] = replayed(replayer(exported, tracer_provider, meter_provider))
+        calls["bare SDK"] = replayed(replayer(exported, tracer_provider, meter_provider, False))
     return calls
 
 
@@ -259,7 +168,7 @@ async def per_call_us(call: Callable[[], Awaitable[Any]], calls: int) -> float:
 
 async def measure(setup: str, calls: int, repeats: int) -> dict[str, list[float]]:
     """µs per call added to the stand-in, for each variant, block after block."""
-    variants = make_calls(setup, await exported_by_one_call())
+    variants = make_calls(setup, await capture(through))
     for _ in range(calls // 10):  # warm-up
         for call in variants.values():
             await call()

@@ -304,6 +304,9 @@ class TelemetryReplay:
             )
             try:
                 self._replay = replayer(await capture(through), *self._providers)
+            except BaseException:
+                self._capturing = False  # the next call tries again
+                raise
             finally:
                 wrapt.unwrap_object(AsyncAPIClient, "_process_response", hook)
             return results[0]

@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     NumberDataPoint,
 )
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -68,14 +69,16 @@ async def capture(one_call: Callable[[RequestWrapper], Awaitable[Any]]) -> Expor
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     await one_call(our_request_wrapper(tracer_provider, SdkMeterProvider(metric_readers=[reader])))
-    finished = sorted(exporter.get_finished_spans(), key=lambda span: span.start_time or 0)
-    ids = [span.context.span_id for span in finished if span.context is not None]
+    finished = _parents_first(list(exporter.get_finished_spans()))
+    ids = [span.context.span_id if span.context is not None else None for span in finished]
     spans = [
         (
             span.name,
             span.kind,
             dict(span.attributes or {}),
-            ids.index(span.parent.span_id) if span.parent is not None else None,
+            ids.index(span.parent.span_id)
+            if span.parent is not None and span.parent.span_id in ids
+            else None,
         )
         for span in finished
     ]
@@ -93,6 +96,19 @@ async def capture(one_call: Callable[[RequestWrapper], Awaitable[Any]]) -> Expor
                         raise AssertionError(f"unexpected point for {metric.name}: {point}")
                     measurements.append((metric.name, kind, value, dict(point.attributes or {})))
     return Exported(spans, measurements)
+
+
+def _parents_first(spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    """Every span after its parent (export order is children first; start times can tie)."""
+    ordered: list[ReadableSpan] = []
+    while spans:
+        waiting = {span.context.span_id for span in spans if span.context is not None}
+        ready = [span for span in spans if not span.parent or span.parent.span_id not in waiting]
+        if not ready:
+            raise AssertionError("the captured spans' parentage is a cycle")
+        ordered += ready
+        spans = [span for span in spans if span not in ready]
+    return ordered
 
 
 def replayer(

@@ -57,6 +57,29 @@ def test_it_is_complete_for_concurrent_futures_and_cannot_be_settled_again() -> 
     assert outcome.result() == 42
 
 
+def test_a_failing_callback_is_logged_as_concurrent_futures_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcome = SettledOutcome(1, 42, None)
+
+    def broken(future: object) -> None:
+        raise RuntimeError("callback bug")
+
+    outcome.add_done_callback(broken)
+
+    assert [record.name for record in caplog.records] == ["concurrent.futures"]
+    assert "exception calling callback" in caplog.records[0].getMessage()
+
+
+def test_outcomes_never_share_a_lock() -> None:
+    """``wait`` locks every future it is given in ``id`` order; a lock shared between outcomes
+    would break that order between threads waiting on different sets."""
+    first, second = SettledOutcome(1, 1, None), SettledOutcome(2, 2, None)
+
+    assert first._condition is not second._condition
+    assert first._condition is first._condition
+
+
 def test_raising_from_result_keeps_no_reference_to_the_outcome() -> None:
     """The traceback of the raised exception must not hold the outcome (a reference cycle)."""
     outcome = SettledOutcome(1, None, ValueError("bad"))

@@ -542,8 +542,9 @@ async def test_no_call_leaves_anything_for_the_garbage_collector(
 async def test_the_exception_raised_after_the_last_attempt_carries_no_retry_machinery(
     server: FakeOpenAIServer, instrument: Instrument
 ) -> None:
-    """The caller gets the last attempt's own exception; its traceback goes through our driver
-    into the SDK, with no tenacity frame and no ``RetryError`` chained to it."""
+    """When the attempts run out, the caller gets the last attempt's own exception; its
+    traceback goes through our driver into the SDK, with no tenacity frame and no ``RetryError``
+    chained to it."""
     instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=2))
     server.script(Fault.status(503), Fault.status(503))
 

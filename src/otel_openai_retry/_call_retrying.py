@@ -11,6 +11,8 @@ goes through here, so this is worth ~5 µs a call (``benchmarks/overhead_inproce
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
 import types
@@ -22,6 +24,8 @@ from typing import Any
 import tenacity
 
 __all__ = ["CallRetryState", "CallRetrying", "SettledOutcome"]
+
+_futures_logger = logging.getLogger("concurrent.futures")
 
 
 class CallRetrying(tenacity.Retrying):
@@ -67,12 +71,7 @@ class SettledOutcome(tenacity.Future):
     ``failed``, ``result()``, ``exception()`` and ``RetryError`` behave as tenacity's own), without
     the ``threading.Condition`` a future that may still be pending needs."""
 
-    # What ``concurrent.futures.wait`` and ``as_completed`` use of a future: its state, a lock to
-    # take, and a list that ``as_completed`` adds its waiter to and removes it from. Shared by all
-    # outcomes, as there is never anything to wait for.
-    _state = FINISHED
-    _condition = threading.Condition()
-    _waiters: list[Any] = []  # noqa: RUF012 (shared on purpose, see above)
+    _state = FINISHED  # read by ``concurrent.futures.wait`` and ``as_completed``
 
     def __init__(  # no super().__init__(): that builds the Condition this class exists to avoid
         self, attempt_number: int, result: Any, exception: BaseException | None
@@ -110,7 +109,20 @@ class SettledOutcome(tenacity.Future):
         return False
 
     def add_done_callback(self, fn: Callable[[Any], object]) -> None:
-        fn(self)
+        try:  # at once, as for any future already done; a failing callback is only logged
+            fn(self)
+        except Exception:
+            _futures_logger.exception("exception calling callback for %r", self)
+
+    # Only ``concurrent.futures.wait`` and ``as_completed`` use these (they lock every future
+    # given, in ``id`` order, and add a waiter to each), so each outcome makes its own on demand.
+    @functools.cached_property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        return threading.Condition()
+
+    @functools.cached_property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        return []
 
     def set_result(self, result: Any) -> None:
         raise InvalidStateError(f"{self!r} is already settled")

@@ -10,10 +10,10 @@ Both drivers step one synchronous ``tenacity.Retrying`` per call, as tenacity's 
 whether to retry, when to stop and how long to wait; the driver performs the attempt and the
 sleep (``await`` or not). So sync and async differ only in ``await``, and the async path avoids
 ``AsyncRetrying``, which wraps every strategy call in a new coroutine after an ``inspect`` check
-at every step of every call (about half of tenacity's cost per call). When tenacity stops, it
-gives up quietly and the driver raises the last attempt's exception itself, so the caller's
-traceback holds no tenacity frame; at the end of every call the driver drops what would make its
-objects a reference cycle, so a call's objects, spans included, are freed as it returns.
+at every step of every call (about half of tenacity's cost per call). When tenacity stops
+retrying, it gives up quietly and the driver raises the last attempt's exception itself, with no
+``RetryError`` and no tenacity frame added; at the end of every call the driver drops what would
+make its objects a reference cycle, so a call's objects, spans included, are freed as it returns.
 """
 
 from __future__ import annotations
@@ -168,9 +168,10 @@ class CallState:
 
     @staticmethod
     def final_result(retry_state: tenacity.RetryCallState) -> Any:
-        """The last attempt's result, or its exception raised again: tenacity, told to give up
-        quietly (``retry_error_callback``), raises nothing itself, so the traceback the caller
-        gets holds our frames and the SDK's but none of tenacity's (and no ``RetryError``)."""
+        """The last attempt's result, or its exception raised again. Tenacity, told to give up
+        quietly (``retry_error_callback``), raises no ``RetryError`` when it stops retrying, so an
+        exhausted call's traceback gains no tenacity frame (an error not worth retrying is still
+        raised from inside tenacity's step, as before)."""
         assert retry_state.outcome is not None
         return retry_state.outcome.result()
 

@@ -47,22 +47,15 @@ from openai._models import FinalRequestOptions
 from openai.types.chat import ChatCompletion
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import (
-    InMemoryMetricReader,
-)
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.trace import (
-    NoOpTracerProvider,
-    TracerProvider,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 
 SETUPS = ("noop", "trace", "metrics", "both")
+COLUMNS = ("ours", "SDK alone", "bare SDK")
+"""What each setup's row shows, added to the stand-in (the SDK-only two with an SDK provider)."""
 BODY = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "hi"}],
@@ -198,9 +191,6 @@ def child(setup: str, calls: int, repeats: int, no_gc: bool) -> None:
     else:
         cells.append(f"{'':>10}")
     print(f"{setup:<8} {' '.join(cells)}  ({spread})", flush=True)
-
-
-COLUMNS = ("ours", "SDK alone", "bare SDK")
 
 
 def main() -> None:

@@ -30,6 +30,24 @@ def test_every_variable_is_read() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("5", 5), ("5.0", 5), ("+5", 5), (" 12 ", 12), ("007", 7)]
+)
+def test_a_whole_number_of_attempts_may_be_written_with_a_zero_fraction(
+    raw: str, expected: int
+) -> None:
+    policy = RetryPolicy.from_env({"OTEL_OPENAI_RETRY_MAX_ATTEMPTS": raw})
+    assert policy.max_attempts == expected
+    assert type(policy.max_attempts) is int
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1e2", 100.0), (".5", 0.5), ("3.", 3.0)])
+def test_seconds_take_plain_decimal_notation(raw: str, expected: float) -> None:
+    assert RetryPolicy.from_env({"OTEL_OPENAI_RETRY_MAX_RETRY_AFTER": raw}).max_retry_after == (
+        expected
+    )
+
+
 BAD_VALUES = [
     ("OTEL_OPENAI_RETRY_MAX_ATTEMPTS", "abc", "a whole number >= 1"),
     ("OTEL_OPENAI_RETRY_MAX_ATTEMPTS", "0", "a whole number >= 1"),

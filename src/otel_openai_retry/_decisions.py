@@ -42,6 +42,8 @@ class Outcome(str, enum.Enum):
     RETRY_AFTER_TOO_LONG = "retry_after_too_long"
     BUDGET_EXHAUSTED = "budget_exhausted"
     CANCELLED = "cancelled"
+    ERROR = "error"
+    """The call failed after its response began (a stream cut or broken after it was returned)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ make its objects a reference cycle, so a call's objects, spans included, are fre
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import time
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import tenacity
 
 from ._call_retrying import CallRetrying, CallRetryState
@@ -33,6 +33,7 @@ from ._decisions import Outcome, Verdict, backoff_wait, classify, retry_after_wa
 from ._endpoints import EndpointState
 from ._internal import report_internal_error
 from ._policy import RetryPolicy
+from ._replay import BodyReplay
 
 __all__ = [
     "AsyncRetryHook",
@@ -45,6 +46,10 @@ __all__ = [
     "run_async",
     "run_sync",
 ]
+
+MAX_SLEEP = 1e9
+"""Longest single sleep, in seconds (about 31 years): ``time.sleep`` and event loops refuse
+values past ~9.2e9, and a policy may accept hints longer than that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,9 @@ class CallState:
         "endpoint",
         "max_attempts",
         "observer",
+        "replay",
         "retry_details",
+        "sendable",
         "started",
         "strategies",
         "total_sleep",
@@ -136,11 +143,19 @@ class CallState:
         observer: CallObserver,
         max_attempts: int,
         endpoint: EndpointState | None = None,
+        replay: BodyReplay | None = None,
+        sendable: Callable[[], bool] | None = None,
     ) -> None:
         self.strategies = strategies
         self.observer = observer
         self.max_attempts = max_attempts
         self.endpoint = endpoint
+        self.replay = replay
+        """The body's rewind, when it is more than plain data: a body that cannot be sent
+        again is never retried."""
+        self.sendable = sendable
+        """Whether the transport would send the next attempt at all (the client is open, the
+        headers are legal); one that would not is no attempt: no span, no budget."""
         self.attempts = 0
         self.total_sleep = 0.0
         self.verdict: Verdict | None = None
@@ -157,7 +172,7 @@ class CallState:
     def retrying(self) -> tuple[CallRetrying, tenacity.RetryCallState]:
         """A fresh tenacity object for this call (tenacity keeps per-call state in it), begun."""
         retrying = CallRetrying(
-            stop=self.strategies.stop(self.max_attempts),
+            stop=self.stop,
             wait=self.wait,
             retry=self.should_retry,
             before_sleep=self._before_sleep,
@@ -183,6 +198,7 @@ class CallState:
         retrying.release()
         retry_state.outcome = None
         self.retry_details = None
+        self.sendable = None  # bound to the caller's side, which holds this state
 
     @property
     def pending_retry(self) -> RetryDetails:
@@ -210,7 +226,13 @@ class CallState:
         delay = endpoint.limiter.reserve(
             time.monotonic(), math.inf if deadline is None else deadline
         )
-        return 0.0 if delay is None else delay
+        return 0.0 if delay is None else min(delay, MAX_SLEEP)
+
+    def will_send(self) -> bool:
+        if self.sendable is None or self.sendable():
+            return True
+        self.verdict = None  # what the SDK raises now is judged as it stands: not retried
+        return False
 
     def begin_attempt(self, throttle: float) -> int:
         self.attempts += 1
@@ -238,11 +260,11 @@ class CallState:
         endpoint = self.endpoint
         if verdict.status_code == 429 and endpoint is not None and endpoint.limiter is not None:
             response = getattr(exc, "response", None)
-            # A hint this policy refuses to wait for must not make everyone else wait for it.
-            refused = verdict.give_up_as is Outcome.RETRY_AFTER_TOO_LONG
+            # Only a hint this call itself would wait for may make everyone else wait: one the
+            # policy refuses, or one on an answer not to be retried, must not close the gate.
             endpoint.limiter.on_throttled(
                 time.monotonic(),
-                None if refused else verdict.retry_after,
+                verdict.retry_after if verdict.retryable else None,
                 getattr(response, "headers", None),
             )
         self.observer.attempt_failed(attempt, exc, verdict)
@@ -250,27 +272,42 @@ class CallState:
     def should_retry(self, retry_state: tenacity.RetryCallState) -> bool:
         outcome = retry_state.outcome
         verdict = self.verdict
-        if outcome is None or not outcome.failed or verdict is None or not verdict.retryable:
-            return False
+        return not (outcome is None or not outcome.failed or verdict is None) and verdict.retryable
+
+    def stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        """Tenacity asks this only once it has decided to retry and chosen the wait: attempts
+        and the deadline first, then the body, and the budget last, so that only a retry that
+        will really be sent is charged to it."""
+        if self.strategies.stop(self.max_attempts)(retry_state):
+            return True
+        replay = self.replay
+        if replay is not None and not replay.rewind():
+            self._give_up_as(Outcome.NON_RETRYABLE)
+            return True
+        verdict = self.verdict
         endpoint = self.endpoint
         budget = endpoint.budget if endpoint is not None else None
         # A 429 is the server pacing us, not failing: the limiter handles it, not the budget.
         if (
             budget is not None
+            and verdict is not None
             and verdict.status_code != 429
             and not budget.try_retry(time.monotonic())
         ):
-            self.verdict = dataclasses.replace(
-                verdict, retryable=False, give_up_as=Outcome.BUDGET_EXHAUSTED
-            )
-            return False
-        return True
+            self._give_up_as(Outcome.BUDGET_EXHAUSTED)
+            return True
+        return False
+
+    def _give_up_as(self, outcome: Outcome) -> None:
+        verdict = self.verdict
+        if verdict is not None:
+            self.verdict = dataclasses.replace(verdict, retryable=False, give_up_as=outcome)
 
     def wait(self, retry_state: tenacity.RetryCallState) -> float:
         hint = self.verdict.retry_after if self.verdict else None
         if hint is not None:
-            return retry_after_wait(hint)
-        return backoff_wait(retry_state.attempt_number, self.strategies.policy)
+            return min(retry_after_wait(hint), MAX_SLEEP)
+        return min(backoff_wait(retry_state.attempt_number, self.strategies.policy), MAX_SLEEP)
 
     def details(self, retry_state: tenacity.RetryCallState) -> RetryDetails:
         """Record the sleep tenacity chose and describe it to the observer and hooks."""
@@ -333,7 +370,7 @@ class _Sleep:
 async def run_async(
     state: CallState,
     send: Callable[[int], Awaitable[Any]],
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     hooks: tuple[AsyncRetryHook, ...] = (),
 ) -> Any:
     """Run one logical call; ``send(attempt)`` performs one HTTP attempt."""
@@ -342,6 +379,9 @@ async def run_async(
         while True:
             do = retrying.iter(retry_state)
             if isinstance(do, tenacity.DoAttempt):
+                if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
+                    retry_state.set_result(await send(0))
+                    break
                 throttle = state.pacing_delay()
                 if throttle > 0:
                     await sleep(throttle)
@@ -384,6 +424,9 @@ def run_sync(
         while True:
             do = retrying.iter(retry_state)
             if isinstance(do, tenacity.DoAttempt):
+                if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
+                    retry_state.set_result(send(0))
+                    break
                 throttle = state.pacing_delay()
                 if throttle > 0:
                     sleep(throttle)

@@ -11,13 +11,14 @@ succeeded; the current call is found through a context variable set around each 
 
 from __future__ import annotations
 
-import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import wrapt
 from openai import AsyncAzureOpenAI, AzureOpenAI
 from openai._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
@@ -31,6 +32,7 @@ from ._endpoints import Endpoints, EndpointState
 from ._hooks import current_listener
 from ._internal import report_internal_error
 from ._loop import CallState, Strategies, run_async, run_sync
+from ._replay import capture_body
 from ._streams import stream_method_wrapper
 from ._telemetry import CallTelemetry, Telemetry
 
@@ -46,7 +48,8 @@ class Runtime:
     strategies: Strategies
     telemetry: Telemetry
     endpoints: Endpoints
-    async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    """The running loop's own sleep (asyncio, uvloop or trio, through anyio)."""
     sync_sleep: Callable[[float], None] = time.sleep
 
 
@@ -85,6 +88,7 @@ class _Call:
         "client",
         "deadline",
         "endpoint",
+        "headers_sendable",
         "listener",
         "options",
         "spans",
@@ -126,17 +130,26 @@ class _Call:
         if runtime.endpoints.enabled:
             model = info.attributes.get("gen_ai.request.model", "")
             self.endpoint = runtime.endpoints.get(server.base_url, str(model))
+        self.headers_sendable = _headers_sendable(client, options)
         self.state = CallState(
             runtime.strategies,
             self.spans,
             _max_attempts(client, options, runtime),
             self.endpoint,
+            capture_body(getattr(options, "content", None), options.files),
+            self.sendable,
         )
         self.deadline = self.state.deadline
+
+    def sendable(self) -> bool:
+        """Whether the transport would put this request on the wire (see ``CallState``)."""
+        return self.headers_sendable and not self.client.is_closed()  # type: ignore[attr-defined]
 
     def options_for(self, attempt: int) -> FinalRequestOptions:
         """The SDK's retries off, the true retry count on the wire, the deadline respected."""
         options = self.options
+        if attempt == 0:  # not an attempt: the SDK, unobserved, raises what it raises
+            return options.model_copy(update={"max_retries": 0})
         headers: Mapping[str, Any] = (
             {} if isinstance(options.headers, NotGiven) else options.headers
         )
@@ -207,6 +220,27 @@ def _server_of(client: BaseClient[Any, Any]) -> _Server:
     return server
 
 
+_UNSENDABLE_HEADER_VALUE = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
+"""What the SDK's HTTP stack refuses before sending (h11: CR, LF, NUL, trailing whitespace;
+httpx: anything not ASCII), so that such a request is never counted, traced or retried."""
+
+
+def _headers_sendable(client: BaseClient[Any, Any], options: FinalRequestOptions) -> bool:
+    """Read once per call: the auth header (an API key read from a file often ends in a
+    newline), the client's default headers and the request's own."""
+    groups: list[Any] = [client.auth_headers, getattr(client, "_custom_headers", None)]
+    if not isinstance(options.headers, NotGiven):
+        groups.append(options.headers)
+    search = _UNSENDABLE_HEADER_VALUE.search
+    for group in groups:
+        if not group:
+            continue
+        for value in group.values():
+            if isinstance(value, str) and search(value) is not None:
+                return False
+    return True
+
+
 def _bind(
     cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
 ) -> tuple[Any, FinalRequestOptions, bool, Any]:
@@ -252,7 +286,7 @@ def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
 
         async def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            token = _current_call.set(call)
+            token = _current_call.set(call if attempt else None)
             try:
                 return await wrapped(*call_args, **call_kwargs)
             finally:
@@ -280,7 +314,7 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
 
         def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            token = _current_call.set(call)
+            token = _current_call.set(call if attempt else None)
             try:
                 return wrapped(*call_args, **call_kwargs)
             finally:
@@ -301,4 +335,6 @@ def _process_response_wrapper(
         response = kwargs.get("response")
         if response is not None:
             call.response_received(response, bool(kwargs.get("stream")))
+        if "retries_taken" in kwargs:  # the SDK counted only its own (none): the true count
+            kwargs["retries_taken"] = call.state.attempts - 1
     return wrapped(*args, **kwargs)

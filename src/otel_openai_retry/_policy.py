@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -118,14 +119,22 @@ _ACCEPTED = {
 }
 
 
+_DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+"""Plain ASCII decimal notation: Python's ``int``/``float`` also take ``1_000``, ``nan`` and
+digits of every script (fullwidth, Arabic-Indic), none of which a deployment means as a number."""
+_WHOLE = re.compile(r"[+]?([0-9]{1,9})(?:\.0*)?\Z")
+
+
 def _parse_field(name: str, var: str, raw: str) -> float | int:
     text = raw.strip()
-    try:
-        value: float | int = int(text) if name == "max_attempts" else float(text)
-    except ValueError:
-        raise ConfigurationError(
-            f"{var}={raw!r} is not valid; accepted: {_ACCEPTED[name]}"
-        ) from None
+    value: float | int
+    if name == "max_attempts":
+        whole = _WHOLE.match(text)  # "5" and "5.0" alike; "5.5" and "1e3" are refused
+        value = int(whole.group(1)) if whole is not None else math.nan
+    elif _DECIMAL.match(text) is None:
+        value = math.nan  # refused below, with what is accepted
+    else:
+        value = float(text)
     _check(name, value, source=f"{var}={raw!r}")
     return value
 

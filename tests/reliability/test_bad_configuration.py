@@ -32,12 +32,18 @@ BAD_VALUES: list[tuple[str, str, str]] = [
     # (variable, value, a fragment of "what is accepted")
     *[
         ("OTEL_OPENAI_RETRY_MAX_ATTEMPTS", value, "a whole number >= 1")
-        for value in ("0", "-1", "2.5", "1e3", "0x10", "five", "nan", "inf", "true", "9" * 5000)
+        for value in (
+            *("0", "-1", "2.5", "1e3", "0x10", "five", "nan", "inf", "true", "9" * 5000),
+            *("1_000", "\uff15", "\u0661\u0662", "5.5"),  # underscores, fullwidth, Arabic-Indic
+        )
     ],
     *[
         (var, value, NUMBER)
         for var in ("OTEL_OPENAI_RETRY_INITIAL_WAIT", "OTEL_OPENAI_RETRY_MAX_RETRY_AFTER")
-        for value in ("-0.5", "nan", "inf", "-inf", "1e400", "soon", "1s", "0,5", "true")
+        for value in (
+            *("-0.5", "nan", "inf", "-inf", "1e400", "soon", "1s", "0,5", "true"),
+            *("1_0", "\uff15", "\u0661\u0662", "0x1p-1", "infinity"),
+        )
     ],
     *[
         ("OTEL_OPENAI_RETRY_MAX_WAIT", value, NUMBER)

@@ -1,0 +1,230 @@
+"""What reaches the server is what the caller sent, and telemetry counts only what was sent.
+
+Uploads whose body cannot be replayed are never retried; seekable ones are rewound before each
+retry; a request the transport refuses before sending (a closed client, an API key ending in a
+newline) is no attempt: no attempt span, no budget, no retry, and the caller gets the SDK's own
+error. Raw responses report the true number of retries, as the bare SDK's do.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_openai_retry import RetryPolicy
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+from .helpers import API_KEY, Instrument, calls, one_call
+
+FAST = RetryPolicy(initial_wait=0.01, max_wait=0.02)
+DATA = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"}\n' * 20
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+class ReadOnce(io.RawIOBase):
+    """A stream that can be read once, as a socket or a streamed download can: not seekable,
+    no length known in advance (so the upload goes out chunked)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._inner.readinto(buffer)
+
+
+@pytest.fixture
+def pipe() -> Iterator[io.BufferedReader]:
+    with io.BufferedReader(ReadOnce(DATA)) as reader:
+        yield reader
+
+
+def uploaded(server: FakeOpenAIServer) -> list[bytes]:
+    return [request.form["file"].data for request in server.requests]
+
+
+@pytest.mark.parametrize("instrumented", [False, True], ids=["bare-sdk", "ours"])
+def test_a_read_once_upload_is_never_retried(
+    instrumented: bool,
+    pipe: io.BufferedReader,
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+) -> None:
+    """The bare SDK refuses to retry a body it cannot rewind; so do we: the retry would send an
+    empty file part, and the call would report success."""
+    if instrumented:
+        instrument(policy=FAST)
+    server.script(Fault.server_error(500))
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+
+    with pytest.raises(openai.InternalServerError):
+        client.files.create(file=("batch.jsonl", pipe), purpose="batch")
+
+    assert uploaded(server) == [DATA]
+    if instrumented:
+        call = one_call(exporter.get_finished_spans())
+        assert call.span.name == "POST /files"
+        assert len(call.attempts) == 1
+        assert call.attr("retry.attempts") == 1
+        assert call.attr("retry.outcome") == "non_retryable"
+
+
+async def test_a_seekable_upload_is_rewound_before_every_retry(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The whole file every time, however far the failed attempt had read it."""
+    instrument(policy=FAST)
+    server.script(Fault.server_error(500), Fault.drop(), Fault.rate_limit(retry_after_ms=1))
+    file = io.BytesIO(DATA)
+
+    created = await openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url).files.create(
+        file=("batch.jsonl", file), purpose="batch"
+    )
+
+    assert created.id
+    assert uploaded(server) == [DATA] * 4
+    assert len(one_call(exporter.get_finished_spans()).attempts) == 4
+
+
+def test_bytes_and_json_bodies_are_resent_whole(
+    server: FakeOpenAIServer, instrument: Instrument
+) -> None:
+    instrument(policy=FAST)
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    server.script(Fault.server_error(503), Fault.server_error(503))
+    client.files.create(file=("batch.jsonl", DATA), purpose="batch")
+    server.script(Fault.server_error(503))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, temperature=0.5)
+
+    uploads, chats = server.requests[:3], server.requests[3:]
+    assert [r.form["file"].data for r in uploads] == [DATA] * 3
+    assert [r.body for r in chats] == [
+        {"model": "gpt-4o-mini", "messages": MESSAGES, "temperature": 0.5}
+    ] * 2
+
+
+@pytest.mark.parametrize("instrumented", [False, True], ids=["bare-sdk", "ours"])
+async def test_raw_responses_report_the_true_number_of_retries(
+    instrumented: bool, server: FakeOpenAIServer, instrument: Instrument
+) -> None:
+    if instrumented:
+        instrument(policy=FAST)
+    aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    server.script(Fault.server_error(500), Fault.rate_limit(retry_after_ms=1))
+    raw = await aclient.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    assert raw.retries_taken == 2
+
+    server.script(Fault.server_error(502))
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as streamed:
+        assert streamed.retries_taken == 1
+        assert streamed.parse().choices[0].message.content
+
+    assert client.models.with_raw_response.list().retries_taken == 0
+
+
+def test_a_client_closed_during_a_sleep_makes_no_attempt_that_was_never_sent(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The SDK raises its own error for a closed client at once; that is not a request, so it
+    gets no attempt span, is not charged to the budget and is not retried."""
+    instrument(policy=FAST)
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    server.script(Fault.rate_limit(retry_after_ms=1000))
+
+    def close_once_the_first_attempt_has_failed() -> None:
+        while not any(s.name == "attempt 1" for s in exporter.get_finished_spans()):
+            time.sleep(0.005)  # the attempt span ends as the sleep begins
+        client.close()
+
+    closer = threading.Thread(target=close_once_the_first_attempt_has_failed)
+    closer.start()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    closer.join()
+
+    call = one_call(exporter.get_finished_spans())
+    assert server.request_count == len(call.attempts) == call.attr("retry.attempts") == 1
+    assert call.attr("retry.outcome") == "non_retryable"
+    assert call.attr("error.type") == "RuntimeError"
+
+
+@pytest.mark.parametrize(
+    "client_kwargs",
+    [
+        {"api_key": API_KEY + "\n"},
+        {"api_key": API_KEY + " "},
+        {"api_key": API_KEY, "default_headers": {"x-team": "ml\r\ninjected: 1"}},
+        {"api_key": "sk-caf\u00e9"},
+    ],
+    ids=["key-newline", "key-trailing-space", "header-crlf", "key-not-ascii"],
+)
+def test_a_request_the_transport_refuses_is_no_attempt(
+    client_kwargs: dict[str, object],
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+) -> None:
+    """The caller gets what the bare SDK raises (measured here, same request), without the bare
+    SDK's pointless retries of a request that never left the process."""
+    bare = openai.OpenAI(base_url=server.base_url, max_retries=0, **client_kwargs)  # type: ignore[arg-type]
+    with pytest.raises(Exception) as bare_raised:
+        bare.models.list()
+    assert server.request_count == 0
+
+    instrument(policy=FAST)
+    client = openai.OpenAI(base_url=server.base_url, **client_kwargs)  # type: ignore[arg-type]
+    with pytest.raises(type(bare_raised.value)):
+        client.models.list()
+
+    assert server.request_count == 0
+    call = one_call(exporter.get_finished_spans())
+    assert call.attempts == []
+    assert call.attr("retry.attempts") == 0
+    assert call.attr("retry.outcome") == "non_retryable"
+
+
+def test_trio_runs_retries_and_pacing_waits_on_its_own_loop(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The SDK supports trio through anyio: retries and pacing waits sleep on the running loop."""
+    import trio
+
+    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.02, adaptive=True))
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+        server.script(Fault.rate_limit(retry_after_ms=20), Fault.server_error(500))
+        first = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        contents: list[str] = [first.choices[0].message.content or ""]
+
+        async def one() -> None:  # paced after the 429: waits with trio's own sleep
+            done = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            contents.append(done.choices[0].message.content or "")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(one)
+        await client.close()
+        return contents
+
+    contents = trio.run(main)
+    assert len(contents) == 6 and all(contents)
+    found = calls(exporter.get_finished_spans())
+    assert [c.attr("retry.attempts") for c in found] == [3, 1, 1, 1, 1, 1]
+    assert all(c.attr("retry.outcome") == "success" for c in found)
+    assert server.request_count == 8

@@ -12,7 +12,7 @@ import io
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import openai
 import pytest
@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, calls, one_call
+from .helpers import API_KEY, Instrument, one_call
 
 FAST = RetryPolicy(initial_wait=0.01, max_wait=0.02)
 DATA = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"}\n' * 20
@@ -43,7 +43,7 @@ class ReadOnce(io.RawIOBase):
 
 
 @pytest.fixture
-def pipe() -> Iterator[io.BufferedReader]:
+def pipe() -> Iterator[IO[bytes]]:
     with io.BufferedReader(ReadOnce(DATA)) as reader:
         yield reader
 
@@ -55,7 +55,7 @@ def uploaded(server: FakeOpenAIServer) -> list[bytes]:
 @pytest.mark.parametrize("instrumented", [False, True], ids=["bare-sdk", "ours"])
 def test_a_read_once_upload_is_never_retried(
     instrumented: bool,
-    pipe: io.BufferedReader,
+    pipe: IO[bytes],
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,
     instrument: Instrument,
@@ -182,7 +182,7 @@ def test_a_request_the_transport_refuses_is_no_attempt(
     """The caller gets what the bare SDK raises (measured here, same request), without the bare
     SDK's pointless retries of a request that never left the process."""
     bare = openai.OpenAI(base_url=server.base_url, max_retries=0, **client_kwargs)  # type: ignore[arg-type]
-    with pytest.raises(Exception) as bare_raised:
+    with pytest.raises((openai.APIConnectionError, UnicodeEncodeError)) as bare_raised:
         bare.models.list()
     assert server.request_count == 0
 
@@ -196,35 +196,3 @@ def test_a_request_the_transport_refuses_is_no_attempt(
     assert call.attempts == []
     assert call.attr("retry.attempts") == 0
     assert call.attr("retry.outcome") == "non_retryable"
-
-
-def test_trio_runs_retries_and_pacing_waits_on_its_own_loop(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
-) -> None:
-    """The SDK supports trio through anyio: retries and pacing waits sleep on the running loop."""
-    import trio
-
-    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.02, adaptive=True))
-
-    async def main() -> list[str]:
-        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-        server.script(Fault.rate_limit(retry_after_ms=20), Fault.server_error(500))
-        first = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        contents: list[str] = [first.choices[0].message.content or ""]
-
-        async def one() -> None:  # paced after the 429: waits with trio's own sleep
-            done = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-            contents.append(done.choices[0].message.content or "")
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(5):
-                nursery.start_soon(one)
-        await client.close()
-        return contents
-
-    contents = trio.run(main)
-    assert len(contents) == 6 and all(contents)
-    found = calls(exporter.get_finished_spans())
-    assert [c.attr("retry.attempts") for c in found] == [3, 1, 1, 1, 1, 1]
-    assert all(c.attr("retry.outcome") == "success" for c in found)
-    assert server.request_count == 8

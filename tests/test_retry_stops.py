@@ -7,10 +7,11 @@ span names of endpoints without GenAI meaning carry no resource id and no query 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
-import httpx
+import httpx2 as httpx  # the SDK's own HTTP stack
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -55,7 +56,7 @@ def connection_error() -> openai.APIConnectionError:
 def status_error(status: int, headers: dict[str, str]) -> openai.APIStatusError:
     request = httpx.Request("POST", "http://127.0.0.1/v1/x")
     response = httpx.Response(status, headers=headers, request=request)
-    return openai.APIStatusError("failed", response=response, body=None)  # type: ignore[arg-type]
+    return openai.APIStatusError("failed", response=response, body=None)
 
 
 def run_failing(
@@ -202,8 +203,6 @@ def test_span_names_carry_the_route_not_ids_or_queries(
     instrument: Instrument,
 ) -> None:
     instrument(policy=FAST)
-    try:
+    with contextlib.suppress(openai.APIStatusError):  # the name is what is tested
         make_call(openai.OpenAI(api_key=API_KEY, base_url=server.base_url))
-    except openai.APIStatusError:
-        pass  # the fake server need not know the endpoint: the name is what is tested
     assert one_call(exporter.get_finished_spans()).span.name == name

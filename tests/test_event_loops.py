@@ -1,0 +1,78 @@
+"""Every event loop the SDK supports: asyncio, uvloop, and trio through anyio.
+
+Retries and pacing waits sleep with the running loop's own primitives; an asyncio-only call
+under trio raises ``RuntimeError: no running event loop`` into the caller's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import anyio
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_openai_retry import RetryPolicy
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+from .helpers import API_KEY, Instrument, calls
+
+MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+Main = Callable[[], Awaitable[list[str]]]
+
+
+def run_asyncio(main: Main) -> list[str]:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+def run_uvloop(main: Main) -> list[str]:
+    uvloop = pytest.importorskip("uvloop")
+    result: list[str] = uvloop.run(main())
+    return result
+
+
+def run_trio(main: Main) -> list[str]:
+    import trio
+
+    return trio.run(main)
+
+
+@pytest.mark.parametrize(
+    "run", [run_asyncio, run_uvloop, run_trio], ids=["asyncio", "uvloop", "trio"]
+)
+def test_retries_and_pacing_waits_run_on_the_callers_loop(
+    run: Callable[[Main], list[str]],
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+) -> None:
+    """A call retried after a 429 and a 500, then concurrent calls paced behind that 429."""
+    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.02, adaptive=True))
+
+    async def main() -> list[str]:
+        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+        server.script(Fault.rate_limit(retry_after_ms=20), Fault.server_error(500))
+        first = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        contents = [first.choices[0].message.content or ""]
+
+        async def one() -> None:
+            done = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            contents.append(done.choices[0].message.content or "")
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(one)
+        await client.close()
+        return contents
+
+    contents = run(main)
+
+    assert len(contents) == 6 and all(contents)
+    found = calls(exporter.get_finished_spans())
+    assert [c.attr("retry.attempts") for c in found] == [3, 1, 1, 1, 1, 1]
+    assert all(c.attr("retry.outcome") == "success" for c in found)
+    throttled = [a for c in found for a in c.attempts if "retry.throttle_s" in (a.attributes or {})]
+    assert throttled, "the calls after the 429 were paced, on this loop"
+    assert server.request_count == 8

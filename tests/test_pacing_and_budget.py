@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
+import math
+import random
+from collections.abc import Callable
+
 import pytest
 
 from otel_openai_retry import ConfigurationError, RetryPolicy
 from otel_openai_retry._budget import RetryBudget
+from otel_openai_retry._endpoints import Endpoints
 from otel_openai_retry._pacing import (
     DECREASE_FACTOR,
     DISENGAGE_AFTER,
+    ENGAGE_FACTOR,
     INCREASE_FRACTION,
     INCREASE_PER_SUCCESS,
     START_FLOOR,
@@ -52,12 +59,12 @@ def test_limiter_costs_nothing_until_a_429() -> None:
 
 def test_a_429_gates_everyone_until_retry_after() -> None:
     limiter = AdaptiveLimiter()
-    for _ in range(50):
-        limiter.reserve(10.0)
-    limiter.on_throttled(10.0, 0.5, None)
+    for i in range(50):  # 50 requests/s
+        limiter.reserve(10.0 + i / 50)
+    limiter.on_throttled(10.99, 0.5, None)
     assert limiter.engaged
-    assert limiter.rate == max(START_FLOOR, 50 * DECREASE_FACTOR)
-    delays = [slot(limiter, 10.0) for _ in range(3)]
+    assert limiter.rate == pytest.approx(max(START_FLOOR, 50 * ENGAGE_FACTOR), rel=0.02)
+    delays = [slot(limiter, 10.99) for _ in range(3)]
     assert delays[0] == pytest.approx(0.5)
     assert delays[1] - delays[0] == pytest.approx(1 / limiter.rate)
 
@@ -146,3 +153,128 @@ def test_policy_reads_budget_and_adaptive() -> None:
         RetryPolicy.from_env({"OTEL_OPENAI_RETRY_BUDGET": "-1"})
     with pytest.raises(ConfigurationError, match="OTEL_OPENAI_RETRY_ADAPTIVE='sometimes'"):
         RetryPolicy.from_env({"OTEL_OPENAI_RETRY_ADAPTIVE": "sometimes"})
+
+
+# -- the gate never holds anyone longer than the policy's max_retry_after --------------------------
+
+
+@pytest.mark.parametrize("hint", [86_400.0, 1e300, math.inf, math.nan, -5.0])
+def test_a_hint_beyond_the_cap_closes_no_gate(hint: float) -> None:
+    """A ``retry-after`` the policy would not honour (or no number at all) holds nobody back."""
+    limiter = AdaptiveLimiter(max_gate=120.0)
+    limiter.on_throttled(0.0, hint, None)
+    assert limiter.engaged
+    assert slot(limiter, 0.0) == 0.0
+
+
+def test_no_slot_is_further_away_than_the_cap() -> None:
+    limiter = AdaptiveLimiter(max_gate=1.0)
+    limiter.on_throttled(0.0, 0.5, None)
+    delays = [slot(limiter, 0.0) for _ in range(1000)]  # far more callers than the rate serves
+    assert max(delays) <= 1.0
+    assert delays[0] == pytest.approx(0.5)
+    assert delays == sorted(delays)
+
+
+def test_endpoints_cap_the_gate_at_max_retry_after() -> None:
+    endpoints = Endpoints(RetryPolicy(max_retry_after=2.0))
+    refused, honoured = (
+        endpoints.get("http://x/v1", "a").limiter,
+        endpoints.get("http://x/v1", "b").limiter,
+    )
+    assert refused is not None and honoured is not None
+    refused.on_throttled(0.0, 86_400.0, None)  # x-should-retry: false with a day's hint
+    assert slot(refused, 0.0) == 0.0
+    honoured.on_throttled(0.0, 1.5, None)
+    assert slot(honoured, 0.0) == pytest.approx(1.5)
+
+
+# -- rate-independent 429s are not paced; a token bucket still is ----------------------------------
+
+Server = Callable[[float], tuple[bool, float | None]]
+
+
+def random_rejections(fraction: float, seed: int = 7) -> Server:
+    """A limit shared with other applications: 429 (hint 100 ms) to a fraction, at any rate."""
+    rng = random.Random(seed)
+    return lambda now: (rng.random() >= fraction, 0.1)
+
+
+def token_bucket(rate: float, burst: int, hints: bool) -> Server:
+    tokens, updated = float(burst), 0.0
+
+    def decide(now: float) -> tuple[bool, float | None]:
+        nonlocal tokens, updated
+        tokens, updated = min(burst, tokens + (now - updated) * rate), now
+        if tokens >= 1:
+            tokens -= 1
+            return True, None
+        return False, (1 - tokens) / rate if hints else None
+
+    return decide
+
+
+def simulate(
+    server: Server, workers: int, calls: int, latency: float, paced: bool
+) -> tuple[float, float, int]:
+    """Closed-loop callers on a fake clock, as the retry loop drives the limiter: reserve, wait,
+    send; a 429 is retried after its hint (else 50 ms). Returns the time the last call ended,
+    the total pacing delay and the 429s received."""
+    limiter = AdaptiveLimiter()
+    events: list[tuple[float, int, int, str, float | None]] = []
+    order = 0
+
+    def at(when: float, worker: int, kind: str, hint: float | None = None) -> None:
+        nonlocal order
+        order += 1
+        heapq.heappush(events, (when, order, worker, kind, hint))
+
+    for worker in range(workers):
+        at(0.0, worker, "reserve")
+    done, delayed, throttled, end = [0] * workers, 0.0, 0, 0.0
+    while events:
+        now, _, worker, kind, hint = heapq.heappop(events)
+        if kind == "reserve":
+            delay = (limiter.reserve(now) or 0.0) if paced else 0.0
+            delayed += delay
+            accepted, hint = server(now + delay)
+            if accepted:
+                at(now + delay + latency, worker, "ok")
+            else:
+                at(now + delay + 0.005, worker, "429", hint)
+        elif kind == "ok":
+            limiter.on_success(now, None)
+            done[worker] += 1
+            end = max(end, now)
+            if done[worker] < calls:
+                at(now, worker, "reserve")
+        else:
+            throttled += 1
+            limiter.on_throttled(now, hint, None)
+            at(now + (0.05 if hint is None else hint), worker, "reserve")
+    return end, delayed, throttled
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3])
+def test_pacing_stands_aside_for_rate_independent_429s(fraction: float) -> None:
+    """64 callers x 50 calls, a random share answered 429 however slowly they send: pacing
+    adds little delay next to the work, and the calls end about when they do without it."""
+    latency = 0.2
+    paced_end, delayed, throttled = simulate(random_rejections(fraction), 64, 50, latency, True)
+    free_end, _, _ = simulate(random_rejections(fraction), 64, 50, latency, False)
+    work = 64 * 50 * latency
+    assert throttled > 0
+    assert delayed <= 0.1 * work, (delayed, work)
+    assert paced_end <= 1.1 * free_end, (paced_end, free_end)
+
+
+@pytest.mark.parametrize("hints", [True, False])
+def test_pacing_still_paces_a_token_bucket(hints: bool) -> None:
+    """100 callers into a 100 requests/s bucket: pacing holds them back and saves most of the
+    429s, and the calls still end no later than without it."""
+    server = token_bucket(100.0, 10, hints)
+    paced_end, delayed, paced_429s = simulate(server, 100, 10, 0.02, True)
+    free_end, _, free_429s = simulate(token_bucket(100.0, 10, hints), 100, 10, 0.02, False)
+    assert delayed > 0
+    assert paced_429s <= 0.2 * free_429s, (paced_429s, free_429s)
+    assert paced_end <= 1.05 * free_end, (paced_end, free_end)

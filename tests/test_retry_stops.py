@@ -206,3 +206,52 @@ def test_span_names_carry_the_route_not_ids_or_queries(
     with contextlib.suppress(openai.APIStatusError):  # the name is what is tested
         make_call(openai.OpenAI(api_key=API_KEY, base_url=server.base_url))
     assert one_call(exporter.get_finished_spans()).span.name == name
+
+
+@pytest.mark.parametrize(
+    ("make_client", "attempts"),
+    [
+        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url), 5),
+        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=2), 3),
+        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=2).copy(), 3),
+        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url).with_options(max_retries=2), 3),
+        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url).with_options(timeout=9), 5),
+        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=1), 2),
+        (
+            lambda url: openai.AzureOpenAI(
+                api_key=API_KEY,
+                azure_endpoint=url.removesuffix("/v1"),
+                api_version="2024-10-21",
+                max_retries=2,
+            ),
+            3,
+        ),
+        (
+            lambda url: openai.AzureOpenAI(
+                api_key=API_KEY, azure_endpoint=url.removesuffix("/v1"), api_version="2024-10-21"
+            ),
+            5,
+        ),
+    ],
+    ids=[
+        "default",
+        "explicit-2",
+        "copy-of-explicit",
+        "with-options-2",
+        "with-options-other",
+        "explicit-1",
+        "azure-explicit-2",
+        "azure-default",
+    ],
+)
+def test_a_retry_count_the_caller_chose_wins_two_included(
+    make_client: Any, attempts: int, server: FakeOpenAIServer, instrument: Instrument
+) -> None:
+    """Frameworks pass the SDK's default, 2, on purpose; only a client built without
+    ``max_retries`` gets our policy (5 attempts)."""
+    instrument(policy=FAST)
+    client = make_client(server.base_url)
+    server.script(*[Fault.server_error(503)] * 6)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert server.request_count == attempts

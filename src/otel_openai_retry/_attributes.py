@@ -13,6 +13,8 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
+from ._routes import route_template
+
 __all__ = [
     "GENAI_OPERATIONS",
     "RequestInfo",
@@ -78,7 +80,9 @@ def describe_request(
         if resolved_port is not None:
             attributes["server.port"] = resolved_port
     if operation is None:
-        return RequestInfo(f"{method.upper()} {url}", None, attributes, metric_attributes)
+        return RequestInfo(
+            f"{method.upper()} {route_template(url)}", None, attributes, metric_attributes
+        )
 
     # ``dict`` first: the SDK always sends one, and the ``Mapping`` ABC check costs microseconds.
     body: Mapping[str, Any] = json_data if isinstance(json_data, (dict, Mapping)) else {}
@@ -178,10 +182,21 @@ def usage_tokens(usage: object) -> tuple[int | None, int | None]:
     output_tokens = fields.get("output_tokens")
     if output_tokens is None:
         output_tokens = fields.get("completion_tokens")
-    return (
-        input_tokens if isinstance(input_tokens, int) else None,
-        output_tokens if isinstance(output_tokens, int) else None,
-    )
+    return _token_count(input_tokens), _token_count(output_tokens)
+
+
+_MAX_COUNT = 2**63
+"""OTLP's ``int64``: one count at or above it (``2**64`` from a hostile server) makes the OTLP
+encoder refuse the whole metrics batch (every library's metrics, through the exemplar's
+``as_int``) and drops the span attribute."""
+
+
+def _token_count(value: object) -> int | None:
+    """A token count as the server reported it, if it is one: an ``int`` (not a ``bool``) in
+    ``[0, 2**63)``; anything else is not recorded at all."""
+    if type(value) is int and 0 <= value < _MAX_COUNT:  # ``type``: bools and int subclasses out
+        return value
+    return None
 
 
 def _finish_reasons(fields: Mapping[str, Any]) -> tuple[str, ...]:

@@ -13,7 +13,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CAPTURE_ENV_VAR", "capture_enabled", "input_messages", "output_messages", "text_output"]
+__all__ = [
+    "CAPTURE_ENV_VAR",
+    "capture_enabled",
+    "choice_index",
+    "input_messages",
+    "output_messages",
+    "text_output",
+]
 
 CAPTURE_ENV_VAR = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -82,6 +89,23 @@ def input_messages(operation: str | None, body: object) -> str | None:
     return _dumps(messages)
 
 
+def choice_index(choice: object, position: int) -> int:
+    """A choice's ``index`` when it is a real int, else its position in ``choices``.
+
+    The SDK builds stream chunks without validation, so a server can send ``"1"``, ``null`` or
+    ``true``; keys of mixed types would make every later ``sorted()`` raise.
+    """
+    index = getattr(choice, "index", None)
+    return index if type(index) is int else position
+
+
+def _in_order(indexes: set[int]) -> list[int]:
+    try:
+        return sorted(indexes)
+    except TypeError:  # a caller's keys of mixed types: their order is as good as any
+        return list(indexes)
+
+
 def text_output(texts: Mapping[int, str], reasons: Mapping[int, str]) -> str | None:
     """Assistant messages from text assembled per choice index (streams, completions)."""
     return _dumps(
@@ -91,7 +115,7 @@ def text_output(texts: Mapping[int, str], reasons: Mapping[int, str]) -> str | N
                 "parts": _parts(texts.get(index, "")),
                 "finish_reason": reasons.get(index, ""),
             }
-            for index in sorted(set(texts) | set(reasons))
+            for index in _in_order(set(texts) | set(reasons))
         ]
     )
 
@@ -103,7 +127,7 @@ def output_messages(result: object) -> str | None:
         texts: dict[int, str] = {}
         reasons: dict[int, str] = {}
         for position, choice in enumerate(choices):
-            index = getattr(choice, "index", position)
+            index = choice_index(choice, position)
             message = getattr(choice, "message", None)
             text = getattr(message, "content", None) if message is not None else None
             if text is None:

@@ -28,10 +28,12 @@ class EndpointState:
 class Endpoints:
     """Endpoint key → its shared state, created on first use, oldest dropped past the bound."""
 
-    __slots__ = ("_adaptive", "_budget", "_lock", "_states")
+    __slots__ = ("_adaptive", "_budget", "_lock", "_max_gate", "_states")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._adaptive = policy.adaptive
+        # No caller waits at the pacing gate longer than the policy lets a server make it wait.
+        self._max_gate = policy.max_retry_after
         self._budget = policy.budget
         self._states: dict[tuple[str, str], EndpointState] = {}
         self._lock = threading.Lock()
@@ -51,7 +53,7 @@ class Endpoints:
                 if len(self._states) >= MAX_ENDPOINTS:
                     del self._states[next(iter(self._states))]
                 state = self._states[key] = EndpointState(
-                    AdaptiveLimiter() if self._adaptive else None,
+                    AdaptiveLimiter(max_gate=self._max_gate) if self._adaptive else None,
                     RetryBudget(self._budget) if self._budget > 0 else None,
                 )
             return state

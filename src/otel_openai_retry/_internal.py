@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
+import traceback
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -34,10 +36,13 @@ def report_internal_error(where: str) -> None:
         raise  # noqa: PLE0704 - called from an except block
     if where not in _already_logged:
         _already_logged.add(where)
-        logger.exception(
+        # Our own exception only, without its chain: the chain may be the user's call failing,
+        # whose messages can quote a header value (an API key the transport refused).
+        logger.error(
             "otel-openai-retry: internal error in %s; telemetry for this call may be "
-            "incomplete, the call itself is unaffected (logged once)",
+            "incomplete, the call itself is unaffected (logged once)\n%s",
             where,
+            "".join(traceback.format_exception(sys.exc_info()[1], chain=False)).rstrip(),
         )
 
 

@@ -29,6 +29,7 @@ from openai._types import NotGiven
 
 from ._attributes import describe_request
 from ._endpoints import Endpoints, EndpointState
+from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper, is_explicit
 from ._hooks import current_listener
 from ._internal import report_internal_error
 from ._loop import CallState, Strategies, run_async, run_sync
@@ -68,6 +69,10 @@ class Patch:
         patch._wrap(SyncAPIClient, "_process_response", _process_response_wrapper)
         patch._wrap(AsyncStream, "__stream__", stream_method_wrapper)
         patch._wrap(Stream, "__stream__", stream_method_wrapper)
+        for client_class in PUBLIC_CLIENTS:
+            patch._wrap(client_class, "__init__", init_wrapper)
+            patch._wrap(client_class, "copy", copy_wrapper)
+            patch._wrap(client_class, "with_options", copy_wrapper)
         return patch
 
     def _wrap(self, owner: type, name: str, wrapper: Callable[..., Any]) -> None:
@@ -250,9 +255,16 @@ def _bind(
 def _max_attempts(
     client: BaseClient[Any, Any], options: FinalRequestOptions, runtime: Runtime
 ) -> int:
-    """A ``max_retries`` the user set explicitly (other than the SDK default) wins."""
-    max_retries = options.get_max_retries(client.max_retries)
-    if max_retries != DEFAULT_MAX_RETRIES and isinstance(max_retries, int) and max_retries >= 0:
+    """A ``max_retries`` the user set, on the request or the client, wins: N retries, N + 1
+    attempts, 2 included. A client built before we were installed left no record: there, only a
+    count other than the SDK's default can be told apart from it."""
+    if isinstance(options.max_retries, int) and options.max_retries >= 0:
+        return options.max_retries + 1
+    max_retries = client.max_retries
+    if not isinstance(max_retries, int) or max_retries < 0:
+        return runtime.strategies.policy.max_attempts
+    explicit = is_explicit(client)
+    if explicit or (explicit is None and max_retries != DEFAULT_MAX_RETRIES):
         return max_retries + 1
     return runtime.strategies.policy.max_attempts
 

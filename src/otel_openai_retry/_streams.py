@@ -1,6 +1,9 @@
 """Streams: the logical span of a streaming call ends when the stream does, exactly once.
 
-Three hooks, all on the one ``httpx`` response of the successful attempt:
+A call is a stream here when the caller gets its response before the body is read: SSE
+(``stream=True``), and ``with_streaming_response`` without ``stream=True``, whose JSON body the
+caller reads later (``parse()``, ``read()``, ``iter_bytes()``...). Hooks, all on the one ``httpx``
+response of the successful attempt:
 
 - its byte stream is wrapped (per response, a public httpx attribute) so that closing the
   response — which every path does: exhaustion, ``close()``, ``async with``, the ``stream()``
@@ -8,21 +11,42 @@ Three hooks, all on the one ``httpx`` response of the successful attempt:
 - the SDK's ``Stream.__stream__`` / ``AsyncStream.__stream__`` is wrapped (class level) so that
   each parsed chunk is seen: time to first chunk, ids, finish reasons, usage, and errors
   mid-stream as the caller sees them (``openai.APIConnectionError``, not the httpx error);
+- for a lazily read JSON body, the caller's ``APIResponse.parse()`` is wrapped on that one
+  response object, so that the parsed body's usage and response attributes reach the span and
+  a parse that fails ends it as the caller's error;
 - ``weakref.finalize`` on the stream and the response, so a stream dropped unread still ends its
   span (``error.type = _OTHER``).
 
-Nothing here retries: once the first chunk is delivered, a failure goes to the caller.
+Rules of the state machine (:class:`StreamWatch`):
+
+1. Until the call returns the stream (``arm``), nothing ends the span: the retry loop owns it.
+2. After that, the first of these ends it, once: the body closed (exhausted, closed early, or
+   after the caller's parse), an error seen by the caller, the stream or response collected.
+3. While the SDK is inside a chunk's parse or a body's ``parse()``, a close or a read error
+   waits: the SDK reports the outcome the caller sees (``openai.APIConnectionError`` rather than
+   the httpx error), then the watch settles.
+4. Summarising the chunks can never keep the span open: the span ends even if that fails.
+
+Nothing here retries: once the call has returned the stream, a failure goes to the caller, even
+before the first chunk (the bare SDK does not retry that either, and retrying would mean either
+holding back the stream until its first chunk or swapping the response under a caller who may
+already have read its headers).
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from openai import BaseModel
+from openai._response import BaseAPIResponse
+
 from ._attributes import usage_tokens
+from ._content import choice_index
 from ._internal import guarded
 
 if TYPE_CHECKING:
@@ -68,7 +92,7 @@ class StreamSummary:
         if isinstance(model, str) and self.response_model is None:
             self.response_model = model
         for position, choice in enumerate(getattr(chunk, "choices", None) or ()):
-            index = getattr(choice, "index", position)
+            index = choice_index(choice, position)
             reason = getattr(choice, "finish_reason", None)
             if isinstance(reason, str):
                 self.reasons[index] = reason
@@ -124,14 +148,23 @@ class StreamWatch:
         "_error",
         "_error_type",
         "_fallback_error",
+        "_hooked",
         "_in_next",
+        "parsed",
+        "sse",
         "summary",
         "time_to_first_chunk",
     )
 
-    def __init__(self, call: CallTelemetry, attempt_started: float, capture_content: bool) -> None:
+    def __init__(
+        self, call: CallTelemetry, attempt_started: float, capture_content: bool, sse: bool = True
+    ) -> None:
         self._call: CallTelemetry | None = call
         self._attempt_started = attempt_started
+        self.sse = sse
+        """An event stream (chunks), or else a JSON body that the caller reads later."""
+        self.parsed: BaseModel | None = None
+        """The lazily read body as the caller's ``parse()`` returned it."""
         self.summary = StreamSummary(capture_content)
         self.time_to_first_chunk: float | None = None
         self._armed = False
@@ -140,6 +173,8 @@ class StreamWatch:
         self._error: BaseException | None = None
         self._fallback_error: BaseException | None = None
         self._error_type: str | None = None
+        self._hooked: object | None = None
+        """The ``APIResponse`` whose ``parse`` is overridden, until the override is removed."""
 
     @property
     def error(self) -> BaseException | None:
@@ -169,7 +204,7 @@ class StreamWatch:
         self._settle()
 
     def bytes_failed(self, exc: BaseException) -> None:
-        """A read of the body failed; if the SDK is parsing, it will report its own error."""
+        """A read of the body failed; if the SDK is parsing, it reports its own error."""
         if self._in_next:
             self._fallback_error = exc
         else:
@@ -177,8 +212,13 @@ class StreamWatch:
 
     def closed(self) -> None:
         self._closed = True
-        if not self._in_next:  # else the parsing generator settles once it has reported
+        if not self._in_next:  # else the SDK's parse settles once it has reported
             self._settle()
+
+    def body_parsed(self, parsed: object) -> None:
+        if self.parsed is None and isinstance(parsed, BaseModel):
+            self.parsed = parsed
+        self._settle()
 
     def abandoned(self) -> None:
         """The stream (or its response) was garbage-collected."""
@@ -196,6 +236,8 @@ class StreamWatch:
             return
         if self._closed or self.error is not None:
             self._call = None
+            if self._hooked is not None:
+                self._unhook()
             call.stream_ended(self)
 
     # -- observing the SDK's chunk generator ---------------------------------------------------
@@ -251,6 +293,63 @@ class StreamWatch:
         response.extensions[EXTENSION_KEY] = self
         response.stream = _watched_byte_stream_class(type(response))(response.stream, self)
         weakref.finalize(response, self.abandoned)
+
+    def observe_parse(self, api_response: object) -> None:
+        """Wrap ``parse`` on the one ``APIResponse`` the caller gets for a lazily read body.
+
+        On that object only (the class is untouched), and only for its first ``parse()``: the
+        body is read inside it, so the body's close waits for the parsed model, whose usage and
+        ids then go on the span; a parse that raises ends the span with the caller's error.
+        The first call, or the end of the span, removes the override, so later calls are the
+        SDK's own and no reference cycle keeps the response alive.
+        """
+        if self.sse or not isinstance(api_response, BaseAPIResponse):
+            return
+        original = api_response.parse  # type: ignore[attr-defined]
+        if inspect.iscoroutinefunction(original):
+
+            async def parse_async(*args: Any, **kwargs: Any) -> Any:
+                self._parse_started()
+                try:
+                    parsed = await original(*args, **kwargs)
+                except BaseException as exc:
+                    self._parse_ended(None, exc)
+                    raise
+                self._parse_ended(parsed, None)
+                return parsed
+
+            api_response.parse = parse_async  # type: ignore[attr-defined]
+            self._hooked = api_response
+            return
+
+        def parse_sync(*args: Any, **kwargs: Any) -> Any:
+            self._parse_started()
+            try:
+                parsed = original(*args, **kwargs)
+            except BaseException as exc:
+                self._parse_ended(None, exc)
+                raise
+            self._parse_ended(parsed, None)
+            return parsed
+
+        api_response.parse = parse_sync  # type: ignore[attr-defined]
+        self._hooked = api_response
+
+    def _unhook(self) -> None:
+        hooked, self._hooked = self._hooked, None
+        if hooked is not None:
+            vars(hooked).pop("parse", None)
+
+    def _parse_started(self) -> None:
+        self._unhook()
+        self._in_next = True
+
+    def _parse_ended(self, parsed: object, exc: BaseException | None) -> None:
+        self._in_next = False
+        if exc is not None:
+            self.failed(exc)
+        else:
+            self.body_parsed(parsed)
 
 
 _byte_stream_classes: dict[type, type] = {}

@@ -32,7 +32,8 @@ from opentelemetry.util.types import AttributeValue
 
 from ._attributes import RequestInfo, ResponseFields, response_fields
 from ._content import input_messages, output_messages, text_output
-from ._decisions import Verdict, error_type
+from ._decisions import Outcome, Verdict, error_type
+from ._error_recording import error_description
 from ._internal import guarded, report_internal_error
 from ._loop import CallSummary, RetryDetails
 from ._metrics import Instruments
@@ -149,12 +150,18 @@ class CallTelemetry:
 
     @guarded
     def response_received(self, response: Any, stream: bool) -> None:
-        """The SDK accepted the HTTP response of the current attempt."""
+        """The SDK accepted the HTTP response of the current attempt.
+
+        A body still unread (``stream=True``, or ``with_streaming_response`` without it) is the
+        caller's to read after the call returns: the call's span ends with that body.
+        """
         attempt = self._attempt
         if attempt is not None and attempt.is_recording():
             attempt.set_attribute("http.response.status_code", response.status_code)
-        if stream:
-            watch = StreamWatch(self, self._attempt_started, self._telemetry.capture_content)
+        if stream or not response.is_closed:
+            watch = StreamWatch(
+                self, self._attempt_started, self._telemetry.capture_content, sse=stream
+            )
             watch.install(response)
             self._watch = watch
 
@@ -165,10 +172,13 @@ class CallTelemetry:
         span, self._attempt = self._attempt, None
         if span is not None:
             _end_span(span)
-        if self._watch is None:
+        watch = self._watch
+        if watch is None:
             parsed = _parsed(result)
             if parsed is not None:
                 self._record_result(parsed)
+        elif not watch.sse:  # the caller parses the body later: see that parse
+            watch.observe_parse(result)
 
     def _record_result(self, parsed: object) -> None:
         """Tokens now; the response's attributes go on the logical span when the call ends."""
@@ -211,22 +221,25 @@ class CallTelemetry:
 
     @guarded
     def finished(self, summary: CallSummary, exc: BaseException | None) -> None:
-        self._detach()
-        span, self._attempt = self._attempt, None
-        if span is not None:  # the last attempt failed and nothing followed it
-            _end_span(span, self._attempt_end_ns)
-        if self.recording:
-            attributes = self._result_attributes or {}
-            attributes["retry.attempts"] = summary.attempts
-            attributes["retry.total_sleep_s"] = summary.total_sleep
-            attributes["retry.outcome"] = summary.outcome.value
-            self._result_attributes = None
-            self._set_attributes(attributes)
+        """The retry loop is done; the span ends now, or with the stream it returned."""
         watch, self._watch = self._watch, None
-        if exc is None and watch is not None:
-            watch.arm()  # the stream ends the span, now if it already has, or later
-            return
-        self._end(exc, error_type(exc) if exc is not None else None)
+        try:
+            self._detach()
+            span, self._attempt = self._attempt, None
+            if span is not None:  # the last attempt failed and nothing followed it
+                _end_span(span, self._attempt_end_ns)
+            if self.recording:
+                attributes = self._result_attributes or {}
+                attributes["retry.attempts"] = summary.attempts
+                attributes["retry.total_sleep_s"] = summary.total_sleep
+                attributes["retry.outcome"] = summary.outcome.value
+                self._result_attributes = None
+                self._set_attributes(attributes)
+        finally:
+            if exc is None and watch is not None:
+                watch.arm()  # the stream ends the span, now if it already has, or later
+            else:
+                self._end(exc, error_type(exc) if exc is not None else None)
 
     def _set_attributes(self, attributes: dict[str, AttributeValue]) -> None:
         try:
@@ -246,7 +259,29 @@ class CallTelemetry:
 
     @guarded
     def stream_ended(self, watch: StreamWatch) -> None:
-        """Called once by the watch when the stream returned to the caller is over."""
+        """Called once by the watch when the stream returned to the caller is over.
+
+        The span ends here whatever the summary does: a chunk no reader expected costs at most
+        the summary's attributes, never the span.
+        """
+        try:
+            if watch.parsed is not None:  # a lazily read body, parsed by the caller
+                self._record_result(watch.parsed)
+                attributes = self._result_attributes
+                self._result_attributes = None
+                if attributes:
+                    self._set_attributes(attributes)
+            else:
+                self._summarise_stream(watch)
+        finally:
+            error = watch.error
+            kind = watch.error_type or (error_type(error) if error is not None else None)
+            if kind is not None and self.recording:
+                # The loop said success when it returned the stream; the stream then failed.
+                self._set_attributes({"retry.outcome": Outcome.ERROR.value})
+            self._end(error, kind)
+
+    def _summarise_stream(self, watch: StreamWatch) -> None:
         summary = watch.summary
         instruments = self._instruments
         if watch.time_to_first_chunk is not None:
@@ -269,24 +304,38 @@ class CallTelemetry:
                 if output is not None:
                     attributes["gen_ai.output.messages"] = output
             self._set_attributes(attributes)
-        error = watch.error
-        kind = watch.error_type or (error_type(error) if error is not None else None)
-        self._end(error, kind)
 
 
 def _record_error(span: Span, exc: BaseException | None, kind: str) -> None:
+    """``error.type`` and status ERROR with a description that holds no header value and no
+    content (see ``_error_recording``); no exception event, no message, no stack trace."""
     span.set_attribute("error.type", kind)
-    if exc is not None:  # a stream left unread ends as _OTHER with no exception
-        span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, kind))
+    span.set_status(Status(StatusCode.ERROR, error_description(exc, kind)))
 
 
 def _parsed(result: object) -> object | None:
-    """The parsed model behind an SDK result, without consuming anything the caller will read."""
+    """The parsed model behind an SDK result, without consuming anything the caller will read.
+
+    A raw response's ``parse()`` also runs the caller's strict validation (``parse()`` with a
+    ``response_format`` model, ``LengthFinishReasonError``, ...). Its failure is the caller's, not
+    an internal error of ours: it is not logged or raised here, nothing is cached, so their own
+    ``parse()`` raises it again; the span still gets the body's ids and usage, read as JSON.
+    """
     if isinstance(result, BaseModel):
         return result
     if isinstance(result, LegacyAPIResponse) and not getattr(result, "_stream", False):
-        # parse() caches, so the caller's own parse() gets this same object for free.
-        parsed: object = result.parse()
+        try:
+            # parse() caches, so the caller's own parse() gets this same object for free.
+            parsed: object = result.parse()
+        except Exception:
+            return _body_json(result)
         return parsed
     return None
+
+
+def _body_json(result: LegacyAPIResponse[Any]) -> object | None:
+    try:
+        body: object = result.http_response.json()
+    except Exception:  # not JSON either: the caller's parse() will say so
+        return None
+    return body

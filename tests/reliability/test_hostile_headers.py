@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import email.utils
 import itertools
 import math
@@ -34,6 +35,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry import OpenAIRetryInstrumentor, Outcome, RetryPolicy
 from otel_openai_retry._decisions import Verdict
 from otel_openai_retry._loop import CallState, Strategies
+from otel_openai_retry._pacing import MAX_HINT_RATE, MIN_RATE, AdaptiveLimiter, refill_rate
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import API_KEY, Instrument, attrs, one_call
@@ -237,6 +239,133 @@ HUGE_ZONE = "Mon, 01 Jan 2001 00:00:00 -" + "9" * 400
 def test_a_date_with_an_absurd_zone_is_no_hint_rather_than_a_crash() -> None:
     verdict, _, _ = decide(RetryPolicy(), status_error(429, [("retry-after", HUGE_ZONE)]), 1)
     assert verdict.retry_after is None or verdict.give_up_as is Outcome.RETRY_AFTER_TOO_LONG
+
+
+# -- the pacer: every x-ratelimit-* header it reads --------------------------------------------
+
+durations = st.one_of(
+    numbers,
+    st.sampled_from(
+        ["1e400s", "9" * 400 + "h", "9" * 400 + "ms", "1." + "9" * 400 + "s", "nans", "-1s",
+         "infs", "1h2m3.5s", "20ms", "0s", "0ms", "8760h", "1e3s", "1s1s1s", " 6m0s "]
+    ),
+    st.tuples(st.integers(0, 10**30), st.sampled_from(["ms", "s", "m", "h"])).map(
+        lambda p: f"{p[0]}{p[1]}"
+    ),
+)  # fmt: skip
+LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests")
+
+
+@st.composite
+def ratelimit_headers(draw: st.DrawFn) -> dict[str, str]:
+    headers = {name: draw(numbers) for name in LIMIT_HEADERS if draw(st.booleans())}
+    if draw(st.booleans()):
+        headers["x-ratelimit-reset-requests"] = draw(durations)
+    return headers
+
+
+PACER_CAP = 2.0
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.booleans(),  # a 429, or a success
+            st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),  # its hint
+            ratelimit_headers(),
+            st.floats(min_value=0, max_value=2),  # seconds since the previous answer
+        ),
+        max_size=30,
+    )
+)
+@example(
+    events=[
+        (
+            True,
+            None,
+            {
+                "x-ratelimit-limit-requests": "9" * 400,
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1s",
+            },
+            0.0,
+        )
+    ]
+)
+@example(
+    events=[
+        (True, 86_400.0, {}, 0.0),
+        (
+            False,
+            None,
+            {
+                "x-ratelimit-limit-requests": "10",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1e400s",
+            },
+            0.1,
+        ),
+    ]
+)
+@example(
+    events=[
+        (
+            True,
+            math.inf,
+            {
+                "x-ratelimit-limit-requests": "10",
+                "x-ratelimit-remaining-requests": "-" + "9" * 400,
+                "x-ratelimit-reset-requests": "9" * 400 + "h",
+            },
+            0.0,
+        )
+    ]
+)
+def test_the_pacer_survives_any_ratelimit_header(
+    events: list[tuple[bool, float | None, dict[str, str], float]],
+) -> None:
+    """Whatever the headers and hints: no exception, a finite rate within bounds, and no wait
+    for a slot beyond the cap."""
+    limiter = AdaptiveLimiter(max_gate=PACER_CAP)
+    now = 1000.0
+    for throttled, hint, headers, gap in events:
+        now += gap
+        rate = refill_rate(headers)
+        assert rate is None or (math.isfinite(rate) and 0 < rate <= MAX_HINT_RATE), rate
+        delay = limiter.reserve(now)
+        assert delay is not None and math.isfinite(delay) and 0 <= delay <= PACER_CAP
+        if throttled:
+            limiter.on_throttled(now, hint, headers)
+        else:
+            limiter.on_success(now, headers)
+        if limiter.engaged:
+            assert math.isfinite(limiter.rate) and limiter.rate >= MIN_RATE
+
+
+@pytest.mark.parametrize("status", [429, 200])
+def test_a_400_digit_ratelimit_header_reaches_nobody(
+    status: int, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """After a 429 (so pacing is engaged), a 429 or a 200 whose ``x-ratelimit-*`` headers hold
+    absurd numbers: the call goes on as if they were absent."""
+    instrument(policy=dataclasses.replace(E2E_POLICY, max_attempts=3))
+    hostile = {
+        "x-ratelimit-limit-requests": "9" * 400,
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    server.script(
+        Fault.rate_limit(retry_after_ms=1),
+        Fault(status_code=status, headers=tuple(hostile.items())),
+        Fault.ok(),
+    )
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client.chat.completions.create(model="huge", messages=[{"role": "user", "content": "x"}])
+    client.chat.completions.create(model="huge", messages=[{"role": "user", "content": "x"}])
+    # Call 1: the 429, the hostile answer (retried if a 429), the ok; call 2: one request.
+    assert server.request_count == (4 if status == 429 else 3)
+    assert server.pending_faults == 0
 
 
 # -- end to end: the real server, the real SDK ---------------------------------------------------

@@ -7,27 +7,36 @@ some that succeed after retries, from OpenAI and Azure clients carrying an API k
 header. Then everything is exported — spans (with their events), metrics, and logs (Python's, and
 as OpenTelemetry log records) — both as JSON and as the OTLP protobuf a collector would receive,
 and no secret may appear in any of it. Content capture is on, so that the most is exported.
+
+Then the errors whose own text quotes what must not leave: a header value the transport refuses
+(an API key or Azure ``api-key`` ending in a newline, a default header holding CRLF; httpx and
+aiohttp), also when an internal error is logged while that exception is being handled; and, with
+content capture off, errors that quote the prompt or the completion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import openai
+import pydantic
 import pytest
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from otel_openai_retry import RetryPolicy
+from otel_openai_retry import RetryPolicy, _internal
 from otel_openai_retry._internal import set_raise_internal_errors
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -225,7 +234,8 @@ async def test_no_secret_in_spans_events_metrics_or_logs(
     spans = exporter.get_finished_spans()
     metrics = metric_reader.get_metrics_data()
     assert metrics is not None
-    assert any(s.events for s in spans), "exception events are part of what is checked"
+    assert any(s.status.description for s in spans), "status descriptions are checked too"
+    assert not any(s.events for s in spans), "no exception event: its text is not ours to send"
     text = {
         "spans (JSON)": "\n".join(s.to_json() for s in spans),
         "metrics (JSON)": metrics.to_json(),
@@ -242,3 +252,241 @@ async def test_no_secret_in_spans_events_metrics_or_logs(
             assert secret not in content, f"{secret!r} found in {what}"
         for what, data in binary.items():
             assert secret.encode() not in data, f"{secret!r} found in {what}"
+
+
+# -- a header value the transport rejects, content with capture off ---------------------------
+
+REJECTED = "hush-rejected-0f1e2d3c"
+"""Sent in a header value the transport refuses (a trailing newline, an embedded CRLF): its
+rejection message (``Illegal header value b'Bearer hush-...\\n'``) quotes the whole header."""
+PROMPT = "the vault code is quiet-falcon-8812"
+PROMPT_MARKERS = [PROMPT, "quiet-falcon-8812"]
+"""The fake server answers ``Echo: <prompt>``, so these are in every completion as well."""
+SDK_LOGGERS = ("openai", "httpx", "httpcore")
+"""The SDK's and its transport's own DEBUG logs quote requests, headers and the transport's
+errors whether or not this library is installed (``send_request_headers.failed
+exception=LocalProtocolError(...)``): not ours to change, so left out of what is checked."""
+
+
+def _ours_to_check(logger_name: str | None, level: int) -> bool:
+    name = logger_name or ""
+    return not (level <= logging.DEBUG and name.split(".")[0].rstrip("0123456789") in SDK_LOGGERS)
+
+
+def exported(
+    spans: Sequence[ReadableSpan],
+    metrics: MetricsData | None,
+    records: Sequence[logging.LogRecord],
+    log_records: Sequence[ReadableLogRecord],
+) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Everything that leaves the process, as text and as the OTLP protobuf a collector gets."""
+    assert metrics is not None
+    kept = [
+        r
+        for r in log_records
+        if _ours_to_check(
+            r.instrumentation_scope.name if r.instrumentation_scope else None, _level(r)
+        )
+    ]
+    text = {
+        "spans (JSON)": "\n".join(s.to_json() for s in spans),
+        "metrics (JSON)": metrics.to_json(),
+        "Python log records": "\n".join(
+            logging.Formatter().format(r) for r in records if _ours_to_check(r.name, r.levelno)
+        ),
+        "OpenTelemetry log records (JSON)": "\n".join(r.to_json() for r in kept),
+    }
+    binary = {
+        "spans (OTLP)": encode_spans(spans).SerializeToString(),
+        "metrics (OTLP)": encode_metrics(metrics).SerializeToString(),
+        "OpenTelemetry log records (OTLP)": encode_logs(kept).SerializeToString(),
+    }
+    return text, binary
+
+
+def _level(record: ReadableLogRecord) -> int:
+    number = record.log_record.severity_number
+    return logging.DEBUG if number is None or number.value <= 8 else logging.INFO
+
+
+def assert_nowhere(markers: Sequence[str], text: dict[str, str], binary: dict[str, bytes]) -> None:
+    for marker in markers:
+        for what, content in text.items():
+            assert marker not in content, f"{marker!r} found in {what}"
+        for what, data in binary.items():
+            assert marker.encode() not in data, f"{marker!r} found in {what}"
+
+
+AnyClient = openai.OpenAI | openai.AsyncOpenAI
+
+
+def _rejecting_client(case: str, server: FakeOpenAIServer) -> AnyClient:
+    """A client whose every request carries a header value the transport refuses."""
+    base: dict[str, Any] = {"base_url": server.base_url}
+    if case == "api-key-lf":
+        return openai.OpenAI(api_key=REJECTED + "\n", **base)
+    if case == "api-key-lf-async":
+        return openai.AsyncOpenAI(api_key=REJECTED + "\n", **base)
+    if case == "azure-api-key-lf":
+        return azure_clients(server, api_key=REJECTED + "\n")[0]
+    if case == "azure-api-key-lf-async":
+        return azure_clients(server, api_key=REJECTED + "\n")[1]
+    if case == "default-header-crlf":
+        return openai.OpenAI(
+            api_key=API_KEY, default_headers={"x-custom": f"v\r\n{REJECTED}"}, **base
+        )
+    if case == "aiohttp-api-key-lf":
+        return openai.AsyncOpenAI(
+            api_key=REJECTED + "\n", http_client=openai.DefaultAioHttpClient(), **base
+        )
+    raise AssertionError(case)
+
+
+async def _call(client: AnyClient, **kwargs: Any) -> BaseException | None:
+    """One chat call; the exception it raised, if any."""
+    try:
+        if isinstance(client, openai.AsyncOpenAI):
+            async with client:
+                await client.chat.completions.create(**kwargs)
+        else:
+            with client:
+                client.chat.completions.create(**kwargs)
+    except Exception as exc:
+        return exc
+    return None
+
+
+REJECTING = [
+    "api-key-lf",
+    "api-key-lf-async",
+    "azure-api-key-lf",
+    "azure-api-key-lf-async",
+    "default-header-crlf",
+    "aiohttp-api-key-lf",
+]
+
+
+@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+@pytest.mark.parametrize("case", REJECTING)
+async def test_a_header_value_the_transport_rejects_is_in_no_telemetry(
+    case: str,
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    request = {"model": "m", "messages": MESSAGES}
+    bare = await _call(_rejecting_client(case, server), **request)
+    assert bare is not None, "the transport refused the header without us too"
+    instrument(policy=POLICY)
+    caplog.set_level(logging.DEBUG)
+    with captured_logs() as (records, log_exporter):
+        ours = await _call(_rejecting_client(case, server), **request)
+        log_records = log_exporter.get_finished_logs()
+        python_records = [*records, *caplog.records]
+    assert type(ours) is type(bare), "the caller gets the SDK's own exception"
+    chain = [ours, ours.__cause__, ours.__context__] if ours is not None else []
+    assert any(REJECTED in repr(e) for e in chain if e is not None) or case.startswith("aiohttp")
+
+    spans = exporter.get_finished_spans()
+    assert spans, "the call was traced"
+    for span in spans:
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == (span.attributes or {})["error.type"]
+        assert not span.events
+    text, binary = exported(spans, metric_reader.get_metrics_data(), python_records, log_records)
+    assert_nowhere([REJECTED], text, binary)
+
+
+@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+def test_an_internal_error_log_does_not_quote_the_failed_call(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    tracer_provider: TracerProvider,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our one log line for an internal error is raised while the call's exception is being
+    handled: the traceback it logs must not carry that exception (and its header) along."""
+    tracer_provider.add_span_processor(FailOnBoom())
+    instrument(policy=POLICY)
+    caplog.set_level(logging.DEBUG, logger="otel_openai_retry")
+    monkeypatch.setattr(_internal, "_already_logged", set())  # once per process: this test's
+    set_raise_internal_errors(False)
+    try:
+        client = openai.OpenAI(api_key=REJECTED + "\n", base_url=server.base_url)
+        with pytest.raises(openai.APIConnectionError):
+            client.chat.completions.create(model="boom", messages=MESSAGES)
+    finally:
+        set_raise_internal_errors(True)
+    ours = [r for r in caplog.records if r.name.startswith("otel_openai_retry")]
+    assert any("internal error" in r.getMessage() for r in ours)
+    for record in ours:
+        assert REJECTED not in logging.Formatter().format(record)
+
+
+class Answer(pydantic.BaseModel):
+    verdict: str
+
+
+@pytest.mark.filterwarnings("ignore:`LoggingHandler` in `opentelemetry-sdk` is deprecated")
+async def test_no_prompt_or_completion_in_telemetry_with_capture_off(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Errors that quote the prompt or the completion: a 400 and a retried 500 whose message
+    echoes the prompt, ``parse()`` whose answer fails the ``response_format`` model (pydantic
+    quotes it), the same through ``with_raw_response``, a stream cut mid-answer."""
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
+    instrument(policy=POLICY)
+    caplog.set_level(logging.DEBUG)
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": PROMPT}
+    ]
+    client, aclient = _clients(server)
+    raised: list[BaseException] = []
+    with captured_logs() as (records, log_exporter):
+        server.script(Fault.status(400, message=f"Invalid content {PROMPT!r} in messages[0]"))
+        with pytest.raises(openai.BadRequestError) as bad_request:
+            client.chat.completions.create(model="m", messages=messages)
+        raised.append(bad_request.value)
+        server.script(Fault.status(500, message=f"Could not process {PROMPT!r}"))
+        assert client.chat.completions.create(model="m", messages=messages).choices
+        with pytest.raises(pydantic.ValidationError) as invalid:
+            await aclient.chat.completions.parse(
+                model="m", messages=messages, response_format=Answer
+            )
+        raised.append(invalid.value)
+        raw = client.chat.completions.with_raw_response.parse(
+            model="m", messages=messages, response_format=Answer
+        )
+        with pytest.raises(pydantic.ValidationError) as raw_invalid:
+            raw.parse()
+        raised.append(raw_invalid.value)
+        server.script(Fault.stream_break(after_chunks=3))
+        with pytest.raises(openai.APIConnectionError):
+            async for _ in await aclient.chat.completions.create(
+                model="m", messages=messages, stream=True
+            ):
+                pass
+        log_records = log_exporter.get_finished_logs()
+        python_records = [*records, *caplog.records]
+    for exc in raised:  # what is checked below was really in the caller's exceptions
+        assert "quiet-falcon-8812" in str(exc)
+    assert all(PROMPT in json.dumps(r.body) for r in server.requests)
+
+    spans = exporter.get_finished_spans()
+    described = {s.status.description for s in spans if s.status.description}
+    assert "openai.BadRequestError: HTTP 400, type invalid_request_error" in described
+    assert "openai.InternalServerError: HTTP 500, type server_error" in described
+    assert "pydantic_core.ValidationError" in described
+    text, binary = exported(spans, metric_reader.get_metrics_data(), python_records, log_records)
+    assert_nowhere(PROMPT_MARKERS, text, binary)

@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="429s without retry-after-ms and x-ratelimit-* headers",
     )
+    parser.add_argument(
+        "--reject",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="answer 429 (retry-after-ms: 100) to this random fraction of requests",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of --reject's random choice")
     return parser
 
 
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         server.set_latency(args.latency)
         if args.rate_limit is not None:
             server.set_rate_limit(args.rate_limit, args.burst, hints=not args.no_hints)
+        if args.reject is not None:
+            server.set_random_rejections(args.reject, args.seed)
         # Flushed: the reader is usually a pipe, where nothing shows up until the buffer fills.
         print(f"listening on {server.base_url}", flush=True)
         # A timeout keeps the main thread waking up, so the signal handler runs promptly.

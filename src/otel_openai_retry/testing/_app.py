@@ -38,6 +38,8 @@ _Body = Mapping[str, Any]
 class _Endpoint:
     answer: Callable[[_Body], _bodies.JSON]
     stream: Callable[[_Body], list[_bodies.SSEEvent]] | None = None
+    multipart: bool = False
+    """The body is ``multipart/form-data``; ``answer`` gets its parts by field name."""
 
 
 _ENDPOINTS: dict[tuple[str, str], _Endpoint] = {
@@ -48,6 +50,7 @@ _ENDPOINTS: dict[tuple[str, str], _Endpoint] = {
     ("POST", "/v1/embeddings"): _Endpoint(_bodies.embeddings),
     ("POST", "/v1/responses"): _Endpoint(_bodies.response, _bodies.response_events),
     ("GET", "/v1/models"): _Endpoint(lambda _: _bodies.model_list()),
+    ("POST", "/v1/files"): _Endpoint(_bodies.file_object, multipart=True),
 }
 _MODEL_PREFIX = "/v1/models/"
 
@@ -102,7 +105,7 @@ class FakeOpenAIApp:
             return self._control(request.method, request.path, body)
         request_id = f"req_{uuid.uuid4().hex}"
         record = self._state.admit(
-            request.method, request.path, _lowered_headers(request), body, request_id
+            request.method, request.path, _lowered_headers(request), body, request_id, raw
         )
         fault = record.fault
 
@@ -114,7 +117,7 @@ class FakeOpenAIApp:
         headers = self._headers(fault, request_id, started)
         if fault.is_error:
             return await self._send_json(
-                request, fault, headers, _bodies.error_body(fault.status_code)
+                request, fault, headers, _bodies.error_body(fault.status_code, fault.message)
             )
 
         endpoint = _endpoint(request.method, request.path)
@@ -124,7 +127,9 @@ class FakeOpenAIApp:
             return await self._send_json(
                 request, fault, headers, _bodies.error_body(404, message), status=404
             )
-        if request.method == "POST" and not isinstance(body, Mapping):
+        if endpoint.multipart:
+            body = record.form
+        elif request.method == "POST" and not isinstance(body, Mapping):
             message = "We could not parse the JSON body of your request."
             return await self._send_json(
                 request, fault, headers, _bodies.error_body(400, message), status=400
@@ -146,7 +151,8 @@ class FakeOpenAIApp:
 
         ``GET /_fake/stats`` → ``{"requests": N, "by_status": {"200": .., "429": ..}}``;
         ``POST /_fake/conditions`` with ``{"latency_s", "rate_limit": {"rate", "burst",
-        "hints"} | null, "outage_s", "outage_status"}`` (each optional); ``POST /_fake/reset``.
+        "hints"} | null, "random_rejections": {"fraction", "seed", "retry_after_ms"} | null,
+        "outage_s", "outage_status"}`` (each optional); ``POST /_fake/reset``.
         Not journaled and never faulted.
         """
         state = self._state
@@ -174,6 +180,17 @@ class FakeOpenAIApp:
                             bool(spec.get("hints", True)),
                         )
                     )
+                if "random_rejections" in body:
+                    rejections = body["random_rejections"]
+                    if rejections is None:
+                        conditions.set_random_rejections(None)
+                    else:
+                        seed = rejections.get("seed")
+                        conditions.set_random_rejections(
+                            float(rejections["fraction"]),
+                            None if seed is None else int(seed),
+                            int(rejections.get("retry_after_ms", 100)),
+                        )
                 if "outage_s" in body:
                     conditions.start_outage(
                         float(body["outage_s"]), int(body.get("outage_status", 503))

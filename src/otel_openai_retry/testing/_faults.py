@@ -36,6 +36,8 @@ class Fault:
         drop_connection: Close the TCP connection without any response.
         break_after: Abort the connection after this many events of a streamed (SSE) response;
             a non-streamed response is cut off in the middle of its body instead.
+        message: The ``error.message`` of an error answer instead of the default one, e.g. one
+            that echoes the prompt as the real API's validation errors do.
     """
 
     status_code: int = 200
@@ -44,6 +46,7 @@ class Fault:
     delay_s: float = 0.0
     drop_connection: bool = False
     break_after: int | None = None
+    message: str | None = None
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
@@ -102,12 +105,14 @@ class Fault:
         *,
         headers: Mapping[str, str] | None = None,
         should_retry: bool | None = None,
+        message: str | None = None,
     ) -> Fault:
-        """Any status; ``should_retry`` adds the ``x-should-retry`` header the SDK obeys."""
+        """Any status with any extra headers (hostile values included, sent as written);
+        ``should_retry`` adds the ``x-should-retry`` header the SDK obeys."""
         merged = {name.lower(): value for name, value in (headers or {}).items()}
         if should_retry is not None:
             merged["x-should-retry"] = "true" if should_retry else "false"
-        return cls(status_code=code, headers=tuple(merged.items()))
+        return cls(status_code=code, headers=tuple(merged.items()), message=message)
 
     @classmethod
     def server_error(cls, code: int = 500) -> Fault:
@@ -149,6 +154,8 @@ class Fault:
                 parts.append(f"retry-after: <date in {_number(self.retry_after_date_in)}s>")
             if self.break_after is not None:
                 parts.append(f"break after {self.break_after}")
+            if self.message is not None:
+                parts.append(f"message {self.message!r}")
         if self.delay_s:
             parts.append(f"delay {_number(self.delay_s)}s")
         return f"Fault({', '.join(parts)})"

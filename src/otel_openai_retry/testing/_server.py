@@ -247,6 +247,13 @@ class FakeOpenAIServer:
             None if rate is None else RateLimit(rate, burst, hints)
         )
 
+    def set_random_rejections(
+        self, fraction: float | None, seed: int | None = None, *, retry_after_ms: int = 100
+    ) -> None:
+        """Answer 429 with ``retry-after-ms`` to a random ``fraction`` of requests, whatever the
+        send rate (a limit shared with other applications); ``None`` removes it."""
+        self._state.conditions.set_random_rejections(fraction, seed, retry_after_ms)
+
     def start_outage(self, seconds: float, status: int = 503) -> None:
         """From now, answer ``status`` to every request for ``seconds``."""
         self._state.conditions.start_outage(seconds, status)

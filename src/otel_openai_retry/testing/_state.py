@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ._bodies import FormPart, parse_form
 from ._conditions import Conditions
 from ._faults import Fault
 
@@ -40,6 +41,8 @@ class RecordedRequest:
         received_at: ``time.monotonic()`` at arrival, to measure backoff between attempts.
         request_id: The ``x-request-id`` the answer carried, to match a client-side record (a
             span, a log line) to this request; ``None`` when the connection was dropped instead.
+        raw_body: The body's bytes exactly as received, whatever its content type: what proves
+            that a retry re-sent the caller's whole body (see :attr:`form` for uploads).
     """
 
     method: str
@@ -50,6 +53,13 @@ class RecordedRequest:
     fault: Fault
     received_at: float
     request_id: str | None = None
+    raw_body: bytes = b""
+
+    @property
+    def form(self) -> Mapping[str, FormPart]:
+        """The parts of a ``multipart/form-data`` body by field name (``{}`` for other bodies),
+        each part's bytes exact: ``record.form["file"].data`` is the uploaded file."""
+        return MappingProxyType(parse_form(self.headers.get("content-type"), self.raw_body))
 
     def __repr__(self) -> str:
         # Headers and bodies drown a failed assertion; what was asked and what it got is what
@@ -105,7 +115,13 @@ class ServerState:
                 self._by_path.setdefault(normalize_path(path), deque()).extend(faults)
 
     def admit(
-        self, method: str, path: str, headers: Mapping[str, str], body: Any, request_id: str
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: Any,
+        request_id: str,
+        raw_body: bytes = b"",
     ) -> RecordedRequest:
         """Decide the fault for a request that just arrived and journal it, in one step."""
         with self._changed:
@@ -125,6 +141,7 @@ class ServerState:
                 fault=fault,
                 received_at=time.monotonic(),
                 request_id=None if fault.drop_connection else request_id,
+                raw_body=raw_body,
             )
             self._requests.append(record)
             self._changed.notify_all()

@@ -1,0 +1,70 @@
+"""What of an exception the span status description may say: ``_error_recording`` alone.
+
+The end-to-end checks (every exported span, metric and log record of real failing calls) are in
+``tests/reliability/test_secrets.py``; here, the rule for each field of an error body, on the
+SDK's own exception built from a real ``httpx2`` response.
+"""
+
+from __future__ import annotations
+
+import httpx2
+import openai
+import pytest
+
+from otel_openai_retry._error_recording import error_description
+
+KEY = "0123456789abcdef0123456789abcdef"
+"""An Azure-style key: a plain identifier, so only the header check keeps it out."""
+
+
+def status_error(status: int, error: object) -> openai.APIStatusError:
+    request = httpx2.Request(
+        "POST", "https://example.test/v1/chat/completions", headers={"api-key": KEY}
+    )
+    response = httpx2.Response(status, json={"error": error}, request=request)
+    client = openai.OpenAI(api_key="unused", base_url="https://example.test/v1")
+    return client._make_status_error_from_response(response)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            {
+                "message": "Context too long: 'my prompt'",
+                "type": "invalid_request_error",
+                "code": "context_length_exceeded",
+            },
+            "openai.BadRequestError: HTTP 400, type invalid_request_error, "
+            "code context_length_exceeded",
+        ),
+        (
+            {"message": "x", "type": "invalid request: my prompt", "code": None},
+            "openai.BadRequestError: HTTP 400",
+        ),
+        (
+            {"message": "x", "type": "invalid_request_error", "code": KEY},
+            "openai.BadRequestError: HTTP 400, type invalid_request_error",
+        ),
+        (
+            {"message": "x", "type": "sk-proj-abc", "code": "x" * 65},
+            "openai.BadRequestError: HTTP 400",
+        ),
+        ({"message": "x", "type": 7, "code": 400}, "openai.BadRequestError: HTTP 400, code 400"),
+        ("a plain string body quoting my prompt", "openai.BadRequestError: HTTP 400"),
+    ],
+    ids=["identifiers", "a-sentence", "a-header-value", "key-like-and-long", "numbers", "string"],
+)
+def test_only_identifiers_from_the_body_and_never_its_message(error: object, expected: str) -> None:
+    exc = status_error(400, error)
+    assert error_description(exc, "openai.BadRequestError") == expected
+
+
+def test_other_exceptions_say_their_type_only() -> None:
+    request = httpx2.Request("POST", "https://example.test/v1/chat/completions")
+    cause = ValueError(f"Illegal header value b'{KEY}\\n'")
+    exc = openai.APIConnectionError(request=request)
+    exc.__cause__ = cause
+    assert error_description(exc, "openai.APIConnectionError") == "openai.APIConnectionError"
+    assert error_description(cause, "ValueError") == "ValueError"
+    assert error_description(None, "_OTHER") == "_OTHER"

@@ -196,3 +196,20 @@ def test_a_request_the_transport_refuses_is_no_attempt(
     assert call.attempts == []
     assert call.attr("retry.attempts") == 0
     assert call.attr("retry.outcome") == "non_retryable"
+
+
+def test_a_key_the_sdk_resolves_late_is_refused_once_not_retried(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """A key from a callable is only known when the SDK prepares the request, so the transport
+    is the one to refuse it; that refusal is not retried (it would be refused every time)."""
+    instrument(policy=FAST)
+    client = openai.OpenAI(api_key=lambda: API_KEY + "\n", base_url=server.base_url)
+
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
+
+    assert server.request_count == 0
+    call = one_call(exporter.get_finished_spans())
+    assert len(call.attempts) == 1  # made before the refusal could be known
+    assert call.attr("retry.outcome") == "non_retryable"

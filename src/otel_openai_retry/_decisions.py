@@ -127,8 +127,21 @@ def classify(exc: BaseException, policy: RetryPolicy) -> Verdict:
             return Verdict(False, Outcome.RETRY_AFTER_TOO_LONG, status, hint)
         return Verdict(True, None, status, hint)
     if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is a subclass
-        return _CONNECTION_FAILURE
+        return _NON_RETRYABLE if _refused_locally(exc) else _CONNECTION_FAILURE
     return _NON_RETRYABLE
+
+
+def _refused_locally(exc: BaseException) -> bool:
+    """The HTTP stack itself refused the request (an illegal header value, a body longer than
+    its declared length): it would refuse every retry the same way."""
+    cause = exc.__cause__
+    for _ in range(8):
+        if cause is None:
+            return False
+        if type(cause).__name__ == "LocalProtocolError":  # h11's, httpcore's and httpx's alike
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def retry_after_wait(hint: float, rand: Callable[[], float] = random.random) -> float:

@@ -225,20 +225,27 @@ def _server_of(client: BaseClient[Any, Any]) -> _Server:
     return server
 
 
-_UNSENDABLE_HEADER_VALUE = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
-"""What the SDK's HTTP stack refuses before sending (h11: CR, LF, NUL, trailing whitespace;
+_UNSENDABLE_HEADER_VALUE = re.compile(r"[\r\n\x00]|\A[ \t]|[ \t]\Z|[^\x00-\x7f]")
+"""What the SDK's HTTP stack refuses before sending (h11: CR, LF, NUL, whitespace at either end;
 httpx: anything not ASCII), so that such a request is never counted, traced or retried."""
+_UNSENDABLE_BEARER_KEY = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
+"""The same for a key sent as ``Bearer {key}``, where leading whitespace is inside the value."""
 
 
 def _headers_sendable(client: BaseClient[Any, Any], options: FinalRequestOptions) -> bool:
-    """Read once per call: the auth header (an API key read from a file often ends in a
-    newline), the client's default headers and the request's own."""
-    groups: list[Any] = [client.auth_headers, getattr(client, "_custom_headers", None)]
-    if not isinstance(options.headers, NotGiven):
-        groups.append(options.headers)
+    """Read once per call: the API key (one read from a file often ends in a newline), the
+    client's default headers and the request's own. The key is read directly rather than
+    through ``auth_headers``, which costs microseconds; keys the SDK resolves later (a callable,
+    an Azure AD token) are judged by the transport, and ``classify`` does not retry its refusal."""
+    key = getattr(client, "api_key", None)
+    if isinstance(key, str):
+        azure = isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
+        refuses = _UNSENDABLE_HEADER_VALUE if azure else _UNSENDABLE_BEARER_KEY
+        if refuses.search(key) is not None:
+            return False
     search = _UNSENDABLE_HEADER_VALUE.search
-    for group in groups:
-        if not group:
+    for group in (getattr(client, "_custom_headers", None), options.headers):
+        if not group or isinstance(group, NotGiven):
             continue
         for value in group.values():
             if isinstance(value, str) and search(value) is not None:

@@ -51,24 +51,39 @@ def test_garbage_is_no_hint(value: str) -> None:
     assert parse_retry_after({"retry-after-ms": value}) is None
 
 
-@pytest.mark.parametrize("value", ["abc", "nan", "-1"])
-def test_an_unusable_ms_hint_falls_back_to_seconds(value: str) -> None:
+@pytest.mark.parametrize("value", ["abc", "", "1e", "5s"])
+def test_an_unparsable_ms_hint_falls_back_to_seconds(value: str) -> None:
     assert parse_retry_after({"retry-after-ms": value, "retry-after": "2"}) == 2.0
 
 
-def test_dates_beyond_any_clock_are_far_future_or_past() -> None:
+def test_dates_beyond_any_clock_are_no_hint() -> None:
     """A numeric zone of many digits puts the date past what a float holds: not a crash."""
     digits = "9" * 400
     future = parse_retry_after({"retry-after": f"Mon, 01 Jan 2001 00:00:00 -{digits}"}, now=NOW)
     past = parse_retry_after({"retry-after": f"Mon, 01 Jan 2001 00:00:00 +{digits}"}, now=NOW)
-    assert future == math.inf
-    assert past == 0.0
+    assert future is None
+    assert past is None
 
 
-def test_infinite_hint_counts_as_too_long() -> None:
-    verdict = classify(status_error(429, {"retry-after": "inf"}), POLICY)
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "9" * 400, "1e400"])
+def test_an_infinite_hint_is_no_hint_as_the_sdk_reads_it(value: str) -> None:
+    """The SDK backs off where a hint is no usable wait; a caller must not fail for it."""
+    verdict = classify(status_error(429, {"retry-after": value}), POLICY)
+    assert verdict.retryable
+    assert verdict.retry_after is None
+
+
+def test_a_finite_hint_beyond_the_policy_counts_as_too_long() -> None:
+    verdict = classify(status_error(429, {"retry-after": "1e300"}), POLICY)
     assert not verdict.retryable
     assert verdict.give_up_as is Outcome.RETRY_AFTER_TOO_LONG
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf"])
+def test_the_first_number_decides_as_the_sdk_reads_it(value: str) -> None:
+    """``retry-after-ms: nan`` beside ``retry-after: 86400``: the SDK takes the NaN (no usable
+    wait) and backs off; so do we, instead of giving up on the day-long second header."""
+    assert parse_retry_after({"retry-after-ms": value, "retry-after": "86400"}) is None
 
 
 @pytest.mark.parametrize(

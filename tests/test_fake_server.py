@@ -359,11 +359,14 @@ async def test_rate_limit_headers(
 def test_rate_limit_with_http_date(client: OpenAI, server: FakeOpenAIServer) -> None:
     server.script(Fault.rate_limit(retry_after_date_in=30))
 
+    before = time.time()
     with pytest.raises(openai.RateLimitError) as caught:
         client.models.list()
+    after = time.time()
 
+    # 30 s after the moment it was sent (within the call), to the second an HTTP date has.
     parsed = email.utils.parsedate_to_datetime(caught.value.response.headers["retry-after"])
-    assert 25 <= parsed.timestamp() - time.time() <= 31
+    assert int(before + 30) <= parsed.timestamp() <= after + 30
 
 
 @pytest.mark.parametrize(

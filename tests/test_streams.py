@@ -61,7 +61,7 @@ async def test_stream_retried_before_first_chunk_ends_after_last_chunk(
     assert call.attr("gen_ai.response.model") == "gpt-4o-mini"
     ttfc = call.attr("gen_ai.response.time_to_first_chunk")
     assert isinstance(ttfc, float)
-    assert 0 < ttfc < 1.0
+    assert 0 < ttfc <= ((call.span.end_time or 0) - (call.span.start_time or 0)) / 1e9
     assert call.span.status.status_code is StatusCode.UNSET
     last_chunk_end = call.attempts[1].end_time
     assert call.span.end_time is not None and last_chunk_end is not None

@@ -61,21 +61,21 @@ class Verdict:
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """The server's requested delay in seconds, or ``None`` when it gave no usable hint.
 
-    ``retry-after-ms`` wins over ``retry-after`` when it is usable; ``retry-after`` may be seconds
-    or an HTTP date. Garbage, NaN and negative numbers are no hint (the next header is tried); a
-    date in the past means "now" (0); an infinite value or a date beyond any clock stays infinite,
-    so that it counts as too long rather than as no hint.
+    Read as the SDK reads it, so that a hint means the same to both: ``retry-after-ms`` first,
+    then ``retry-after`` as seconds, then as an HTTP date; the first header that parses as a
+    number decides, and NaN, an infinity or a negative number there is no hint (the SDK backs off
+    instead). A date in the past means "now" (0); one beyond any clock is no hint.
     """
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         raw = headers.get(name)
         if raw is None:
             continue
         try:
-            value = float(raw.strip())
+            value = float(raw)
         except ValueError:
             continue
-        if math.isnan(value) or value < 0:
-            continue
+        if not math.isfinite(value) or value < 0:
+            return None
         return value / divisor
     raw_date = headers.get("retry-after")
     if raw_date is None:
@@ -84,13 +84,9 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
         parsed = email.utils.parsedate_tz(raw_date)
         if parsed is None:
             return None
-        at = email.utils.mktime_tz(parsed)
+        delay = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
     except (TypeError, ValueError, OverflowError, OSError):
-        return None
-    try:
-        delay = at - (time.time() if now is None else now)
-    except OverflowError:  # a zone offset with many digits: an int beyond any float
-        return math.inf if at > 0 else 0.0
+        return None  # e.g. a zone offset of many digits: an int beyond any float
     return max(0.0, delay)
 
 

@@ -348,10 +348,13 @@ async def test_deadline_hit_mid_attempt_of_a_stream(
     assert time.monotonic() - started < hang_s, "the deadline cut the attempt short"
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.outcome") == "deadline"
-    assert [attrs(a)["error.type"] for a in call.attempts] == [
-        "openai.InternalServerError",
-        "openai.APITimeoutError",
-    ]
+    # How many timed-out attempts fit before the deadline depends on how fast the machine gets
+    # there (a loaded one may start a last attempt with milliseconds left): what holds is that
+    # every attempt after the 500 timed out, and that each was a request the server received.
+    kinds = [attrs(a)["error.type"] for a in call.attempts]
+    assert kinds[0] == "openai.InternalServerError"
+    assert kinds[1:] and set(kinds[1:]) == {"openai.APITimeoutError"}, kinds
+    assert server.request_count == len(call.attempts)
 
 
 async def test_a_deadline_bounds_the_wait_for_a_pacing_slot(

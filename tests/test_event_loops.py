@@ -53,7 +53,16 @@ def test_retries_and_pacing_waits_run_on_the_callers_loop(
 
     async def main() -> list[str]:
         client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-        server.script(Fault.rate_limit(retry_after_ms=20), Fault.server_error(500))
+        limited = Fault.status(  # the server's own rate: the pacer trusts it at once
+            429,
+            headers={
+                "retry-after-ms": "20",
+                "x-ratelimit-limit-requests": "20",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1s",
+            },
+        )
+        server.script(limited, Fault.server_error(500))
         first = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         contents = [first.choices[0].message.content or ""]
 

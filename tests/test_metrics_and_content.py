@@ -201,3 +201,26 @@ async def test_content_capture_on_records_input_and_output(
         ]
         for attempt in call.attempts:  # content lives on the logical span only
             assert "gen_ai.input.messages" not in attrs(attempt)
+
+
+@pytest.mark.parametrize(
+    ("value", "on"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("span_only", True),
+        ("SPAN_AND_EVENT", True),
+        (" Span_Only ", True),
+        ("event_only", False),
+        ("NO_CONTENT", False),
+        ("false", False),
+        ("yes", False),
+        ("", False),
+    ],
+)
+def test_content_capture_reads_the_conventions_modes(value: str, on: bool) -> None:
+    """The GenAI instrumentations' modes: content goes on spans only, so only the modes that
+    put it there turn it on; the variable is shared with them, so nothing else fails."""
+    from otel_openai_retry._content import CAPTURE_ENV_VAR, capture_enabled
+
+    assert capture_enabled({CAPTURE_ENV_VAR: value}) is on

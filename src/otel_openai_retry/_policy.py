@@ -2,36 +2,108 @@
 
 Every setting is validated when the policy is built (at instrument time), so a typo in a
 deployment's environment fails loudly at start-up instead of silently changing how calls retry.
+Each setting is declared once, in :data:`SETTINGS`: its field, its variable, how its text is read,
+what it must satisfy and how that is said to the user; code-built and environment-built policies
+go through the same checks.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError
 
-__all__ = ["ENV_VARS", "RetryPolicy", "parse_bool"]
+__all__ = ["ENABLED_ENV_VAR", "ENV_VARS", "SETTINGS", "RetryPolicy", "Setting", "parse_bool"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
-ENV_VARS: Mapping[str, str] = {
-    "max_attempts": "OTEL_OPENAI_RETRY_MAX_ATTEMPTS",
-    "initial_wait": "OTEL_OPENAI_RETRY_INITIAL_WAIT",
-    "max_wait": "OTEL_OPENAI_RETRY_MAX_WAIT",
-    "timeout": "OTEL_OPENAI_RETRY_TIMEOUT",
-    "max_retry_after": "OTEL_OPENAI_RETRY_MAX_RETRY_AFTER",
-    "budget": "OTEL_OPENAI_RETRY_BUDGET",
-    "adaptive": "OTEL_OPENAI_RETRY_ADAPTIVE",
-}
-"""Policy field → environment variable; the names are a public interface."""
-
 ENABLED_ENV_VAR = "OTEL_OPENAI_RETRY_ENABLED"
+
+_DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+"""Plain ASCII decimal notation: Python's ``int``/``float`` also take ``1_000``, ``nan`` and
+digits of every script (fullwidth, Arabic-Indic), none of which a deployment means as a number."""
+_WHOLE = re.compile(r"[+]?([0-9]{1,9})(?:\.0*)?\Z")
+
+
+def _read_whole(text: str) -> object:
+    """``5`` and ``5.0`` alike; ``5.5`` and ``1e3`` are refused."""
+    whole = _WHOLE.match(text)
+    return int(whole.group(1)) if whole is not None else None
+
+
+def _read_seconds(text: str) -> object:
+    return float(text) if _DECIMAL.match(text) is not None else None
+
+
+def _read_bool(text: str) -> object:
+    value = text.lower()
+    return True if value in _TRUE else False if value in _FALSE else None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One policy field and the environment variable that sets it."""
+
+    field: str
+    variable: str
+    read: Callable[[str], object]
+    """The value the text means, or ``None`` when it means none."""
+    valid: Callable[[object], bool]
+    accepted: str
+
+    def from_text(self, raw: str) -> object:
+        value = self.read(raw.strip())
+        if value is None or not self.valid(value):
+            raise ConfigurationError(
+                f"{self.variable}={raw!r} is not valid; accepted: {self.accepted}"
+            )
+        return value
+
+
+_BOOLEANS = f"{', '.join(sorted(_TRUE))} or {', '.join(sorted(_FALSE))}"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("max_attempts", "OTEL_OPENAI_RETRY_MAX_ATTEMPTS", _read_whole, _is_count,
+            "a whole number >= 1"),
+    Setting("initial_wait", "OTEL_OPENAI_RETRY_INITIAL_WAIT", _read_seconds, _is_seconds,
+            "a number of seconds >= 0"),
+    Setting("max_wait", "OTEL_OPENAI_RETRY_MAX_WAIT", _read_seconds, _is_seconds,
+            "a number of seconds >= 0"),
+    Setting("timeout", "OTEL_OPENAI_RETRY_TIMEOUT", _read_seconds, _is_seconds,
+            "a number of seconds >= 0 (0 means no deadline)"),
+    Setting("max_retry_after", "OTEL_OPENAI_RETRY_MAX_RETRY_AFTER", _read_seconds, _is_seconds,
+            "a number of seconds >= 0"),
+    Setting("budget", "OTEL_OPENAI_RETRY_BUDGET", _read_seconds, _is_seconds,
+            "a ratio >= 0 of retries to requests (0 turns the budget off)"),
+    Setting("adaptive", "OTEL_OPENAI_RETRY_ADAPTIVE", _read_bool, _is_bool,
+            f"a boolean: {_BOOLEANS}"),
+)  # fmt: skip
+"""Every policy setting, in the order the variables are read."""
+
+ENV_VARS: Mapping[str, str] = {setting.field: setting.variable for setting in SETTINGS}
+"""Policy field → environment variable; the names are a public interface."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +130,12 @@ class RetryPolicy:
     """Pace all calls to an endpoint once it has answered 429."""
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            _check(field.name, getattr(self, field.name), source=field.name)
+        for setting in SETTINGS:
+            value = getattr(self, setting.field)
+            if not setting.valid(value):
+                raise ConfigurationError(
+                    f"{setting.field}={value!r} is not valid; accepted: {setting.accepted}"
+                )
         if self.max_wait < self.initial_wait:
             raise ConfigurationError(
                 f"max_wait ({self.max_wait}) must be >= initial_wait ({self.initial_wait})"
@@ -69,26 +145,25 @@ class RetryPolicy:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
         """Build the policy from ``OTEL_OPENAI_RETRY_*``; unset variables keep their default."""
         env = os.environ if environ is None else environ
-        values: dict[str, float | int | bool] = {}
-        for name, var in ENV_VARS.items():
-            if name == "adaptive":
-                values[name] = parse_bool(var, env, default=True)
-                continue
-            raw = env.get(var)
-            if raw is None or raw.strip() == "":
-                continue
-            values[name] = _parse_field(name, var, raw)
-        if "max_wait" in values or "initial_wait" in values:
+        values: dict[str, object] = {}
+        for setting in SETTINGS:
+            raw = env.get(setting.variable)
+            if raw is not None and raw.strip():
+                values[setting.field] = setting.from_text(raw)
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ConfigurationError:
+            if "max_wait" not in values and "initial_wait" not in values:
+                raise
+            # The only check across fields: say it in the variables' terms.
             defaults = cls()
-            initial = float(values.get("initial_wait", defaults.initial_wait))
-            maximum = float(values.get("max_wait", defaults.max_wait))
-            if maximum < initial:
-                raise ConfigurationError(
-                    f"{ENV_VARS['max_wait']}={maximum!r} is smaller than "
-                    f"{ENV_VARS['initial_wait']}={initial!r}; the backoff cap must be >= "
-                    "the first backoff"
-                )
-        return cls(**values)  # type: ignore[arg-type]
+            maximum = values.get("max_wait", defaults.max_wait)
+            initial = values.get("initial_wait", defaults.initial_wait)
+            raise ConfigurationError(
+                f"{ENV_VARS['max_wait']}={maximum!r} is smaller than "
+                f"{ENV_VARS['initial_wait']}={initial!r}; the backoff cap must be >= "
+                "the first backoff"
+            ) from None
 
 
 def parse_bool(var: str, environ: Mapping[str, str] | None = None, *, default: bool) -> bool:
@@ -97,61 +172,7 @@ def parse_bool(var: str, environ: Mapping[str, str] | None = None, *, default: b
     raw = env.get(var)
     if raw is None or raw.strip() == "":
         return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(
-        f"{var}={raw!r} is not a boolean; accepted: "
-        f"{', '.join(sorted(_TRUE))} or {', '.join(sorted(_FALSE))}"
-    )
-
-
-_ACCEPTED = {
-    "max_attempts": "a whole number >= 1",
-    "initial_wait": "a number of seconds >= 0",
-    "max_wait": "a number of seconds >= 0",
-    "timeout": "a number of seconds >= 0 (0 means no deadline)",
-    "max_retry_after": "a number of seconds >= 0",
-    "budget": "a ratio >= 0 of retries to requests (0 turns the budget off)",
-    "adaptive": "true or false",
-}
-
-
-_DECIMAL = re.compile(r"[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
-"""Plain ASCII decimal notation: Python's ``int``/``float`` also take ``1_000``, ``nan`` and
-digits of every script (fullwidth, Arabic-Indic), none of which a deployment means as a number."""
-_WHOLE = re.compile(r"[+]?([0-9]{1,9})(?:\.0*)?\Z")
-
-
-def _parse_field(name: str, var: str, raw: str) -> float | int:
-    text = raw.strip()
-    value: float | int
-    if name == "max_attempts":
-        whole = _WHOLE.match(text)  # "5" and "5.0" alike; "5.5" and "1e3" are refused
-        value = int(whole.group(1)) if whole is not None else math.nan
-    elif _DECIMAL.match(text) is None:
-        value = math.nan  # refused below, with what is accepted
-    else:
-        value = float(text)
-    _check(name, value, source=f"{var}={raw!r}")
-    return value
-
-
-def _check(name: str, value: object, *, source: str) -> None:
-    accepted = _ACCEPTED[name]
-    if name == "adaptive":
-        ok = isinstance(value, bool)
-    elif name == "max_attempts":
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-    else:
-        ok = (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value >= 0
-        )
-    if not ok:
-        shown = source if "=" in source else f"{source}={value!r}"
-        raise ConfigurationError(f"{shown} is not valid; accepted: {accepted}")
+    value = _read_bool(raw.strip())
+    if value is None:
+        raise ConfigurationError(f"{var}={raw!r} is not a boolean; accepted: {_BOOLEANS}")
+    return bool(value)

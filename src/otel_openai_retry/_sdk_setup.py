@@ -13,6 +13,8 @@ from typing import Literal
 
 from opentelemetry import metrics, trace
 
+from ._errors import ConfigurationError
+
 __all__ = ["configure_sdk_if_needed", "sdk_disabled"]
 
 Signal = Literal["traces", "metrics"]
@@ -56,7 +58,9 @@ def _default_exporter_names(signal: Signal) -> list[str]:
     if protocol == "grpc":
         return ["otlp_proto_grpc"]
     if protocol not in ("", "http/protobuf"):
-        raise ValueError(f"{variable}={protocol!r} is not supported; accepted: grpc, http/protobuf")
+        raise ConfigurationError(
+            f"{variable}={protocol!r} is not supported; accepted: grpc, http/protobuf"
+        )
     return ["otlp_proto_http"]
 
 

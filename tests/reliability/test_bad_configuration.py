@@ -270,6 +270,7 @@ def _traced_with(**expected: object) -> Any:
 def _protocol_refused(var: str, value: str) -> Any:
     def check(report: dict[str, Any]) -> None:
         assert not report["imported"]
+        assert report["error"][0] == "ConfigurationError", report["error"]
         assert f"{var}={value!r}" in report["error"][1], report["error"]
         assert "grpc" in report["error"][1] and "http/protobuf" in report["error"][1]
 

@@ -19,6 +19,16 @@ from .helpers import Instrument
 
 set_raise_internal_errors(True)
 
+_SLOW = ("e2e/", "differential/", "reliability/test_chaos.py")
+"""Where the runs that take most of the suite's time live: marked ``slow`` in one place."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/tests/{part}" in path for part in _SLOW):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeOpenAIServer]:

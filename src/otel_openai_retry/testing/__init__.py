@@ -13,8 +13,17 @@ Shipped with the package so that applications can test their own retry settings 
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", ...}])
         assert server.request_count == 3
 
-``python -m otel_openai_retry.testing --help`` runs it as a process.
+``python -m otel_openai_retry.testing --help`` runs it as a process. Needs the ``testing`` extra
+(``pip install 'otel-openai-retry[testing]'``): its HTTP stack, aiohttp, is no dependency of the
+library itself.
 """
+
+try:
+    import aiohttp  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "otel_openai_retry.testing needs aiohttp: pip install 'otel-openai-retry[testing]'"
+    ) from exc
 
 from ._faults import Fault
 from ._server import FakeOpenAIServer

@@ -1,0 +1,42 @@
+"""The public API, exactly: a name added or lost here is a release note, never an accident."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "otel_openai_retry": [
+        "ConfigurationError",
+        "OpenAIRetryInstrumentor",
+        "Outcome",
+        "RetryDetails",
+        "RetryPolicy",
+        "__version__",
+    ],
+    "otel_openai_retry.testing": ["FakeOpenAIServer", "Fault", "RecordedRequest"],
+    "otel_openai_retry.langchain": [
+        "LangChainRetryInstrumentor",
+        "acompletion_with_retry",
+        "completion_with_retry",
+        "listener_for",
+        "reporting_to",
+    ],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC))
+def test_all_is_exactly_the_public_api(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert module.__all__ == PUBLIC[module_name]
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+    undeclared = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", "").startswith(module_name)
+        and name not in module.__all__
+    }
+    assert undeclared == set(), "public-looking names missing from __all__"

@@ -16,7 +16,8 @@ runs in a fresh process of its own:
 - ``ours-on``: ``OpenAIRetryInstrumentor`` with its default policy (pacing on).
 
 Printed: successes, failures, wall time, wall time against ``ours-off``, 429s received per success
-(counted by the server), and the time callers spent held back by pacing (from the spans).
+(counted by the server), and the time callers spent held back by pacing (from the spans); medians,
+and with ``--runs`` above 1 each run's wall time (the spread).
 The target: ``ours-on`` within 10 % of ``ours-off``.
 """
 
@@ -167,6 +168,9 @@ def main() -> int:
                 f"  {mode:<9} {ok:>5.0f} {failed:>6.0f} {wall:>7.1f} {ratio} {waste:>7.2f}"
                 f" {paced:>8.1f}{mark}"
             )
+            if len(runs) > 1:
+                each = ", ".join(f"{r['wall']:.1f}" for r in runs)
+                print(f"  {'':<9} runs (wall s): {each}")
     return 0
 
 

@@ -91,14 +91,18 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
 async def test_pacing_off_means_no_throttle(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
+    """With pacing off nothing is held back, however many 429s come. Whether every call gets
+    through is not asked: without pacing, 30 callers woken by the same few-millisecond hints race
+    for 5 slots, and on a loaded machine one of them can lose all its attempts (that is what
+    pacing is for)."""
     instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=8, adaptive=False))
     server.set_rate_limit(200, burst=5)
-    assert all(await run_many(server, 60, concurrency=30))
-    assert not any(
-        "retry.throttle_s" in attrs(a)
-        for c in calls(exporter.get_finished_spans())
-        for a in c.attempts
-    )
+    await run_many(server, 60, concurrency=30)
+    assert server.status_counts().get("429", 0) > 0  # the limit was hit: pacing would engage
+    found = calls(exporter.get_finished_spans())
+    assert len(found) == 60
+    assert sum(len(c.attempts) for c in found) == server.request_count
+    assert not any("retry.throttle_s" in attrs(a) for c in found for a in c.attempts)
 
 
 async def test_budget_limits_retries_into_an_outage(

@@ -64,7 +64,20 @@ def test_a_429_gates_everyone_until_retry_after() -> None:
     limiter.on_throttled(10.99, 0.5, None)
     assert limiter.engaged
     assert limiter.rate == pytest.approx(max(START_FLOOR, 50 * ENGAGE_FACTOR), rel=0.02)
-    delays = [slot(limiter, 10.99) for _ in range(3)]
+    # Everyone waits for the gate; then, with no header rates, the engagement first measures
+    # the rates unpaced (a trial of whether our rate matters follows).
+    assert [slot(limiter, 10.99) for _ in range(3)] == pytest.approx([0.5] * 3)
+
+
+def test_with_header_rates_a_429_paces_at_once() -> None:
+    limiter = AdaptiveLimiter()
+    headers = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "100ms",
+    }
+    limiter.on_throttled(1.0, 0.5, headers)
+    delays = [slot(limiter, 1.0) for _ in range(3)]
     assert delays[0] == pytest.approx(0.5)
     assert delays[1] - delays[0] == pytest.approx(1 / limiter.rate)
 
@@ -109,9 +122,22 @@ def test_aimd_without_headers() -> None:
     assert limiter.rate == pytest.approx(
         start + max(INCREASE_PER_SUCCESS, start * INCREASE_FRACTION)
     )
-    raised = limiter.rate
-    limiter.on_throttled(0.6, None, None)
-    assert limiter.rate == pytest.approx(raised * DECREASE_FACTOR)
+
+
+def test_far_over_a_limit_the_rate_drops_to_what_gets_through() -> None:
+    """429s the majority: straight to the rate the successes come at, not step by step."""
+    limiter = AdaptiveLimiter()
+    for i in range(400):
+        limiter.reserve(i / 400)  # 400 requests/s
+    limiter.on_throttled(1.0, None, None)
+    assert limiter.rate == pytest.approx(400 * DECREASE_FACTOR, rel=0.05)
+    for i in range(50):  # 0.5 s: 10 successes and 40 429s
+        now = 1.0 + i / 100
+        if i % 5:
+            limiter.on_throttled(now, None, None)
+        else:
+            limiter.on_success(now, None)
+    assert limiter.rate == pytest.approx(10 / 0.5, rel=0.2)
 
 
 def test_pacing_switches_itself_off_when_not_binding() -> None:
@@ -278,3 +304,19 @@ def test_pacing_still_paces_a_token_bucket(hints: bool) -> None:
     assert delayed > 0
     assert paced_429s <= 0.2 * free_429s, (paced_429s, free_429s)
     assert paced_end <= 1.05 * free_end, (paced_end, free_end)
+
+
+def lucky_while(server: Server, start: float, end: float) -> Server:
+    """``server``, except that every request sent between ``start`` and ``end`` gets through."""
+    return lambda now: (True, None) if start <= now < end else server(now)
+
+
+def test_a_wrong_verdict_that_our_rate_matters_is_withdrawn_quickly() -> None:
+    """Rate-independent 429s that by chance stop while the trial runs: the trial judges that
+    our rate matters. Once pacing has slowed far below what got through and the 429s stayed,
+    pacing stands aside, well before a new trial would be due: the calls end about when they do
+    without pacing (64 callers x 50 calls take about 11 s)."""
+    latency = 0.2
+    paced_end, _, _ = simulate(lucky_while(random_rejections(0.1), 0.4, 1.6), 64, 50, latency, True)
+    free_end, _, _ = simulate(lucky_while(random_rejections(0.1), 0.4, 1.6), 64, 50, latency, False)
+    assert paced_end <= 1.1 * free_end, (paced_end, free_end)

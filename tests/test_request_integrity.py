@@ -213,3 +213,38 @@ def test_a_key_the_sdk_resolves_late_is_refused_once_not_retried(
     call = one_call(exporter.get_finished_spans())
     assert len(call.attempts) == 1  # made before the refusal could be known
     assert call.attr("retry.outcome") == "non_retryable"
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [("team ", True), (" team", True), ("team\n", False), ("te\r\nam", False)],
+    ids=["trailing-space", "leading-space", "newline", "crlf"],
+)
+async def test_what_is_refused_is_judged_by_the_clients_own_transport(
+    value: str,
+    sent: bool,
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+) -> None:
+    """The SDK's aiohttp transport sends what h11 refuses (whitespace at either end): such a
+    request is a real attempt, traced and retried; CR and LF no transport sends."""
+    instrument(policy=FAST)
+    client = openai.AsyncOpenAI(
+        api_key=API_KEY,
+        base_url=server.base_url,
+        default_headers={"x-team": value},
+        http_client=openai.DefaultAioHttpClient(),
+    )
+    server.script(Fault.server_error(500))
+    try:
+        if sent:
+            assert (await client.models.list()).data is not None
+        else:
+            with pytest.raises(ValueError, match="control character"):
+                await client.models.list()
+    finally:
+        await client.close()
+
+    call = one_call(exporter.get_finished_spans())
+    assert server.request_count == len(call.attempts) == (2 if sent else 0)

@@ -18,14 +18,19 @@ a send slot from a shared schedule:
 
 Not every 429 says "slower": a limit shared with other applications rejects a fraction of our
 requests however slowly we send, and pacing would then only add waiting. So, without header rates,
-an engagement starts with a trial of whether the 429 fraction responds to our rate. It measures
-the answers for a while (``REFERENCE``; the rate is cut only if 429s are the majority, when there
-is no doubt), then sends at the rate the successes came at (``TRIAL``): against a limit that rate
-gets as many through and the 429s vanish; against a rate-independent one, they stay. If at least
-``TRIAL_KEPT`` of the 429 fraction stayed, pacing stands aside (no gate, no schedule: each
-caller's own retry sleep still honours its hint) until the 429 fraction climbs clearly above the
-verdict's, the 429s stop, or ``INDEPENDENT_HOLD`` passes. Otherwise AIMD goes on (``SETTLED``),
-and a new trial runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates apply once settled.
+an engagement starts with a trial of whether the 429 fraction responds to our rate. It first
+measures the answers unpaced (``REFERENCE``: gates apply, the schedule does not, so the rates
+measured are the natural ones; 429s ``FAR_OVER`` times the successes end it at once, pacing at the
+success rate, when there is no doubt), then sends a little under the rate the successes came at
+(``TRIAL``): against a limit that rate gets as many through and the 429s vanish; against a
+rate-independent one, they stay. Our rate is judged to matter only if the 429 fraction fell by
+half and by ``TRIAL_EVIDENCE`` standard errors; otherwise pacing stands aside (no gate, no
+schedule: each caller's own retry sleep still honours its hint) until the 429 fraction climbs
+clearly above the verdict's, the 429s stop, or ``INDEPENDENT_HOLD`` passes. When it does matter,
+AIMD goes on (``SETTLED``); should the rate then fall well below the reference's success rate
+with the 429 fraction not falling with it, the verdict was unlucky and pacing stands aside at
+once; else a new trial runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates apply once
+settled.
 
 Pure state and arithmetic: the clock is passed in, the caller sleeps (``await`` or
 ``time.sleep``), so sync and async share it; a lock makes it safe across threads.
@@ -63,7 +68,7 @@ HINT_MARGIN = 0.98
 DEFAULT_MAX_GATE = 120.0
 """The policy's default ``max_retry_after``: the longest any caller waits for a slot."""
 
-SEND_RATE_SPAN = 0.1
+SEND_RATE_SPAN = 0.25
 """Shortest span the send rate is measured over (sends began this recently: a burst)."""
 BUCKET = 0.1
 """Seconds per bucket of the answer counts the estimator reads."""
@@ -71,21 +76,32 @@ BUCKETS = 30
 FLOOR_WINDOW = 10
 """Buckets (1 s) over which the success rate (the decrease floor) and a trial's reference are
 measured."""
-FLOOR_MIN_SPAN = 0.05
+FLOOR_MIN_SPAN = 0.1
 FLOOR_MIN_SUCCESSES = 5
 """Fewer seconds or successes than these measure no success rate."""
+FAR_OVER = 2
+"""While the reference is measured, 429s this many times the successes over the last second end
+it at once (no doubt: pacing is needed). Only then: a 429 comes back at once and a success after
+the latency, so early counts overstate the 429 fraction."""
 TRIAL_WINDOW = 5
 """Buckets (0.5 s) of answers that judge a trial."""
 TRIAL_LAG = 0.3
 """Seconds after a trial starts before its answers count: requests in flight were sent before."""
-TRIAL_MARGIN = 0.95
+TRIAL_MARGIN = 0.9
 """A trial sends slightly under the success rate it measured (a bucket's burst inflates it)."""
 TRIAL_KEPT = 0.5
-"""A trial finds the 429s rate-independent when at least this share of its 429 fraction stays."""
+"""Our rate matters only if the trial's 429 fraction fell to this share of the reference's..."""
+TRIAL_EVIDENCE = 2.5
+"""... and the fall is this many standard errors (a two-proportion z-test): a 10 % fraction
+measured over 100 answers varies by a third, so a fall by half alone proves nothing, and wrongly
+judging the 429s rate-dependent slows everyone down for ``RETRIAL_AFTER``."""
 TRIAL_TIMEOUT = 5.0
 TRIAL_MIN_ANSWERS = 100
 """Answers a trial's reference and its verdict each wait for (or for ``TRIAL_TIMEOUT``): with
 fewer, a 10 % fraction of 429s is too noisy to tell from half of it."""
+UNHELPED_SHARE = 0.8
+"""A verdict that our rate matters is withdrawn once pacing is below this share of the
+reference's success rate and the 429 fraction has not clearly fallen: slowing did not help."""
 RETRIAL_AFTER = 10.0
 """Seconds after a verdict of "our rate matters" before the next trial: a wrong verdict (or a
 limit that changed) does not pace the endpoint for good."""
@@ -202,6 +218,19 @@ class _Answers:
         return ok, throttled, span
 
 
+def _fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int) -> bool:
+    """Whether the trial's 429 fraction fell clearly below the reference's: by ``TRIAL_KEPT``
+    at least, and by ``TRIAL_EVIDENCE`` standard errors (so that noise does not make it)."""
+    if not (answers and trial_answers):
+        return False
+    before, during = throttled / answers, trial_throttled / trial_answers
+    if during > TRIAL_KEPT * before:
+        return False
+    pooled = (throttled + trial_throttled) / (answers + trial_answers)
+    error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / trial_answers))
+    return error == 0.0 or before - during >= TRIAL_EVIDENCE * error
+
+
 _REFERENCE, _TRIAL, _SETTLED = 0, 1, 2
 """The phases of an engagement without header rates: measuring, trying the success rate, AIMD."""
 
@@ -221,11 +250,12 @@ class AdaptiveLimiter:
         "_max_gate",
         "_next_free",
         "_phase",
+        "_phase_since",
+        "_reference",
         "_send_bucket",
         "_send_count",
         "_send_since",
         "_sends_last_second",
-        "_trial",
         "engaged",
         "rate",
     )
@@ -245,8 +275,10 @@ class AdaptiveLimiter:
         self._sends_last_second = 0
         self._answers = _Answers(0.0)
         self._phase = _SETTLED
-        self._trial = (0.0, 0.0)
-        """When the phase began, and (in a trial) the 429 fraction just before it."""
+        self._phase_since = 0.0
+        """When the phase began."""
+        self._reference = (0, 0, 0.0)
+        """A trial's reference, measured unpaced: 429s, answers, successes per second."""
         self._independent_since: float | None = None
         self._baseline = 0.0
         """The 429 fraction when the 429s were judged rate-independent."""
@@ -281,14 +313,20 @@ class AdaptiveLimiter:
             ):
                 self.engaged = False
                 return 0.0
-            start = max(now, self._gate_until, self._next_free)
+            measuring = self._phase == _REFERENCE  # the natural rates: no schedule, gates only
+            start = (
+                max(now, self._gate_until)
+                if measuring
+                else max(now, self._gate_until, self._next_free)
+            )
             if start >= latest:
                 return None
             delay = start - now
             if delay > self._max_gate:  # never: the cap, and the schedule left as it was
                 self._last_delay = now
                 return self._max_gate if now + self._max_gate < latest else None
-            self._next_free = start + 1.0 / self.rate
+            if not measuring:
+                self._next_free = start + 1.0 / self.rate
             if delay > 0.001:
                 self._last_delay = now
             return delay
@@ -354,21 +392,23 @@ class AdaptiveLimiter:
         self._next_free = max(now, self._gate_until)
         self._answers = _Answers(now)
         self._phase = _REFERENCE
-        self._trial = (now, 0.0)
+        self._phase_since = now
+        self._reference = (0, 0, 0.0)
 
     def _decrease(self, now: float) -> None:
-        """Far over a limit (429s the majority), straight down to the rate the successes come
-        at; else a multiplicative decrease (once per guard), floored at that rate. Held while a
-        trial runs, and before it while the 429s are a minority (the trial will tell)."""
+        """Far over a limit (429s the majority, successes measured), straight down to the rate
+        the successes come at; else a multiplicative decrease (once per guard), floored at that
+        rate. Only the first while a trial is prepared (the trial will tell), neither during it."""
         if self._phase == _TRIAL:
             return
         ok, throttled, span = self._answers.last_second(now)
         succeeding = ok / span if span >= FLOOR_MIN_SPAN and ok >= FLOOR_MIN_SUCCESSES else 0.0
-        if succeeding and throttled >= ok:
-            lowered = succeeding
-        elif (self._phase == _REFERENCE and throttled < ok) or (
-            now - self._last_decrease < DECREASE_GUARD
-        ):
+        measuring = self._phase == _REFERENCE
+        if succeeding and throttled >= (FAR_OVER if measuring else 1) * ok:
+            lowered = succeeding * TRIAL_MARGIN  # a short count: a bucket's burst inflates it
+            if measuring:  # no doubt: pace now, no trial
+                self._settle(now)
+        elif self._phase == _REFERENCE or now - self._last_decrease < DECREASE_GUARD:
             return
         else:
             lowered = max(self.rate * DECREASE_FACTOR, succeeding)
@@ -380,7 +420,7 @@ class AdaptiveLimiter:
         """At each new bucket: begin the trial once there is a reference, judge it once its
         answers are in."""
         if self._phase == _REFERENCE:
-            began = self._trial[0]
+            began = self._phase_since
             ok, throttled, span = self._answers.after(now, began)
             if span < TRIAL_WINDOW * BUCKET * 0.9 or (
                 ok + throttled < TRIAL_MIN_ANSWERS and now - began < TRIAL_TIMEOUT
@@ -394,27 +434,44 @@ class AdaptiveLimiter:
                 return
             # Send at the rate the successes come at: against a limit, that rate gets as many
             # through and the 429s vanish; against a rate-independent one, they stay.
-            self.rate = max(MIN_RATE, min(self.rate, ok / span * TRIAL_MARGIN))
+            self.rate = max(MIN_RATE, ok / span * TRIAL_MARGIN)
             self._last_decrease = now
-            self._trial = (now, throttled / (ok + throttled))
+            self._phase_since = now
+            self._reference = (throttled, ok + throttled, ok / span)
             self._phase = _TRIAL
         elif self._phase == _TRIAL:
-            started, before = self._trial
+            started = self._phase_since
             if now - started < TRIAL_LAG + TRIAL_WINDOW * BUCKET:
                 return
             ok, throttled, _ = self._answers.after(now, started + TRIAL_LAG)
             if ok + throttled < TRIAL_MIN_ANSWERS and now - started < TRIAL_TIMEOUT:
                 return
             self._settle(now)
-            if throttled >= max(2, TRIAL_KEPT * before * (ok + throttled)):
+            if not _fell(*self._reference[:2], throttled, ok + throttled):
                 self._stand_aside(now, throttled / (ok + throttled))
-        elif now - self._trial[0] > RETRIAL_AFTER:
+        elif now - self._phase_since > RETRIAL_AFTER:  # unpaced again, briefly: still a limit?
             self._phase = _REFERENCE
-            self._trial = (now, 0.0)
+            self._phase_since = now
+            self._reference = (0, 0, 0.0)
+        elif self._slowing_did_not_help(now):
+            ok, throttled, _ = self._answers.recent(now, BUCKETS - 1)
+            self._stand_aside(now, throttled / (ok + throttled))
+
+    def _slowing_did_not_help(self, now: float) -> bool:
+        """After a verdict that our rate matters: whether the rate has since fallen far below
+        the reference's success rate and the 429 fraction has not fallen with it. A trial can
+        be unlucky; this corrects its verdict long before ``RETRIAL_AFTER``."""
+        throttled, answers, succeeding = self._reference
+        if not answers or self.rate >= UNHELPED_SHARE * succeeding:
+            return False
+        ok, rejected, _ = self._answers.after(now, self._phase_since)
+        return ok + rejected >= TRIAL_MIN_ANSWERS and not _fell(
+            throttled, answers, rejected, ok + rejected
+        )
 
     def _settle(self, now: float) -> None:
         self._phase = _SETTLED
-        self._trial = (now, 0.0)
+        self._phase_since = now
 
     def _stand_aside(self, now: float, fraction: float) -> None:
         """The 429s do not depend on our rate: no gate, no schedule, until told otherwise."""

@@ -225,25 +225,33 @@ def _server_of(client: BaseClient[Any, Any]) -> _Server:
     return server
 
 
-_UNSENDABLE_HEADER_VALUE = re.compile(r"[\r\n\x00]|\A[ \t]|[ \t]\Z|[^\x00-\x7f]")
-"""What the SDK's HTTP stack refuses before sending (h11: CR, LF, NUL, whitespace at either end;
-httpx: anything not ASCII), so that such a request is never counted, traced or retried."""
-_UNSENDABLE_BEARER_KEY = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
+_REFUSED_EVERYWHERE = re.compile(r"[\r\n\x00]|[^\x00-\x7f]")
+"""Header values no transport sends: CR, LF and NUL (RFC 9110), and text that is not ASCII
+(httpx encodes headers before any transport sees them)."""
+_REFUSED_BY_H11 = re.compile(r"[\r\n\x00]|\A[ \t]|[ \t]\Z|[^\x00-\x7f]")
+"""h11, under httpx's own transports, also refuses whitespace at either end."""
+_REFUSED_IN_BEARER_BY_H11 = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
 """The same for a key sent as ``Bearer {key}``, where leading whitespace is inside the value."""
+_H11_TRANSPORTS = frozenset({"HTTPTransport", "AsyncHTTPTransport"})
 
 
 def _headers_sendable(client: BaseClient[Any, Any], options: FinalRequestOptions) -> bool:
     """Read once per call: the API key (one read from a file often ends in a newline), the
-    client's default headers and the request's own. The key is read directly rather than
-    through ``auth_headers``, which costs microseconds; keys the SDK resolves later (a callable,
-    an Azure AD token) are judged by the transport, and ``classify`` does not retry its refusal."""
+    client's default headers and the request's own, judged by the rules of the client's own
+    transport (another transport may accept what h11 refuses: then it is sent and traced). The key
+    is read directly rather than through ``auth_headers``, which costs microseconds; keys the SDK
+    resolves later (a callable, an Azure AD token) are judged by the transport, and ``classify``
+    does not retry its refusal."""
+    transport = getattr(getattr(client, "_client", None), "_transport", None)
+    h11 = type(transport).__name__ in _H11_TRANSPORTS
+    refused = _REFUSED_BY_H11 if h11 else _REFUSED_EVERYWHERE
     key = getattr(client, "api_key", None)
     if isinstance(key, str):
-        azure = isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
-        refuses = _UNSENDABLE_HEADER_VALUE if azure else _UNSENDABLE_BEARER_KEY
-        if refuses.search(key) is not None:
+        bearer = not isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
+        key_refused = _REFUSED_IN_BEARER_BY_H11 if h11 and bearer else refused
+        if key_refused.search(key) is not None:
             return False
-    search = _UNSENDABLE_HEADER_VALUE.search
+    search = refused.search
     for group in (getattr(client, "_custom_headers", None), options.headers):
         if not group or isinstance(group, NotGiven):
             continue

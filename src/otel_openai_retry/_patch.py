@@ -235,30 +235,53 @@ _REFUSED_IN_BEARER_BY_H11 = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
 _H11_TRANSPORTS = frozenset({"HTTPTransport", "AsyncHTTPTransport"})
 
 
+_CLIENT_VERDICT = "_otel_openai_retry_headers_sendable"
+"""Where a client keeps the verdict on its own headers, with the key and headers it judged."""
+
+
 def _headers_sendable(client: BaseClient[Any, Any], options: FinalRequestOptions) -> bool:
-    """Read once per call: the API key (one read from a file often ends in a newline), the
-    client's default headers and the request's own, judged by the rules of the client's own
-    transport (another transport may accept what h11 refuses: then it is sent and traced). The key
-    is read directly rather than through ``auth_headers``, which costs microseconds; keys the SDK
-    resolves later (a callable, an Azure AD token) are judged by the transport, and ``classify``
-    does not retry its refusal."""
+    """The API key (one read from a file often ends in a newline), the client's default headers
+    and the request's own, judged by the rules of the client's own transport (another transport
+    may accept what h11 refuses: then it is sent and traced). The client's part is judged once
+    per key and headers object; keys the SDK resolves later (a callable, an Azure AD token) are
+    judged by the transport, and ``classify`` does not retry its refusal."""
+    fields = client.__dict__
+    key = fields.get("api_key")
+    custom = fields.get("_custom_headers")
+    cached = fields.get(_CLIENT_VERDICT)
+    if cached is not None and cached[0] is key and cached[1] is custom:
+        refused = cached[2]
+    else:
+        refused = _client_refuses(client, key, custom)
+        fields[_CLIENT_VERDICT] = (key, custom, refused)
+    if refused is None:
+        return False
+    headers = options.headers
+    if not headers or isinstance(headers, NotGiven):
+        return True
+    return not any(
+        isinstance(value, str) and refused.search(value) is not None for value in headers.values()
+    )
+
+
+def _client_refuses(
+    client: BaseClient[Any, Any], key: object, custom: object
+) -> re.Pattern[str] | None:
+    """The rule the client's transport applies to header values, or ``None`` when the client's
+    own key or default headers already break it."""
     transport = getattr(getattr(client, "_client", None), "_transport", None)
     h11 = type(transport).__name__ in _H11_TRANSPORTS
     refused = _REFUSED_BY_H11 if h11 else _REFUSED_EVERYWHERE
-    key = getattr(client, "api_key", None)
     if isinstance(key, str):
         bearer = not isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
         key_refused = _REFUSED_IN_BEARER_BY_H11 if h11 and bearer else refused
         if key_refused.search(key) is not None:
-            return False
-    search = refused.search
-    for group in (getattr(client, "_custom_headers", None), options.headers):
-        if not group or isinstance(group, NotGiven):
-            continue
-        for value in group.values():
-            if isinstance(value, str) and search(value) is not None:
-                return False
-    return True
+            return None
+    if isinstance(custom, Mapping):
+        for value in custom.values():
+            if isinstance(value, str) and refused.search(value) is not None:
+                return None
+    return refused
 
 
 def _bind(

@@ -149,7 +149,14 @@ def _check_attempt(
     if status >= 400:
         assert attempt.status_code == ERROR, where
         assert isinstance(b.get("error.type"), str), (where, b)
-        assert "exception" in attempt.events, (where, attempt.events)
+        # Recorded as the conventions say: type and a safe description, no exception event.
+        assert attempt.events == [], (where, attempt.events)
+        error_type = b["error.type"]
+        assert isinstance(error_type, str)
+        assert attempt.status_message.startswith(f"{error_type}: HTTP {status}"), (
+            where,
+            attempt.status_message,
+        )
     else:
         assert attempt.status_code != ERROR, where
         assert "error.type" not in b, (where, b)

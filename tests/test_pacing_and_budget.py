@@ -11,7 +11,7 @@ import pytest
 
 from otel_openai_retry import ConfigurationError, RetryPolicy
 from otel_openai_retry._budget import RetryBudget
-from otel_openai_retry._endpoints import Endpoints
+from otel_openai_retry._endpoints import NULL_GUARD, Endpoints, LocalGuard
 from otel_openai_retry._pacing import (
     DECREASE_FACTOR,
     DISENGAGE_AFTER,
@@ -204,15 +204,31 @@ def test_no_slot_is_further_away_than_the_cap() -> None:
 
 def test_endpoints_cap_the_gate_at_max_retry_after() -> None:
     endpoints = Endpoints(RetryPolicy(max_retry_after=2.0))
-    refused, honoured = (
-        endpoints.get("http://x/v1", "a").limiter,
-        endpoints.get("http://x/v1", "b").limiter,
-    )
-    assert refused is not None and honoured is not None
-    refused.on_throttled(0.0, 86_400.0, None)  # x-should-retry: false with a day's hint
-    assert slot(refused, 0.0) == 0.0
-    honoured.on_throttled(0.0, 1.5, None)
-    assert slot(honoured, 0.0) == pytest.approx(1.5)
+    refused, honoured = endpoints.guard("http://x/v1", "a"), endpoints.guard("http://x/v1", "b")
+    refused.throttled(0.0, 86_400.0, None)  # x-should-retry: false with a day's hint
+    assert refused.slot_delay(0.0, math.inf) == 0.0
+    honoured.throttled(0.0, 1.5, None)
+    assert honoured.slot_delay(0.0, math.inf) == pytest.approx(1.5)
+
+
+def test_one_guard_per_pacing_key_and_none_at_all_when_both_are_off() -> None:
+    """Pacing and the budget live in one guard per base URL and model; with both off, every call
+    shares the null guard: never delays, always lets a retry go."""
+    endpoints = Endpoints(RetryPolicy())
+    assert endpoints.guard("http://x/v1", "a") is endpoints.guard("http://x/v1", "a")
+    assert endpoints.guard("http://x/v1", "a") is not endpoints.guard("http://x/v1", "b")
+    off = Endpoints(RetryPolicy(adaptive=False, budget=0))
+    assert off.guard("http://x/v1", "a") is NULL_GUARD
+    NULL_GUARD.throttled(0.0, 30.0, None)
+    assert NULL_GUARD.slot_delay(0.0, math.inf) == 0.0
+    assert NULL_GUARD.may_retry(0.0, 500)
+
+
+def test_a_429_is_left_to_the_pacer_never_charged_to_the_budget() -> None:
+    guard = LocalGuard(None, RetryBudget(0.0, reserve_per_second=0.0))
+    assert guard.may_retry(0.0, 429)
+    assert not guard.may_retry(0.0, 503)
+    assert not guard.may_retry(0.0, None)  # a connection error is a failure
 
 
 # -- rate-independent 429s are not paced; a token bucket still is ----------------------------------

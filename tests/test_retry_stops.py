@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry import Outcome, RetryPolicy
 from otel_openai_retry._budget import RetryBudget
 from otel_openai_retry._decisions import Verdict
-from otel_openai_retry._endpoints import EndpointState
+from otel_openai_retry._endpoints import LocalGuard
 from otel_openai_retry._loop import CallState, CallSummary, RetryDetails, Strategies, run_sync
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -68,7 +68,7 @@ def run_failing(
 ) -> Recorder:
     recorder = Recorder()
     state = CallState(
-        Strategies(policy), recorder, max_attempts, EndpointState(limiter=None, budget=budget)
+        Strategies(policy), recorder, max_attempts, LocalGuard(limiter=None, budget=budget)
     )
     sent = []
 

@@ -1,59 +1,142 @@
-"""Per-endpoint shared state: the pacing schedule and the retry budget.
+"""One guard per pacing key: the only owner of pacing and the retry budget.
 
-An endpoint is a base URL and a model: rate limits and outages are per deployment, and calls to
-other models must not be slowed by one model's limit. The map is bounded so that an application
-cycling through many models cannot grow it without limit.
+The retry loop asks its guard three things and tells it one: how long to wait for a send slot
+before an attempt, that an attempt was sent, whether a retry may be sent (the budget), and what
+an answer said (status and headers, for the pacer). Both halves are optional (``adaptive`` and
+``budget`` in the policy); with both off every call shares :data:`NULL_GUARD`, which costs a
+method call and nothing else. A fleet-shared guard (Redis) is another implementation of
+:class:`EndpointGuard`.
+
+The pacing key is a base URL and a model: rate limits and outages are per deployment, and calls
+to other models must not be slowed by one model's limit. The map is bounded so that an
+application cycling through many models cannot grow it without limit.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Protocol
 
 from ._budget import RetryBudget
 from ._pacing import AdaptiveLimiter
 from ._policy import RetryPolicy
 
-__all__ = ["EndpointState", "Endpoints"]
+__all__ = ["NULL_GUARD", "EndpointGuard", "Endpoints", "LocalGuard", "PacingKey"]
 
 MAX_ENDPOINTS = 512
 
+PacingKey = tuple[str, str]
+"""(base URL, model): what shares one pacing schedule and one budget."""
 
-@dataclass(slots=True)
-class EndpointState:
-    limiter: AdaptiveLimiter | None
-    budget: RetryBudget | None
+
+class EndpointGuard(Protocol):
+    """What the retry loop asks of the pacing and budget of one pacing key."""
+
+    def slot_delay(self, now: float, latest: float) -> float | None:
+        """Seconds to wait before sending; ``None`` when the slot would come after ``latest``
+        (the caller's deadline: it goes at once rather than hold up the schedule)."""
+
+    def sent(self, now: float) -> None:
+        """An attempt went out."""
+
+    def may_retry(self, now: float, status_code: int | None) -> bool:
+        """Whether the budget lets this retry go out; asked only for a retry that will be sent."""
+
+    def throttled(
+        self, now: float, retry_after: float | None, headers: Mapping[str, str] | None
+    ) -> None:
+        """The server answered 429; ``retry_after`` only when the call itself will honour it."""
+
+    def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
+        """The server accepted an attempt."""
+
+
+class _NullGuard:
+    """Pacing and budget both off."""
+
+    __slots__ = ()
+
+    def slot_delay(self, now: float, latest: float) -> float | None:
+        return 0.0
+
+    def sent(self, now: float) -> None:
+        pass
+
+    def may_retry(self, now: float, status_code: int | None) -> bool:
+        return True
+
+    def throttled(
+        self, now: float, retry_after: float | None, headers: Mapping[str, str] | None
+    ) -> None:
+        pass
+
+    def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
+        pass
+
+
+NULL_GUARD: EndpointGuard = _NullGuard()
+
+
+class LocalGuard:
+    """Pacing and budget kept in this process."""
+
+    __slots__ = ("budget", "limiter")
+
+    def __init__(self, limiter: AdaptiveLimiter | None, budget: RetryBudget | None) -> None:
+        self.limiter = limiter
+        self.budget = budget
+
+    def slot_delay(self, now: float, latest: float) -> float | None:
+        limiter = self.limiter
+        return 0.0 if limiter is None else limiter.reserve(now, latest)
+
+    def sent(self, now: float) -> None:
+        if self.budget is not None:
+            self.budget.record_request(now)
+
+    def may_retry(self, now: float, status_code: int | None) -> bool:
+        # A 429 is the server pacing us, not failing: the pacer handles it, not the budget.
+        return self.budget is None or status_code == 429 or self.budget.try_retry(now)
+
+    def throttled(
+        self, now: float, retry_after: float | None, headers: Mapping[str, str] | None
+    ) -> None:
+        if self.limiter is not None:
+            self.limiter.on_throttled(now, retry_after, headers)
+
+    def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
+        if self.limiter is not None:
+            self.limiter.on_success(now, headers)
 
 
 class Endpoints:
-    """Endpoint key → its shared state, created on first use, oldest dropped past the bound."""
+    """Pacing key → its guard, created on first use, oldest dropped past the bound."""
 
-    __slots__ = ("_adaptive", "_budget", "_lock", "_max_gate", "_states")
+    __slots__ = ("_adaptive", "_budget", "_guards", "_lock", "_max_gate")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._adaptive = policy.adaptive
         # No caller waits at the pacing gate longer than the policy lets a server make it wait.
         self._max_gate = policy.max_retry_after
         self._budget = policy.budget
-        self._states: dict[tuple[str, str], EndpointState] = {}
+        self._guards: dict[PacingKey, LocalGuard] = {}
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        return self._adaptive or self._budget > 0
-
-    def get(self, base_url: str, model: str) -> EndpointState:
+    def guard(self, base_url: str, model: str) -> EndpointGuard:
+        if not self._adaptive and self._budget <= 0:
+            return NULL_GUARD
         key = (base_url, model)
-        state = self._states.get(key)
-        if state is not None:
-            return state
+        guard = self._guards.get(key)
+        if guard is not None:
+            return guard
         with self._lock:
-            state = self._states.get(key)
-            if state is None:
-                if len(self._states) >= MAX_ENDPOINTS:
-                    del self._states[next(iter(self._states))]
-                state = self._states[key] = EndpointState(
+            guard = self._guards.get(key)
+            if guard is None:
+                if len(self._guards) >= MAX_ENDPOINTS:
+                    del self._guards[next(iter(self._guards))]
+                guard = self._guards[key] = LocalGuard(
                     AdaptiveLimiter(max_gate=self._max_gate) if self._adaptive else None,
                     RetryBudget(self._budget) if self._budget > 0 else None,
                 )
-            return state
+            return guard

@@ -30,7 +30,7 @@ import tenacity
 
 from ._call_retrying import CallRetrying, CallRetryState
 from ._decisions import Outcome, Verdict, backoff_wait, classify, retry_after_wait
-from ._endpoints import EndpointState
+from ._endpoints import NULL_GUARD, EndpointGuard
 from ._internal import report_internal_error
 from ._policy import RetryPolicy
 from ._replay import BodyReplay
@@ -125,7 +125,7 @@ class CallState:
 
     __slots__ = (
         "attempts",
-        "endpoint",
+        "guard",
         "max_attempts",
         "observer",
         "replay",
@@ -142,14 +142,15 @@ class CallState:
         strategies: Strategies,
         observer: CallObserver,
         max_attempts: int,
-        endpoint: EndpointState | None = None,
+        guard: EndpointGuard = NULL_GUARD,
         replay: BodyReplay | None = None,
         sendable: Callable[[], bool] | None = None,
     ) -> None:
         self.strategies = strategies
         self.observer = observer
         self.max_attempts = max_attempts
-        self.endpoint = endpoint
+        self.guard = guard
+        """Pacing and the retry budget of this call's pacing key: the one owner of both."""
         self.replay = replay
         """The body's rewind, when it is more than plain data: a body that cannot be sent
         again is never retried."""
@@ -219,13 +220,8 @@ class CallState:
         at once and the server decides (the caller gets its answer, not our guess).
         """
         self.verdict = None  # whatever fails from here on is judged afresh
-        endpoint = self.endpoint
-        if endpoint is None or endpoint.limiter is None:
-            return 0.0
         deadline = self.deadline
-        delay = endpoint.limiter.reserve(
-            time.monotonic(), math.inf if deadline is None else deadline
-        )
+        delay = self.guard.slot_delay(time.monotonic(), math.inf if deadline is None else deadline)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
 
     def will_send(self) -> bool:
@@ -236,9 +232,7 @@ class CallState:
 
     def begin_attempt(self, throttle: float) -> int:
         self.attempts += 1
-        endpoint = self.endpoint
-        if endpoint is not None and endpoint.budget is not None:
-            endpoint.budget.record_request(time.monotonic())
+        self.guard.sent(time.monotonic())
         self.observer.attempt_started(self.attempts, throttle)
         return self.attempts
 
@@ -257,12 +251,11 @@ class CallState:
     def attempt_failed(self, attempt: int, exc: BaseException) -> None:
         verdict = classify(exc, self.strategies.policy)
         self.verdict = verdict
-        endpoint = self.endpoint
-        if verdict.status_code == 429 and endpoint is not None and endpoint.limiter is not None:
+        if verdict.status_code == 429:
             response = getattr(exc, "response", None)
             # Only a hint this call itself would wait for may make everyone else wait: one the
             # policy refuses, or one on an answer not to be retried, must not close the gate.
-            endpoint.limiter.on_throttled(
+            self.guard.throttled(
                 time.monotonic(),
                 verdict.retry_after if verdict.retryable else None,
                 getattr(response, "headers", None),
@@ -285,15 +278,8 @@ class CallState:
             self._give_up_as(Outcome.NON_RETRYABLE)
             return True
         verdict = self.verdict
-        endpoint = self.endpoint
-        budget = endpoint.budget if endpoint is not None else None
-        # A 429 is the server pacing us, not failing: the limiter handles it, not the budget.
-        if (
-            budget is not None
-            and verdict is not None
-            and verdict.status_code != 429
-            and not budget.try_retry(time.monotonic())
-        ):
+        status = verdict.status_code if verdict is not None else None
+        if not self.guard.may_retry(time.monotonic(), status):
             self._give_up_as(Outcome.BUDGET_EXHAUSTED)
             return True
         return False

@@ -28,7 +28,7 @@ from openai._streaming import AsyncStream, Stream
 from openai._types import NotGiven
 
 from ._attributes import describe_request
-from ._endpoints import Endpoints, EndpointState
+from ._endpoints import EndpointGuard, Endpoints
 from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper, is_explicit
 from ._hooks import current_listener
 from ._internal import report_internal_error
@@ -92,7 +92,7 @@ class _Call:
         "cast_to",
         "client",
         "deadline",
-        "endpoint",
+        "guard",
         "headers_sendable",
         "listener",
         "options",
@@ -131,16 +131,14 @@ class _Call:
         if self.listener is not None and self.listener.span_attributes:
             info.attributes.update(self.listener.span_attributes)
         self.spans = CallTelemetry(runtime.telemetry, info, options.json_data)
-        self.endpoint: EndpointState | None = None
-        if runtime.endpoints.enabled:
-            model = info.attributes.get("gen_ai.request.model", "")
-            self.endpoint = runtime.endpoints.get(server.base_url, str(model))
+        model = info.attributes.get("gen_ai.request.model", "")
+        self.guard: EndpointGuard = runtime.endpoints.guard(server.base_url, str(model))
         self.headers_sendable = _headers_sendable(client, options)
         self.state = CallState(
             runtime.strategies,
             self.spans,
             _max_attempts(client, options, runtime),
-            self.endpoint,
+            self.guard,
             capture_body(getattr(options, "content", None), options.files),
             self.sendable,
         )
@@ -172,9 +170,7 @@ class _Call:
     def response_received(self, response: Any, stream: bool) -> None:
         """The SDK accepted this attempt's HTTP response: tell telemetry and the pacer."""
         self.spans.response_received(response, stream)
-        endpoint = self.endpoint
-        if endpoint is not None and endpoint.limiter is not None:
-            endpoint.limiter.on_success(time.monotonic(), response.headers)
+        self.guard.answered(time.monotonic(), response.headers)
 
     def call_args(self, attempt: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
         return (self.cast_to, self.options_for(attempt)), {

@@ -248,3 +248,15 @@ async def test_what_is_refused_is_judged_by_the_clients_own_transport(
 
     call = one_call(exporter.get_finished_spans())
     assert server.request_count == len(call.attempts) == (2 if sent else 0)
+
+
+def test_a_file_part_of_an_unknown_shape_counts_as_not_replayable() -> None:
+    """Never guessed at: a shape whose content cannot be found is not sent a second time."""
+    from otel_openai_retry._replay import capture_body
+
+    seekable = capture_body(None, [("file", ("a.jsonl", io.BytesIO(DATA)))])
+    assert seekable is not None and seekable.replayable
+    for odd in ([("file", "a.jsonl", "text/plain")], 5, [b"raw"]):
+        captured = capture_body(None, odd)
+        assert captured is not None and not captured.replayable, odd
+    assert capture_body(None, None) is None  # plain JSON: nothing to rewind

@@ -10,7 +10,7 @@ before the first attempt; anything else (an iterator, a generator, a non-seekabl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["BodyReplay", "capture_body"]
@@ -74,9 +74,20 @@ def _file_contents(files: object) -> Iterator[object]:
     if files is None:
         return
     entries: Any = files.items() if isinstance(files, Mapping) else files
-    for _name, file in entries:
+    if not isinstance(entries, Iterable):
+        yield _UNKNOWN
+        return
+    for entry in entries:
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            yield _UNKNOWN  # a shape httpx would not take either: never replayed
+            continue
+        file = entry[1]
         if isinstance(file, tuple):
             if len(file) > 1:
                 yield file[1]
         else:
             yield file
+
+
+_UNKNOWN = object()
+"""A part whose content cannot be found: it counts as one that cannot be sent again."""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import email.utils
 import math
+from unittest import mock
 
 import httpx2
 import openai
 import pytest
+import tenacity
 from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_openai_retry import Outcome, RetryPolicy
+from otel_openai_retry._call_state import Strategies
 from otel_openai_retry._decisions import (
-    backoff_wait,
     classify,
     error_type,
     parse_retry_after,
@@ -22,6 +24,16 @@ from otel_openai_retry._decisions import (
 
 POLICY = RetryPolicy()
 NOW = 1_700_000_000.0
+BACKOFF = Strategies(POLICY).backoff
+
+
+def backoff_wait(attempt: int, rand: float) -> float:
+    """The policy's backoff after failed attempt ``attempt``, with the random draw fixed at
+    ``rand`` of the way from the floor to the ceiling."""
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    with mock.patch("random.uniform", lambda low, high: low + (high - low) * rand):
+        return BACKOFF(state)
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
@@ -134,11 +146,12 @@ def test_error_type_uses_the_public_name() -> None:
 
 
 def test_backoff_is_full_jitter_capped() -> None:
-    assert backoff_wait(1, POLICY, rand=lambda: 1.0) == 0.5
-    assert backoff_wait(3, POLICY, rand=lambda: 1.0) == 2.0
-    assert backoff_wait(50, POLICY, rand=lambda: 1.0) == 20.0
-    assert backoff_wait(5000, POLICY, rand=lambda: 1.0) == 20.0
-    assert backoff_wait(3, POLICY, rand=lambda: 0.0) == 0.0
+    assert backoff_wait(1, rand=1.0) == 0.5
+    assert backoff_wait(3, rand=1.0) == 2.0
+    assert backoff_wait(50, rand=1.0) == 20.0
+    assert backoff_wait(5000, rand=1.0) == 20.0
+    assert backoff_wait(3, rand=0.0) == 0.0
+    assert backoff_wait(3, rand=0.5) == 1.0
 
 
 def test_retry_after_jitter_is_upward_only() -> None:
@@ -192,6 +205,6 @@ def test_hostile_headers_never_crash_never_oversleep(
         assert hint <= sleep <= hint * 1.1 + 1e-9
         assert sleep <= POLICY.max_retry_after * 1.1
     else:
-        sleep = backoff_wait(attempt, POLICY, rand=lambda: rand)
+        sleep = backoff_wait(attempt, rand)
         assert 0 <= sleep <= POLICY.max_wait
     assert math.isfinite(sleep)

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel, SecretStr
 
-from otel_openai_retry._hooks import current_listener
+from otel_openai_retry.langchain._listener import current_run_manager
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import API_KEY, Instrument, attrs, calls, one_call
@@ -329,12 +329,12 @@ async def test_retry_state_handed_over_stays_as_it_was(
     assert first.next_action.sleep == handler.seen.retries[0].sleep
 
 
-async def test_listener_is_current_only_inside_the_stream_not_between_chunks(
+async def test_the_run_is_current_only_inside_the_stream_not_between_chunks(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter
 ) -> None:
     server.script(*FAULTS)
     seen_between = []
     async for _chunk in chat(server).astream("Say hello there"):
-        seen_between.append(current_listener())
-    assert seen_between and all(listener is None for listener in seen_between)
+        seen_between.append(current_run_manager())
+    assert seen_between and all(manager is None for manager in seen_between)
     assert one_call(exporter.get_finished_spans()).attr("langchain.run_id")

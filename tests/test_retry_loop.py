@@ -477,17 +477,14 @@ async def test_attempt_spans_equal_requests_under_concurrency(
 def test_a_stop_iteration_from_the_attempt_reaches_the_caller_as_itself() -> None:
     """Drivers step tenacity directly (no generator), so Python does not turn a StopIteration
     raised by an attempt (an exhausted mock side effect, say) into a RuntimeError."""
-    from otel_openai_retry._loop import CallState, Strategies, run_sync
-
-    class Silent:
-        def __getattr__(self, name: str) -> object:
-            return lambda *args, **kwargs: None
+    from otel_openai_retry._call_state import CallState, Strategies
+    from otel_openai_retry._loop import run_sync
 
     def send(attempt: int) -> object:
         raise StopIteration
 
     policy = RetryPolicy()
-    state = CallState(Strategies(policy), Silent(), policy.max_attempts)  # type: ignore[arg-type]
+    state = CallState(Strategies(policy), (), policy.max_attempts)
     with pytest.raises(StopIteration):
         run_sync(state, send)
 

@@ -18,9 +18,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_openai_retry import Outcome, RetryPolicy
 from otel_openai_retry._budget import RetryBudget
-from otel_openai_retry._decisions import Verdict
+from otel_openai_retry._call_state import CallState, Strategies
 from otel_openai_retry._endpoints import LocalGuard
-from otel_openai_retry._loop import CallState, CallSummary, RetryDetails, Strategies, run_sync
+from otel_openai_retry._hooks import RetryDetails
+from otel_openai_retry._loop import run_sync
+from otel_openai_retry._observers import CallSummary, Observer
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import API_KEY, Instrument, attrs, calls, one_call
@@ -29,20 +31,14 @@ FAST = RetryPolicy(initial_wait=0.01, max_wait=0.02)
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
-class Recorder:
+class Recorder(Observer):
     """An observer that keeps what the loop told it."""
 
     def __init__(self) -> None:
         self.summary: CallSummary | None = None
         self.sleeps: list[float] = []
 
-    def attempt_started(self, attempt: int, throttle: float) -> None: ...
-
-    def attempt_succeeded(self, attempt: int, result: Any) -> None: ...
-
-    def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None: ...
-
-    def retrying(self, details: RetryDetails) -> None:
+    def retrying(self, details: RetryDetails, retry_state: object) -> None:
         self.sleeps.append(details.sleep)
 
     def finished(self, summary: CallSummary, exc: BaseException | None) -> None:
@@ -68,7 +64,7 @@ def run_failing(
 ) -> Recorder:
     recorder = Recorder()
     state = CallState(
-        Strategies(policy), recorder, max_attempts, LocalGuard(limiter=None, budget=budget)
+        Strategies(policy), (recorder,), max_attempts, LocalGuard(limiter=None, budget=budget)
     )
     sent = []
 

@@ -22,7 +22,6 @@ from ._policy import RetryPolicy
 __all__ = [
     "Outcome",
     "Verdict",
-    "backoff_wait",
     "classify",
     "error_type",
     "parse_retry_after",
@@ -143,15 +142,6 @@ def _refused_locally(exc: BaseException) -> bool:
 def retry_after_wait(hint: float, rand: Callable[[], float] = random.random) -> float:
     """Honour the server's hint with 0-10 % upward jitter: never earlier than asked."""
     return hint * (1.0 + 0.1 * rand())
-
-
-def backoff_wait(
-    attempt_number: int, policy: RetryPolicy, rand: Callable[[], float] = random.random
-) -> float:
-    """Full-jitter exponential backoff after failed attempt ``attempt_number`` (from 1)."""
-    exponent = min(attempt_number - 1, 64)
-    ceiling = min(policy.max_wait, policy.initial_wait * 2.0**exponent)
-    return ceiling * rand()
 
 
 _names: dict[type[BaseException], str] = {}

@@ -6,25 +6,17 @@ from collections.abc import Collection
 from importlib.util import find_spec
 from typing import Any
 
-from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
 
-from ._content import capture_enabled
-from ._endpoints import Endpoints
 from ._internal import logger
-from ._loop import Strategies
-from ._metrics import Instruments
-from ._patch import Patch, Runtime
+from ._patch import Patch
 from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
-from ._telemetry import Telemetry
+from ._runtime import build_runtime
 from .package import _instruments
-from .version import __version__
 
 __all__ = ["OpenAIRetryInstrumentor"]
-
-_SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
 
 
 class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -51,22 +43,7 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if not parse_bool(ENABLED_ENV_VAR, default=True):
             logger.info("%s is false: OpenAI calls are not patched", ENABLED_ENV_VAR)
             return
-        tracer = trace.get_tracer(
-            "otel_openai_retry",
-            __version__,
-            tracer_provider=kwargs.get("tracer_provider"),
-            schema_url=_SCHEMA_URL,
-        )
-        meter = metrics.get_meter(
-            "otel_openai_retry",
-            __version__,
-            meter_provider=kwargs.get("meter_provider"),
-            schema_url=_SCHEMA_URL,
-        )
-        telemetry = Telemetry(tracer, Instruments(meter), capture_enabled())
-        runtime = Runtime(
-            strategies=Strategies(policy), telemetry=telemetry, endpoints=Endpoints(policy)
-        )
+        runtime = build_runtime(policy, kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
         self._patch = Patch.install(runtime)
         self._langchain = _instrument_langchain()
 

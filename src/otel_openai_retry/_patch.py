@@ -11,16 +11,13 @@ succeeded; the current call is found through a context variable set around each 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import wrapt
-from openai import AsyncAzureOpenAI, AzureOpenAI
 from openai._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
 from openai._constants import DEFAULT_MAX_RETRIES
 from openai._models import FinalRequestOptions
@@ -28,30 +25,23 @@ from openai._streaming import AsyncStream, Stream
 from openai._types import NotGiven
 
 from ._attributes import describe_request
-from ._endpoints import EndpointGuard, Endpoints
+from ._call_state import CallState
+from ._endpoints import EndpointGuard
 from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper, is_explicit
-from ._hooks import current_listener
 from ._internal import report_internal_error
-from ._loop import CallState, Strategies, run_async, run_sync
+from ._loop import run_async, run_sync
+from ._observers import add_observer_factory, observers_for_call, remove_observer_factory
 from ._replay import capture_body
+from ._runtime import Runtime
+from ._sendable import headers_sendable
+from ._servers import server_of
 from ._streams import stream_method_wrapper
-from ._telemetry import CallTelemetry, Telemetry
+from ._telemetry import CallTelemetry
+from ._user_hooks import user_hooks_for_call
 
-__all__ = ["Patch", "Runtime"]
+__all__ = ["Patch"]
 
 _current_call: ContextVar[_Call | None] = ContextVar("otel_openai_retry_call", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class Runtime:
-    """Everything the wrappers need, fixed at instrument time."""
-
-    strategies: Strategies
-    telemetry: Telemetry
-    endpoints: Endpoints
-    async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    """The running loop's own sleep (asyncio, uvloop or trio, through anyio)."""
-    sync_sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(slots=True)
@@ -73,6 +63,7 @@ class Patch:
             patch._wrap(client_class, "__init__", init_wrapper)
             patch._wrap(client_class, "copy", copy_wrapper)
             patch._wrap(client_class, "with_options", copy_wrapper)
+        add_observer_factory(user_hooks_for_call)
         return patch
 
     def _wrap(self, owner: type, name: str, wrapper: Callable[..., Any]) -> None:
@@ -80,6 +71,7 @@ class Patch:
         self.handles.append((owner, name, handle))
 
     def remove(self) -> None:
+        remove_observer_factory(user_hooks_for_call)
         while self.handles:
             owner, name, handle = self.handles.pop()
             wrapt.unwrap_object(owner, name, handle, missing_ok=True)
@@ -94,7 +86,6 @@ class _Call:
         "deadline",
         "guard",
         "headers_sendable",
-        "listener",
         "options",
         "spans",
         "state",
@@ -102,7 +93,14 @@ class _Call:
         "stream_cls",
     )
 
-    def __init__(self, runtime: Runtime, client: BaseClient[Any, Any], args: Any, kwargs: Any):
+    def __init__(
+        self,
+        runtime: Runtime,
+        client: BaseClient[Any, Any],
+        args: Any,
+        kwargs: Any,
+        is_async: bool,
+    ) -> None:
         cast_to, options, stream, stream_cls = _bind(*args, **kwargs)
         if (
             client._idempotency_header
@@ -116,7 +114,7 @@ class _Call:
         self.options = options
         self.stream = stream
         self.stream_cls = stream_cls
-        server = _server_of(client)
+        server = server_of(client)
         info = describe_request(
             method=options.method,
             url=options.url,
@@ -127,20 +125,21 @@ class _Call:
             scheme=server.scheme,
             stream=stream,
         )
-        self.listener = current_listener()
-        if self.listener is not None and self.listener.span_attributes:
-            info.attributes.update(self.listener.span_attributes)
-        self.spans = CallTelemetry(runtime.telemetry, info, options.json_data)
         model = info.attributes.get("gen_ai.request.model", "")
+        others = observers_for_call(is_async)
+        for observer in others:  # before the span starts, so that samplers see them
+            info.attributes.update(observer.span_attributes)
+        self.spans = CallTelemetry(runtime.telemetry, info, options.json_data)
         self.guard: EndpointGuard = runtime.endpoints.guard(server.base_url, str(model))
-        self.headers_sendable = _headers_sendable(client, options)
+        self.headers_sendable = headers_sendable(client, options)
         self.state = CallState(
             runtime.strategies,
-            self.spans,
+            (self.spans, *others),
             _max_attempts(client, options, runtime),
             self.guard,
             capture_body(getattr(options, "content", None), options.files),
             self.sendable,
+            info.span_name,
         )
         self.deadline = self.state.deadline
 
@@ -177,107 +176,6 @@ class _Call:
             "stream": self.stream,
             "stream_cls": self.stream_cls,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class _Server:
-    """What the spans need from a client's base URL, parsed once per URL object."""
-
-    url: object
-    """The ``httpx.URL`` this was read from, kept so that its ``id`` stays unique."""
-    base_url: str
-    host: str | None
-    port: int | None
-    scheme: str | None
-    provider: str
-
-
-_servers: dict[tuple[int, type], _Server] = {}
-_MAX_SERVERS = 256
-
-
-def _server_of(client: BaseClient[Any, Any]) -> _Server:
-    """Reading an ``httpx.URL``'s parts costs microseconds per property; clients rarely change
-    their base URL, so cache by the URL object's identity (checked, as ids are reused)."""
-    # The attribute behind the ``base_url`` property, which the SDK's clients override with a
-    # function that imports a module at every access.
-    url = getattr(client, "_base_url", None)
-    if url is None:
-        url = client.base_url
-    key = (id(url), type(client))
-    server = _servers.get(key)
-    if server is not None and server.url is url:
-        return server
-    if len(_servers) >= _MAX_SERVERS:
-        _servers.clear()
-    server = _servers[key] = _Server(
-        url,
-        str(url),
-        url.host,
-        url.port,
-        url.scheme,
-        "azure.ai.openai" if isinstance(client, (AzureOpenAI, AsyncAzureOpenAI)) else "openai",
-    )
-    return server
-
-
-_REFUSED_EVERYWHERE = re.compile(r"[\r\n\x00]|[^\x00-\x7f]")
-"""Header values no transport sends: CR, LF and NUL (RFC 9110), and text that is not ASCII
-(httpx encodes headers before any transport sees them)."""
-_REFUSED_BY_H11 = re.compile(r"[\r\n\x00]|\A[ \t]|[ \t]\Z|[^\x00-\x7f]")
-"""h11, under httpx's own transports, also refuses whitespace at either end."""
-_REFUSED_IN_BEARER_BY_H11 = re.compile(r"[\r\n\x00]|[ \t]\Z|[^\x00-\x7f]")
-"""The same for a key sent as ``Bearer {key}``, where leading whitespace is inside the value."""
-_H11_TRANSPORTS = frozenset({"HTTPTransport", "AsyncHTTPTransport"})
-
-
-_CLIENT_VERDICT = "_otel_openai_retry_headers_sendable"
-"""Where a client keeps the verdict on its own headers, with the key and headers it judged."""
-
-
-def _headers_sendable(client: BaseClient[Any, Any], options: FinalRequestOptions) -> bool:
-    """The API key (one read from a file often ends in a newline), the client's default headers
-    and the request's own, judged by the rules of the client's own transport (another transport
-    may accept what h11 refuses: then it is sent and traced). The client's part is judged once
-    per key and headers object; keys the SDK resolves later (a callable, an Azure AD token) are
-    judged by the transport, and ``classify`` does not retry its refusal."""
-    fields = client.__dict__
-    key = fields.get("api_key")
-    custom = fields.get("_custom_headers")
-    cached = fields.get(_CLIENT_VERDICT)
-    if cached is not None and cached[0] is key and cached[1] is custom:
-        refused = cached[2]
-    else:
-        refused = _client_refuses(client, key, custom)
-        fields[_CLIENT_VERDICT] = (key, custom, refused)
-    if refused is None:
-        return False
-    headers = options.headers
-    if not headers or isinstance(headers, NotGiven):
-        return True
-    return not any(
-        isinstance(value, str) and refused.search(value) is not None for value in headers.values()
-    )
-
-
-def _client_refuses(
-    client: BaseClient[Any, Any], key: object, custom: object
-) -> re.Pattern[str] | None:
-    """The rule the client's transport applies to header values, or ``None`` when the client's
-    own key or default headers already break it."""
-    transport = getattr(getattr(client, "_client", None), "_transport", None)
-    h11 = type(transport).__name__ in _H11_TRANSPORTS
-    refused = _REFUSED_BY_H11 if h11 else _REFUSED_EVERYWHERE
-    if isinstance(key, str):
-        bearer = not isinstance(client, (AzureOpenAI, AsyncAzureOpenAI))
-        key_refused = _REFUSED_IN_BEARER_BY_H11 if h11 and bearer else refused
-        if key_refused.search(key) is not None:
-            return None
-    if isinstance(custom, Mapping):
-        for value in custom.values():
-            if isinstance(value, str) and refused.search(value) is not None:
-                return None
-    return refused
 
 
 def _bind(
@@ -325,7 +223,7 @@ def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
         kwargs: dict[str, Any],
     ) -> Any:
         try:
-            call = _Call(runtime, instance, args, kwargs)
+            call = _Call(runtime, instance, args, kwargs, is_async=True)
         except Exception:  # our bug must not lose the call: the SDK's own path instead
             report_internal_error("request setup")
             return await wrapped(*args, **kwargs)
@@ -338,9 +236,7 @@ def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
             finally:
                 _current_call.reset(token)
 
-        listener = call.listener
-        hooks = (listener.on_retry_async,) if listener and listener.on_retry_async else ()
-        return await run_async(call.state, send, runtime.async_sleep, hooks)
+        return await run_async(call.state, send, runtime.async_sleep)
 
     return request
 
@@ -353,7 +249,7 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
         kwargs: dict[str, Any],
     ) -> Any:
         try:
-            call = _Call(runtime, instance, args, kwargs)
+            call = _Call(runtime, instance, args, kwargs, is_async=False)
         except Exception:  # our bug must not lose the call: the SDK's own path instead
             report_internal_error("request setup")
             return wrapped(*args, **kwargs)
@@ -366,9 +262,7 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
             finally:
                 _current_call.reset(token)
 
-        listener = call.listener
-        hooks = (listener.on_retry_sync,) if listener and listener.on_retry_sync else ()
-        return run_sync(call.state, send, runtime.sync_sleep, hooks)
+        return run_sync(call.state, send, runtime.sync_sleep)
 
     return request
 

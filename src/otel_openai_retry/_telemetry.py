@@ -35,8 +35,9 @@ from ._content import input_messages, output_messages, text_output
 from ._decisions import Outcome, Verdict, error_type
 from ._error_recording import error_description
 from ._internal import guarded, report_internal_error
-from ._loop import CallSummary, RetryDetails
+from ._hooks import RetryDetails
 from ._metrics import Instruments
+from ._observers import CallSummary
 from ._streams import StreamWatch
 
 __all__ = ["CallTelemetry", "Telemetry"]
@@ -76,7 +77,7 @@ def _end_span(span: Span, end_time: int | None = None) -> None:
 
 
 class CallTelemetry:
-    """A :class:`~otel_openai_retry._loop.CallObserver` recording spans and metrics."""
+    """The first observer of every call (see ``_observers``): its spans and metrics."""
 
     __slots__ = (
         "_attempt",
@@ -209,7 +210,7 @@ class CallTelemetry:
         _record_error(span, exc, kind)
 
     @guarded
-    def retrying(self, details: RetryDetails) -> None:
+    def retrying(self, details: RetryDetails, retry_state: object) -> None:
         self._instruments.sleep(self._metric_attributes, details.sleep)
         span, self._attempt = self._attempt, None
         if span is not None:

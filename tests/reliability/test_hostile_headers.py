@@ -22,7 +22,6 @@ import email.utils
 import itertools
 import math
 import time
-from typing import Any
 
 import httpx2
 import openai
@@ -33,8 +32,8 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_openai_retry import OpenAIRetryInstrumentor, Outcome, RetryPolicy
+from otel_openai_retry._call_state import CallState, Strategies
 from otel_openai_retry._decisions import Verdict
-from otel_openai_retry._loop import CallState, Strategies
 from otel_openai_retry._pacing import MAX_HINT_RATE, MIN_RATE, AdaptiveLimiter, refill_rate
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -116,13 +115,6 @@ def said_no(headers: list[tuple[str, str]]) -> bool:
 # -- the rules ------------------------------------------------------------------------------------
 
 
-class _Quiet:
-    """An observer that records nothing: only the decisions are under test here."""
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
 def status_error(status: int, headers: list[tuple[str, str]]) -> openai.APIStatusError:
     request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
     # As bytes, the way they come off the wire; httpx decodes them as it would a real response.
@@ -139,11 +131,10 @@ def decide(
 ) -> tuple[Verdict, bool, float | None]:
     """What the loop decides after failed attempt ``attempt``: the verdict, whether it retries,
     and the sleep it chooses (``None`` when it does not retry)."""
-    state = CallState(Strategies(policy), _Quiet(), policy.max_attempts)
-    state.attempt_failed(attempt, exc)
+    state = CallState(Strategies(policy), (), policy.max_attempts)
     retry_state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     retry_state.attempt_number = attempt
-    retry_state.set_exception((type(exc), exc, None))
+    state.record_failure(retry_state, attempt, exc)
     assert state.verdict is not None
     if not state.should_retry(retry_state):
         return state.verdict, False, None

@@ -6,8 +6,8 @@
   ``run_manager.on_retry(retry_state)`` before each sleep.
 - :class:`LangChainRetryInstrumentor`: makes existing LangChain code do that with no change;
   ``import otel_openai_retry.auto`` switches it on when LangChain is installed.
-- :func:`listener_for` / :func:`reporting_to`: report the retries of any OpenAI call made inside a
-  block to a run manager of your own (a custom chain or tool).
+- :func:`reporting_to`: report the retries of any OpenAI call made inside a block to a run
+  manager of your own (a custom chain or tool).
 
 Needs ``langchain-core`` (``pip install 'otel-openai-retry[langchain]'``).
 """
@@ -23,12 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._completion import acompletion_with_retry, completion_with_retry
 from ._instrumentor import LangChainRetryInstrumentor
-from ._listener import listener_for, reporting_to
+from ._listener import reporting_to
 
 __all__ = [
     "LangChainRetryInstrumentor",
     "acompletion_with_retry",
     "completion_with_retry",
-    "listener_for",
     "reporting_to",
 ]

@@ -1,0 +1,297 @@
+"""What one logical call remembers between its attempts, and every decision tenacity asks of it.
+
+Tenacity decides whether to retry (:meth:`CallState.should_retry`), when to stop
+(:meth:`CallState.stop`) and how long to wait (:meth:`CallState.wait`); the pure rules behind
+those answers live in ``_decisions``, pacing and the budget in the call's endpoint guard. The
+state tells its observers (see ``_observers``) what happens, each one guarded: an observer's bug
+costs that observer's record, never the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import tenacity
+
+from ._decisions import Outcome, Verdict, classify, retry_after_wait
+from ._endpoints import NULL_GUARD, EndpointGuard
+from ._hooks import RetryDetails
+from ._internal import report_internal_error
+from ._observers import CallObserver, CallSummary
+from ._policy import RetryPolicy
+from ._replay import BodyReplay
+
+__all__ = ["MAX_SLEEP", "CallState", "Strategies"]
+
+MAX_SLEEP = 1e9
+"""Longest single sleep, in seconds (about 31 years): ``time.sleep`` and event loops refuse
+values past ~9.2e9, and a policy may accept hints longer than that."""
+
+
+class Strategies:
+    """Tenacity's strategies for one policy, built once: they carry no per-call state."""
+
+    __slots__ = ("backoff", "deadline_stop", "policy", "stop")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.backoff = tenacity.wait_random_exponential(
+            multiplier=policy.initial_wait, max=policy.max_wait
+        )
+        """Full-jitter exponential backoff: ``uniform(0, min(max_wait, initial * 2**(n-1)))``."""
+        self.deadline_stop: tenacity.stop.stop_base | None = (
+            tenacity.stop_before_delay(policy.timeout) if policy.timeout > 0 else None
+        )
+        self.stop = self.stop_after(policy.max_attempts)
+
+    def stop_after(self, max_attempts: int) -> tenacity.stop.stop_base:
+        """``stop_after_attempt(n) | stop_before_delay(deadline)``."""
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(max_attempts)
+        if self.deadline_stop is not None:
+            stop = stop | self.deadline_stop
+        return stop
+
+
+class CallState:
+    """Everything one logical call remembers between its attempts."""
+
+    __slots__ = (
+        "_stop",
+        "attempts",
+        "guard",
+        "max_attempts",
+        "name",
+        "observers",
+        "replay",
+        "retry_details",
+        "sendable",
+        "started",
+        "strategies",
+        "total_sleep",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        strategies: Strategies,
+        observers: tuple[CallObserver, ...],
+        max_attempts: int,
+        guard: EndpointGuard = NULL_GUARD,
+        replay: BodyReplay | None = None,
+        sendable: Callable[[], bool] | None = None,
+        name: str = "",
+    ) -> None:
+        self.strategies = strategies
+        self.observers = observers
+        """Told in order; the call's spans and metrics come first."""
+        self.max_attempts = max_attempts
+        self._stop = (
+            strategies.stop
+            if max_attempts == strategies.policy.max_attempts
+            else strategies.stop_after(max_attempts)
+        )
+        self.guard = guard
+        """Pacing and the retry budget of this call's pacing key: the one owner of both."""
+        self.replay = replay
+        """The body's rewind, when it is more than plain data: a body that cannot be sent
+        again is never retried."""
+        self.sendable = sendable
+        """Whether the transport would send the next attempt at all (the client is open, the
+        headers are legal); one that would not is no attempt: no span, no budget."""
+        self.name = name
+        """The logical call's span name, for users' retry hooks."""
+        self.attempts = 0
+        self.total_sleep = 0.0
+        self.verdict: Verdict | None = None
+        self.retry_details: RetryDetails | None = None
+        """The retry tenacity just decided on (set before each sleep)."""
+        self.started = time.monotonic()
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time by which the whole call must be over, if the policy sets one."""
+        timeout = self.strategies.policy.timeout
+        return self.started + timeout if timeout > 0 else None
+
+    # -- what tenacity asks ------------------------------------------------------------------
+
+    def should_retry(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        verdict = self.verdict
+        return not (outcome is None or not outcome.failed or verdict is None) and verdict.retryable
+
+    def stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        """Tenacity asks this only once it has decided to retry and chosen the wait: attempts
+        and the deadline first, then the body, and the budget last, so that only a retry that
+        will really be sent is charged to it."""
+        if self._stop(retry_state):
+            return True
+        replay = self.replay
+        if replay is not None and not replay.rewind():
+            self._give_up_as(Outcome.NON_RETRYABLE)
+            return True
+        verdict = self.verdict
+        status = verdict.status_code if verdict is not None else None
+        if not self.guard.may_retry(time.monotonic(), status):
+            self._give_up_as(Outcome.BUDGET_EXHAUSTED)
+            return True
+        return False
+
+    def wait(self, retry_state: tenacity.RetryCallState) -> float:
+        hint = self.verdict.retry_after if self.verdict else None
+        if hint is not None:
+            return min(retry_after_wait(hint), MAX_SLEEP)
+        return min(self.strategies.backoff(retry_state), MAX_SLEEP)
+
+    def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        """Tenacity's last word on a retry: the sleep it chose, recorded for the driver."""
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        assert exc is not None
+        self.retry_details = RetryDetails(
+            name=self.name,
+            attempt=retry_state.attempt_number,
+            exception=exc,
+            sleep=retry_state.upcoming_sleep,
+            retry_after=self.verdict.retry_after if self.verdict else None,
+            elapsed=time.monotonic() - self.started,
+        )
+
+    def _give_up_as(self, outcome: Outcome) -> None:
+        verdict = self.verdict
+        if verdict is not None:
+            self.verdict = dataclasses.replace(verdict, retryable=False, give_up_as=outcome)
+
+    # -- what the driver does ----------------------------------------------------------------
+
+    def pacing_delay(self) -> float:
+        """Seconds to wait for this endpoint's next send slot (0 unless it is being paced).
+
+        Never past the deadline: a slot that comes too late is not waited for, the attempt goes
+        at once and the server decides (the caller gets its answer, not our guess).
+        """
+        self.verdict = None  # whatever fails from here on is judged afresh
+        deadline = self.deadline
+        delay = self.guard.slot_delay(time.monotonic(), math.inf if deadline is None else deadline)
+        return 0.0 if delay is None else min(delay, MAX_SLEEP)
+
+    def will_send(self) -> bool:
+        if self.sendable is None or self.sendable():
+            return True
+        self.verdict = None  # what the SDK raises now is judged as it stands: not retried
+        return False
+
+    def begin_attempt(self, throttle: float) -> int:
+        self.attempts += 1
+        attempt = self.attempts
+        self.guard.sent(time.monotonic())
+        for observer in self.observers:
+            try:
+                observer.attempt_started(attempt, throttle)
+            except Exception:
+                report_internal_error("observer attempt_started")
+        return attempt
+
+    def record_success(
+        self, retry_state: tenacity.RetryCallState, attempt: int, result: Any
+    ) -> None:
+        for observer in self.observers:
+            try:
+                observer.attempt_succeeded(attempt, result)
+            except Exception:
+                report_internal_error("observer attempt_succeeded")
+        retry_state.set_result(result)
+
+    def record_failure(
+        self, retry_state: tenacity.RetryCallState, attempt: int, exc: BaseException
+    ) -> None:
+        verdict = classify(exc, self.strategies.policy)
+        self.verdict = verdict
+        if verdict.status_code == 429:
+            response = getattr(exc, "response", None)
+            # Only a hint this call itself would wait for may make everyone else wait: one the
+            # policy refuses, or one on an answer not to be retried, must not close the gate.
+            self.guard.throttled(
+                time.monotonic(),
+                verdict.retry_after if verdict.retryable else None,
+                getattr(response, "headers", None),
+            )
+        for observer in self.observers:
+            try:
+                observer.attempt_failed(attempt, exc, verdict)
+            except Exception:
+                report_internal_error("observer attempt_failed")
+        retry_state.set_exception((type(exc), exc, exc.__traceback__))
+
+    def retrying(self, retry_state: tenacity.RetryCallState) -> list[Awaitable[object]]:
+        """Tell every observer of the retry tenacity decided on, before tenacity resets its state
+        for the next attempt; what they return is for the driver to wait for."""
+        details = self.retry_details
+        assert details is not None
+        pending = []
+        for observer in self.observers:
+            try:
+                waiting = observer.retrying(details, retry_state)
+            except Exception:
+                report_internal_error("observer retrying")
+                continue
+            if waiting is not None:
+                pending.append(waiting)
+        return pending
+
+    def sleeping(self, retry_state: tenacity.RetryCallState, seconds: float) -> _Sleep:
+        """Around the driver's sleep: tenacity moves on to the next attempt, and the sleep is
+        counted in the call's total: all of it, or what passed before a cancel."""
+        retry_state.prepare_for_next_attempt()
+        return _Sleep(self, seconds)
+
+    def finish(self, exc: BaseException | None) -> None:
+        summary = CallSummary(self._outcome(exc), self.attempts, self.total_sleep)
+        for observer in self.observers:
+            try:
+                observer.finished(summary, exc)
+            except Exception:
+                report_internal_error("observer finished")
+
+    def release(self, retrying: tenacity.Retrying, retry_state: tenacity.RetryCallState) -> None:
+        """At the end of the call, drop what would tie its objects into reference cycles, so that
+        they are freed now rather than by the garbage collector: tenacity's last actions (bound
+        to its retrying object), and every reference to an attempt's exception, whose traceback
+        holds the frames that hold this state."""
+        retrying.iter_state.reset()
+        retry_state.outcome = None
+        self.retry_details = None
+        self.sendable = None  # bound to the caller's side, which holds this state
+
+    def _outcome(self, exc: BaseException | None) -> Outcome:
+        if exc is None:
+            return Outcome.SUCCESS
+        if not isinstance(exc, Exception):  # CancelledError, KeyboardInterrupt, ...
+            return Outcome.CANCELLED
+        verdict = self.verdict
+        if verdict is None:
+            return Outcome.NON_RETRYABLE
+        if verdict.give_up_as is not None:
+            return verdict.give_up_as
+        return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
+
+
+class _Sleep:
+    """See :meth:`CallState.sleeping`."""
+
+    __slots__ = ("_seconds", "_started", "_state")
+
+    def __init__(self, state: CallState, seconds: float) -> None:
+        self._state, self._seconds = state, seconds
+        self._started = time.monotonic()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        taken = self._seconds if exc_type is None else time.monotonic() - self._started
+        self._state.total_sleep += min(self._seconds, taken)

@@ -1,0 +1,62 @@
+"""Everything the wrappers need, built once at instrument time from a policy and providers.
+
+The instrumentor builds its runtime here, and so does anything else that drives the wrappers
+(benchmarks, tests): there is one way to wire the parts together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from ._content import capture_enabled
+from ._endpoints import Endpoints
+from ._call_state import Strategies
+from ._metrics import Instruments
+from ._policy import RetryPolicy
+from ._telemetry import Telemetry
+from .version import __version__
+
+__all__ = ["Runtime", "build_runtime"]
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything the wrappers need, fixed at instrument time."""
+
+    strategies: Strategies
+    telemetry: Telemetry
+    endpoints: Endpoints
+    async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    """The running loop's own sleep (asyncio, uvloop or trio, through anyio)."""
+    sync_sleep: Callable[[float], None] = time.sleep
+
+
+def build_runtime(
+    policy: RetryPolicy,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    capture_content: bool | None = None,
+) -> Runtime:
+    """The runtime for ``policy``; providers default to the global ones, content capture to
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``."""
+    tracer = trace.get_tracer(
+        "otel_openai_retry", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
+    )
+    meter = metrics.get_meter(
+        "otel_openai_retry", __version__, meter_provider=meter_provider, schema_url=SCHEMA_URL
+    )
+    capture = capture_enabled() if capture_content is None else capture_content
+    return Runtime(
+        strategies=Strategies(policy),
+        telemetry=Telemetry(tracer, Instruments(meter), capture),
+        endpoints=Endpoints(policy),
+    )

@@ -1,0 +1,53 @@
+"""Where a client sends its requests, as the spans and the pacing key need it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from openai import AsyncAzureOpenAI, AzureOpenAI
+from openai._base_client import BaseClient
+
+__all__ = ["Server", "server_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """What the spans need from a client's base URL, parsed once per URL object."""
+
+    url: object
+    """The ``httpx.URL`` this was read from, kept so that its ``id`` stays unique."""
+    base_url: str
+    host: str | None
+    port: int | None
+    scheme: str | None
+    provider: str
+
+
+_servers: dict[tuple[int, type], Server] = {}
+_MAX_SERVERS = 256
+
+
+def server_of(client: BaseClient[Any, Any]) -> Server:
+    """Reading an ``httpx.URL``'s parts costs microseconds per property; clients rarely change
+    their base URL, so cache by the URL object's identity (checked, as ids are reused)."""
+    # The attribute behind the ``base_url`` property, which the SDK's clients override with a
+    # function that imports a module at every access.
+    url = getattr(client, "_base_url", None)
+    if url is None:
+        url = client.base_url
+    key = (id(url), type(client))
+    server = _servers.get(key)
+    if server is not None and server.url is url:
+        return server
+    if len(_servers) >= _MAX_SERVERS:
+        _servers.clear()
+    server = _servers[key] = Server(
+        url,
+        str(url),
+        url.host,
+        url.port,
+        url.scheme,
+        "azure.ai.openai" if isinstance(client, (AzureOpenAI, AsyncAzureOpenAI)) else "openai",
+    )
+    return server

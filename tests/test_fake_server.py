@@ -11,8 +11,7 @@ import dataclasses
 import email.utils
 import json
 import logging
-import subprocess
-import sys
+import os
 import threading
 import time
 import urllib.error
@@ -27,7 +26,7 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from openai.types.responses import ResponseStreamEvent
 
-from otel_openai_retry.testing import FakeOpenAIServer, Fault, RecordedRequest
+from otel_openai_retry.testing import FakeOpenAIServer, FakeServerProcess, Fault, RecordedRequest
 from otel_openai_retry.testing._script import parse_script
 
 _T = TypeVar("_T")
@@ -816,29 +815,155 @@ def test_cli_help_and_bad_script(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bad fault" in capsys.readouterr().err
 
 
-def test_cli_serves_until_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "otel_openai_retry.testing", "--script", "500,ok"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("listening on http://127.0.0.1:")
-        base_url = line.removeprefix("listening on ")
-        with OpenAI(api_key="sk-test", base_url=base_url, max_retries=0) as c:
+def test_cli_serves_until_sigterm(capfd: pytest.CaptureFixture[str]) -> None:
+    # FakeServerProcess is the CLI: it reads the "listening on" line, and stops it with SIGTERM.
+    with FakeServerProcess(options=["--script", "500,ok"], log_requests=True) as process:
+        assert process.base_url.startswith("http://127.0.0.1:")
+        with OpenAI(api_key="sk-test", base_url=process.base_url, max_retries=0) as c:
             with pytest.raises(openai.InternalServerError):
                 c.models.list()
             assert c.chat.completions.create(model=MODEL, messages=USER).choices
-        process.terminate()
-        _, stderr = process.communicate(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    stderr = capfd.readouterr().err
 
     assert process.returncode == 0
     assert "GET /v1/models retry=0 -> Fault(500)" in stderr
     assert "POST /v1/chat/completions retry=0 -> Fault(200)" in stderr
+
+
+# -- the server in a process of its own ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def process() -> Iterator[FakeServerProcess]:
+    with FakeServerProcess() as running:
+        yield running
+
+
+@pytest.fixture
+def pclient(process: FakeServerProcess) -> Iterator[OpenAI]:
+    process.reset()
+    with OpenAI(api_key="sk-test", base_url=process.base_url, max_retries=0) as sync_client:
+        yield sync_client
+
+
+def test_a_process_is_scripted_and_journaled_like_the_server(
+    process: FakeServerProcess, pclient: OpenAI
+) -> None:
+    process.script(Fault.rate_limit(retry_after_ms=5), path="/chat/completions")
+    process.script(Fault.status(503, headers={"x-a": "b"}, message="down"), Fault.drop())
+    assert process.pending_faults == 3
+    before = time.monotonic()
+
+    with pytest.raises(openai.InternalServerError, match="down"):
+        pclient.models.list()
+    with pytest.raises(openai.RateLimitError):
+        pclient.chat.completions.create(model=MODEL, messages=USER)
+    with pytest.raises(openai.APIConnectionError):
+        pclient.chat.completions.create(model=MODEL, messages=USER)
+    pclient.chat.completions.create(model=MODEL, messages=USER)
+    after = time.monotonic()
+
+    requests = process.requests
+    assert [(r.method, r.path, r.fault) for r in requests] == [
+        ("GET", "/v1/models", Fault.status(503, headers={"x-a": "b"}, message="down")),
+        ("POST", "/v1/chat/completions", Fault.rate_limit(retry_after_ms=5)),
+        ("POST", "/v1/chat/completions", Fault.drop()),
+        ("POST", "/v1/chat/completions", Fault.ok()),
+    ]
+    chat = requests[-1]
+    assert chat.body == {"model": MODEL, "messages": USER}
+    assert json.loads(chat.raw_body) == chat.body
+    assert chat.headers["authorization"] == "Bearer sk-test"
+    assert chat.retry_count == 0
+    assert chat.request_id is not None
+    assert requests[2].request_id is None
+    # One monotonic clock for every process: the child's readings fall within the caller's.
+    assert before <= requests[0].received_at <= requests[-1].received_at <= after
+    assert process.request_count == 4
+    assert process.pending_faults == 0
+    assert process.status_counts() == {"503": 1, "429": 1, "drop": 1, "200": 1}
+
+
+def test_a_process_journals_uploads_byte_for_byte(
+    process: FakeServerProcess, pclient: OpenAI
+) -> None:
+    data = b"line one\r\n\x00\xff--not-a-boundary\r\n"
+    pclient.files.create(file=("data.jsonl", data), purpose="batch")
+
+    (upload,) = process.requests
+    assert upload.form["file"].data == data
+    assert upload.form["purpose"].text == "batch"
+
+
+def test_a_process_waits_for_requests_without_holding_them_up(
+    process: FakeServerProcess, pclient: OpenAI
+) -> None:
+    assert process.wait_for_requests(1, timeout=0.05) is False
+
+    thread = threading.Thread(target=pclient.models.list)
+    thread.start()
+    try:
+        assert process.wait_for_requests(1, timeout=5.0) is True
+    finally:
+        thread.join()
+
+
+def test_a_process_takes_the_servers_conditions(
+    process: FakeServerProcess, pclient: OpenAI
+) -> None:
+    process.set_latency(0.2)
+    started = time.monotonic()
+    pclient.models.list()
+    assert time.monotonic() - started >= 0.2
+
+    process.set_latency(0)
+    process.set_random_rejections(1.0, seed=1, retry_after_ms=7)
+    with pytest.raises(openai.RateLimitError) as rejected:
+        pclient.models.list()
+    assert rejected.value.response.headers["retry-after-ms"] == "7"
+
+    process.set_random_rejections(None)
+    process.set_rate_limit(0.001, burst=1)
+    pclient.models.list()
+    with pytest.raises(openai.RateLimitError) as limited:
+        pclient.models.list()
+    assert limited.value.response.headers["x-ratelimit-limit-requests"] == "1"
+
+    process.set_rate_limit(None)
+    process.start_outage(30, status=502)
+    with pytest.raises(openai.InternalServerError):
+        pclient.models.list()
+
+    process.reset()
+    assert pclient.models.list().data
+    assert process.status_counts() == {"200": 1}
+
+
+def test_a_process_refuses_what_the_server_refuses(process: FakeServerProcess) -> None:
+    with pytest.raises(ValueError, match="rate must be > 0"):
+        process.set_rate_limit(0)
+    with pytest.raises(ValueError, match="latency must be >= 0"):
+        process.set_latency(-1)
+    with pytest.raises(TypeError, match="takes Fault values"):
+        process.script("429")  # type: ignore[arg-type]
+
+
+def test_a_process_counts_its_own_cpu_time(process: FakeServerProcess, pclient: OpenAI) -> None:
+    before = process.cpu_seconds()
+    for _ in range(20):
+        pclient.chat.completions.create(model=MODEL, messages=USER)
+    after = process.cpu_seconds()
+
+    assert 0 < before < after
+    assert process.pid != os.getpid()
+
+
+def test_a_process_that_cannot_listen_says_so() -> None:
+    with FakeOpenAIServer() as taken:
+        blocked = FakeServerProcess(port=taken.port)
+        with pytest.raises(RuntimeError, match="did not start"):
+            blocked.start()
+    assert not blocked.is_running
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = blocked.base_url
+    assert repr(blocked) == "<FakeServerProcess not running>"

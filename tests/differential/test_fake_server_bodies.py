@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
-from otel_openai_retry.testing._bodies import parse_form
+from otel_openai_retry.testing._form import parse_form
 
 from .calls import ReadOnce
 

@@ -1,7 +1,7 @@
 """Issue 7, part 1: 2,000 calls at concurrency 200 against seeded random faults, audited exactly.
 
 Async (one event loop) and sync (200 threads). The fake server runs in a process of its own
-(``remote.py``) so that its work does not take the client's GIL; ``chaos.py`` has the fault mix,
+(``FakeServerProcess``) so its work does not take the client's GIL; ``chaos.py`` has the fault mix,
 the audit, and how the sleep error is measured. The figures appear in the terminal summary.
 """
 
@@ -20,6 +20,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_openai_retry.testing import FakeServerProcess
+
 from ..helpers import API_KEY, Instrument
 from .chaos import (
     CALLS,
@@ -36,7 +38,6 @@ from .chaos import (
     run_threaded_calls,
 )
 from .conftest import report_figures
-from .remote import RemoteFakeServer
 
 WARM_UP: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "warm up"}
@@ -46,8 +47,8 @@ LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=CONCURREN
 
 
 @pytest.fixture
-def remote() -> Iterator[RemoteFakeServer]:
-    with RemoteFakeServer() as server:
+def remote() -> Iterator[FakeServerProcess]:
+    with FakeServerProcess() as server:
         yield server
 
 
@@ -79,7 +80,7 @@ def check_common(figures: ChaosFigures) -> None:
 
 
 async def test_chaos_run_async(
-    remote: RemoteFakeServer,
+    remote: FakeServerProcess,
     exporter: InMemorySpanExporter,
     metric_reader: InMemoryMetricReader,
     ledger: SpanLedger,
@@ -121,7 +122,7 @@ async def test_chaos_run_async(
 
 
 def test_chaos_run_threads(
-    remote: RemoteFakeServer,
+    remote: FakeServerProcess,
     exporter: InMemorySpanExporter,
     metric_reader: InMemoryMetricReader,
     ledger: SpanLedger,
@@ -169,7 +170,7 @@ ADAPTIVE_CONCURRENCY = 100
 
 
 async def test_chaos_run_with_adaptive_pacing(
-    remote: RemoteFakeServer,
+    remote: FakeServerProcess,
     exporter: InMemorySpanExporter,
     metric_reader: InMemoryMetricReader,
     ledger: SpanLedger,

@@ -13,7 +13,9 @@ Shipped with the package so that applications can test their own retry settings 
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", ...}])
         assert server.request_count == 3
 
-``python -m otel_openai_retry.testing --help`` runs it as a process. Needs the ``testing`` extra
+``python -m otel_openai_retry.testing --help`` runs it as a process; :class:`FakeServerProcess`
+runs that process and drives it with the same calls, for tests and benchmarks that measure time or
+CPU and so need the server off the client's GIL. Needs the ``testing`` extra
 (``pip install 'otel-openai-retry[testing]'``): its HTTP stack, aiohttp, is no dependency of the
 library itself.
 """
@@ -26,7 +28,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from ._faults import Fault
+from ._process import FakeServerProcess
 from ._server import FakeOpenAIServer
 from ._state import RecordedRequest
 
-__all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest"]
+__all__ = ["FakeOpenAIServer", "FakeServerProcess", "Fault", "RecordedRequest"]

@@ -19,14 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from . import _bodies
-from ._conditions import RateLimit
+from ._control import CONTROL_PREFIX, answer_control
 from ._faults import Fault
 from ._state import ServerState
 
 __all__ = ["FakeOpenAIApp"]
-
-CONTROL_PREFIX = "/_fake/"
-"""Paths of the control API (stats, conditions, reset), outside the fake OpenAI API."""
 
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 """Generous, so that benchmarks with large prompts or batches are not refused."""
@@ -102,7 +99,7 @@ class FakeOpenAIApp:
         raw = await request.read()
         body = _parse_json(raw)
         if request.path.startswith(CONTROL_PREFIX):
-            return self._control(request.method, request.path, body)
+            return await answer_control(self._state, request.method, request.path, body)
         request_id = f"req_{uuid.uuid4().hex}"
         record = self._state.admit(
             request.method, request.path, _lowered_headers(request), body, request_id, raw
@@ -145,60 +142,6 @@ class FakeOpenAIApp:
             error = _bodies.error_body(400, exc.message, exc.param)
             return await self._send_json(request, fault, headers, error, status=400)
         return await self._send_json(request, fault, headers, payload)
-
-    def _control(self, method: str, path: str, body: Any) -> web.StreamResponse:
-        """The out-of-band API a benchmark uses to steer a server running as another process.
-
-        ``GET /_fake/stats`` → ``{"requests": N, "by_status": {"200": .., "429": ..}}``;
-        ``POST /_fake/conditions`` with ``{"latency_s", "rate_limit": {"rate", "burst",
-        "hints"} | null, "random_rejections": {"fraction", "seed", "retry_after_ms"} | null,
-        "outage_s", "outage_status"}`` (each optional); ``POST /_fake/reset``.
-        Not journaled and never faulted.
-        """
-        state = self._state
-        try:
-            if (method, path) == ("GET", CONTROL_PREFIX + "stats"):
-                counts = state.status_counts()
-                return web.json_response({"requests": sum(counts.values()), "by_status": counts})
-            if (method, path) == ("POST", CONTROL_PREFIX + "reset"):
-                state.reset()
-                return web.json_response({"ok": True})
-            if (method, path) == ("POST", CONTROL_PREFIX + "conditions") and isinstance(
-                body, Mapping
-            ):
-                conditions = state.conditions
-                if "latency_s" in body:
-                    conditions.set_latency(float(body["latency_s"]))
-                if "rate_limit" in body:
-                    spec = body["rate_limit"]
-                    conditions.set_rate_limit(
-                        None
-                        if spec is None
-                        else RateLimit(
-                            float(spec["rate"]),
-                            int(spec.get("burst", 10)),
-                            bool(spec.get("hints", True)),
-                        )
-                    )
-                if "random_rejections" in body:
-                    rejections = body["random_rejections"]
-                    if rejections is None:
-                        conditions.set_random_rejections(None)
-                    else:
-                        seed = rejections.get("seed")
-                        conditions.set_random_rejections(
-                            float(rejections["fraction"]),
-                            None if seed is None else int(seed),
-                            int(rejections.get("retry_after_ms", 100)),
-                        )
-                if "outage_s" in body:
-                    conditions.start_outage(
-                        float(body["outage_s"]), int(body.get("outage_status", 503))
-                    )
-                return web.json_response({"ok": True})
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"error": f"unknown control {method} {path}"}, status=404)
 
     async def _stopped_within(self, seconds: float) -> bool:
         try:

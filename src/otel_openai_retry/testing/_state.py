@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from ._bodies import FormPart, parse_form
 from ._conditions import Conditions
 from ._faults import Fault
+from ._form import FormPart, parse_form
 
 __all__ = ["RecordedRequest", "ServerState", "normalize_path"]
 

@@ -1,0 +1,171 @@
+"""``POST /v1/responses``: the response object, or its numbered event sequence when streamed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .shared import (
+    JSON,
+    InvalidRequestError,
+    SSEEvent,
+    new_id,
+    pieces,
+    reply_to,
+    require_model,
+    text_of,
+    words,
+)
+
+__all__ = ["response", "response_events"]
+
+
+def _response_texts(body: Mapping[str, Any]) -> tuple[str, int]:
+    """(last user text, input token count) of a Responses ``input``."""
+    raw = body.get("input")
+    instructions = body.get("instructions")
+    prompt_words = words(instructions) if isinstance(instructions, str) else 0
+    if isinstance(raw, str):
+        return raw, max(1, prompt_words + words(raw))
+    if isinstance(raw, list):
+        user_text = ""
+        for item in raw:
+            if not isinstance(item, Mapping):
+                continue
+            text = text_of(item.get("content"))
+            prompt_words += words(text)
+            if item.get("role") == "user":
+                user_text = text
+        return user_text, max(1, prompt_words)
+    if raw is None and instructions is not None:
+        return "", max(1, prompt_words)
+    raise InvalidRequestError("'input' must be a string or an array", param="input")
+
+
+@dataclass(frozen=True)
+class _Response:
+    id: str
+    message_id: str
+    created_at: int
+    model: str
+    reply: str
+    input_tokens: int
+    request: Mapping[str, Any]
+
+    def message(self, *, done: bool) -> JSON:
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "status": "completed" if done else "in_progress",
+            "role": "assistant",
+            "content": [self.text_part(done=True)] if done else [],
+        }
+
+    def text_part(self, *, done: bool) -> JSON:
+        return {
+            "type": "output_text",
+            "text": self.reply if done else "",
+            "annotations": [],
+            "logprobs": [],
+        }
+
+    @property
+    def usage(self) -> JSON:
+        output_tokens = words(self.reply)
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.input_tokens + output_tokens,
+        }
+
+    def snapshot(self, *, done: bool) -> JSON:
+        """The response object: empty and in progress while streaming, full when completed."""
+        req = self.request
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": "completed" if done else "in_progress",
+            "background": False,
+            "completed_at": int(time.time()) if done else None,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": req.get("instructions"),
+            "max_output_tokens": req.get("max_output_tokens"),
+            "max_tool_calls": None,
+            "model": self.model,
+            "output": [self.message(done=True)] if done else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": req.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "service_tier": "default",
+            "store": req.get("store", True),
+            "temperature": req.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": req.get("top_p", 1.0),
+            "truncation": "disabled",
+            "usage": self.usage if done else None,
+            "user": None,
+            "metadata": req.get("metadata") or {},
+        }
+
+
+def _response(body: Mapping[str, Any]) -> _Response:
+    model = require_model(body)
+    user_text, input_tokens = _response_texts(body)
+    return _Response(
+        id=new_id("resp_"),
+        message_id=new_id("msg_"),
+        created_at=int(time.time()),
+        model=model,
+        reply=reply_to(user_text),
+        input_tokens=input_tokens,
+        request=body,
+    )
+
+
+def response(body: Mapping[str, Any]) -> JSON:
+    return _response(body).snapshot(done=True)
+
+
+def response_events(body: Mapping[str, Any]) -> list[SSEEvent]:
+    """The Responses event sequence for one text message, numbered by ``sequence_number``."""
+    resp = _response(body)
+    where = {"item_id": resp.message_id, "output_index": 0, "content_index": 0}
+
+    def payloads() -> Iterator[JSON]:
+        yield {"type": "response.created", "response": resp.snapshot(done=False)}
+        yield {"type": "response.in_progress", "response": resp.snapshot(done=False)}
+        yield {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": resp.message(done=False),
+        }
+        yield {
+            "type": "response.content_part.added",
+            **where,
+            "part": resp.text_part(done=False),
+        }
+        for piece in pieces(resp.reply):
+            yield {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+        yield {"type": "response.output_text.done", **where, "text": resp.reply, "logprobs": []}
+        yield {"type": "response.content_part.done", **where, "part": resp.text_part(done=True)}
+        yield {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": resp.message(done=True),
+        }
+        yield {"type": "response.completed", "response": resp.snapshot(done=True)}
+
+    return [
+        SSEEvent(json.dumps({**payload, "sequence_number": number}), event=payload["type"])
+        for number, payload in enumerate(payloads())
+    ]

@@ -29,10 +29,11 @@ from opentelemetry.trace import Span, SpanKind, TracerProvider, set_span_in_cont
 from opentelemetry.util.types import AttributeValue
 
 from otel_openai_retry import RetryPolicy
+from otel_openai_retry._call_state import Strategies
 from otel_openai_retry._endpoints import Endpoints
-from otel_openai_retry._loop import Strategies
 from otel_openai_retry._metrics import Instruments
-from otel_openai_retry._patch import Runtime, _async_request_wrapper
+from otel_openai_retry._patch import _async_request_wrapper
+from otel_openai_retry._runtime import Runtime
 from otel_openai_retry._telemetry import Telemetry
 
 __all__ = ["Exported", "RequestWrapper", "capture", "our_request_wrapper", "replayer"]

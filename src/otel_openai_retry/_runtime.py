@@ -15,9 +15,9 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from ._call_state import Strategies
 from ._content import capture_enabled
 from ._endpoints import Endpoints
-from ._call_state import Strategies
 from ._metrics import Instruments
 from ._policy import RetryPolicy
 from ._telemetry import Telemetry

@@ -34,8 +34,8 @@ from ._attributes import RequestInfo, ResponseFields, response_fields
 from ._content import input_messages, output_messages, text_output
 from ._decisions import Outcome, Verdict, error_type
 from ._error_recording import error_description
-from ._internal import guarded, report_internal_error
 from ._hooks import RetryDetails
+from ._internal import guarded, report_internal_error
 from ._metrics import Instruments
 from ._observers import CallSummary
 from ._streams import StreamWatch

@@ -5,7 +5,9 @@ from __future__ import annotations
 from openai import BaseModel
 from openai.types.chat import ChatCompletion
 
-from otel_openai_retry._attributes import response_fields
+from otel_openai_retry._operations import OPERATIONS
+
+response_fields = OPERATIONS["/chat/completions"].response_fields
 
 
 def test_a_chat_completion_is_read_whole() -> None:

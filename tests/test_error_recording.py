@@ -57,7 +57,32 @@ def status_error(status: int, error: object) -> openai.APIStatusError:
 )
 def test_only_identifiers_from_the_body_and_never_its_message(error: object, expected: str) -> None:
     exc = status_error(400, error)
-    assert error_description(exc, "openai.BadRequestError") == expected
+    # What the call sent: newer SDKs strip ``api-key`` from the request an error carries.
+    assert error_description(exc, "openai.BadRequestError", lambda: [KEY]) == expected
+
+
+def test_a_header_value_the_error_still_carries_is_checked_too() -> None:
+    request = httpx2.Request(
+        "POST", "https://example.test/v1/chat/completions", headers={"x-gateway-key": KEY}
+    )
+    response = httpx2.Response(
+        400, json={"error": {"type": "invalid_request_error", "code": KEY}}, request=request
+    )
+    client = openai.OpenAI(api_key="unused", base_url="https://example.test/v1")
+    exc = client._make_status_error_from_response(response)
+    assert error_description(exc, "openai.BadRequestError") == (
+        "openai.BadRequestError: HTTP 400, type invalid_request_error"
+    )
+
+
+def test_sent_headers_that_cannot_be_read_say_nothing_of_the_body() -> None:
+    def unreadable() -> list[str]:
+        raise RuntimeError("no headers")
+
+    exc = status_error(400, {"type": "invalid_request_error", "code": "not_found"})
+    assert error_description(exc, "openai.BadRequestError", unreadable) == (
+        "openai.BadRequestError: HTTP 400"
+    )
 
 
 def test_other_exceptions_say_their_type_only() -> None:

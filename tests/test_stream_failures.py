@@ -24,7 +24,8 @@ from opentelemetry.trace import StatusCode
 
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry._internal import set_raise_internal_errors
-from otel_openai_retry._streams import EXTENSION_KEY, StreamWatch
+from otel_openai_retry._stream_hooks import EXTENSION_KEY
+from otel_openai_retry._streams import StreamWatch
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import API_KEY, Call, Instrument, attrs, one_call
@@ -98,6 +99,19 @@ ODD_INDEXES = {
     "bool-and-int": [chunk(True, "a"), chunk(1, "b", "stop"), chunk(0, "c", "stop")],
     "float-and-dict": [chunk(1.5, "a"), chunk({"i": 0}, "b"), chunk(0, "c", "stop")],
 }
+
+
+class Unreadable:
+    """A chunk reader whose every answer fails."""
+
+    def add(self, chunk: object) -> None:
+        raise RuntimeError("unreadable chunk")
+
+    def fields(self) -> Any:
+        raise RuntimeError("unreadable summary")
+
+    def output_messages(self) -> str | None:
+        raise RuntimeError("unreadable summary")
 
 
 def durations(reader: InMemoryMetricReader) -> list[HistogramDataPoint]:
@@ -206,7 +220,7 @@ async def test_a_summary_that_fails_still_ends_the_span_once(
     stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
     watch = stream.response.extensions[EXTENSION_KEY]
     assert isinstance(watch, StreamWatch)
-    watch.summary.reasons = None  # type: ignore[assignment]  # a summary no code can read
+    watch.reader = Unreadable()  # a summary no code can read
     received = [c async for c in stream]
     assert received
     call = one_call(exporter.get_finished_spans())

@@ -23,7 +23,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_openai_retry._attributes import usage_tokens
+from otel_openai_retry._operations import usage_tokens
 
 from .helpers import API_KEY, Instrument, one_call
 

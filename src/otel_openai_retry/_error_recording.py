@@ -23,6 +23,7 @@ key fragments, and an error message cannot be told apart into the two):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 
 from openai import APIStatusError
 
@@ -33,13 +34,24 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,64}")
 prompt; no ``-``, so no ``sk-...`` key; bounded, so no blob."""
 
 
-def error_description(exc: BaseException | None, kind: str) -> str:
-    """The span status description for a failed call or attempt; ``kind`` is its ``error.type``."""
+SentHeaders = Callable[[], Iterable[object]]
+"""The header values the call sent, asked for only when an error body is described."""
+
+
+def error_description(
+    exc: BaseException | None, kind: str, sent_headers: SentHeaders | None = None
+) -> str:
+    """The span status description for a failed call or attempt; ``kind`` is its ``error.type``.
+
+    ``sent_headers`` gives the values the call itself sent: newer SDKs strip the credentials
+    (``Authorization``, ``api-key``) from the request they attach to an error, which is exactly
+    what an echo must be checked against.
+    """
     if not isinstance(exc, APIStatusError):
         return kind
     status = exc.status_code
     parts = [f"{kind}: HTTP {status}" if isinstance(status, int) else kind]
-    headers = _header_values(exc)
+    headers = _header_values(exc, sent_headers)
     if headers is not None:
         for name, value in (("type", exc.type), ("code", exc.code)):
             if _safe_identifier(value, headers):
@@ -55,10 +67,13 @@ def _safe_identifier(value: object, headers: tuple[str, ...]) -> bool:
     )
 
 
-def _header_values(exc: APIStatusError) -> tuple[str, ...] | None:
+def _header_values(exc: APIStatusError, sent_headers: SentHeaders | None) -> tuple[str, ...] | None:
     """Every header value of the request the error answers (a server that echoes one, a key
     say, in its ``code`` must not get it exported); ``None`` when they cannot be read."""
     try:
-        return tuple(str(value) for value in exc.request.headers.values())
+        values = [str(value) for value in exc.request.headers.values()]
+        if sent_headers is not None:
+            values.extend(str(value) for value in sent_headers())
     except Exception:  # no request or an odd one: say nothing of the body rather than guess
         return None
+    return tuple(values)

@@ -11,6 +11,7 @@ succeeded; the current call is found through a context variable set around each 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -35,11 +36,13 @@ from ._replay import capture_body
 from ._runtime import Runtime
 from ._sendable import headers_sendable
 from ._servers import server_of
-from ._streams import stream_method_wrapper
+from ._stream_hooks import stream_method_wrapper
 from ._telemetry import CallTelemetry
 from ._user_hooks import user_hooks_for_call
 
 __all__ = ["Patch"]
+
+_installed: list[Patch] = []
 
 _current_call: ContextVar[_Call | None] = ContextVar("otel_openai_retry_call", default=None)
 
@@ -50,9 +53,15 @@ class Patch:
 
     handles: list[tuple[type, str, Any]] = field(default_factory=list)
 
+    @staticmethod
+    def installed() -> bool:
+        """Whether the SDK's ``request`` goes through a retry loop of ours now."""
+        return bool(_installed)
+
     @classmethod
     def install(cls, runtime: Runtime) -> Patch:
         patch = cls()
+        _installed.append(patch)
         patch._wrap(AsyncAPIClient, "request", _async_request_wrapper(runtime))
         patch._wrap(SyncAPIClient, "request", _sync_request_wrapper(runtime))
         patch._wrap(AsyncAPIClient, "_process_response", _process_response_wrapper)
@@ -71,6 +80,7 @@ class Patch:
         self.handles.append((owner, name, handle))
 
     def remove(self) -> None:
+        _installed[:] = [patch for patch in _installed if patch is not self]
         remove_observer_factory(user_hooks_for_call)
         while self.handles:
             owner, name, handle = self.handles.pop()
@@ -129,7 +139,12 @@ class _Call:
         others = observers_for_call(is_async)
         for observer in others:  # before the span starts, so that samplers see them
             info.attributes.update(observer.span_attributes)
-        self.spans = CallTelemetry(runtime.telemetry, info, options.json_data)
+        self.spans = CallTelemetry(
+            runtime.telemetry,
+            info,
+            options.json_data,
+            functools.partial(_sent_header_values, client, options),  # no cycle through self
+        )
         self.guard: EndpointGuard = runtime.endpoints.guard(server.base_url, str(model))
         self.headers_sendable = headers_sendable(client, options)
         self.state = CallState(
@@ -176,6 +191,17 @@ class _Call:
             "stream": self.stream,
             "stream_cls": self.stream_cls,
         }
+
+
+def _sent_header_values(client: BaseClient[Any, Any], options: FinalRequestOptions) -> list[object]:
+    """The values of the headers a call sends: the client's credentials (``auth_headers``, kept
+    out of ``default_headers`` by newer SDKs, and the key itself), its default headers and the
+    request's own. Read only when an error is recorded."""
+    values: list[object] = [getattr(client, "api_key", None)]
+    for source in (getattr(client, "auth_headers", None), client.default_headers, options.headers):
+        if isinstance(source, Mapping):
+            values.extend(source.values())
+    return [value for value in values if isinstance(value, str) and value]
 
 
 def _bind(

@@ -1,4 +1,4 @@
-"""Spans and metrics for one logical call: the loop's observer.
+"""Spans and metrics for one logical call: the loop's first observer.
 
 The logical span (CLIENT) is what the caller awaited; each attempt gets an INTERNAL child span
 that covers the HTTP request only. When an attempt fails and another follows, its span stays open
@@ -6,13 +6,11 @@ just long enough to receive ``retry.sleep_s`` (the sleep is chosen after the fai
 at the moment the request failed, so the sleep shows as the gap between attempt spans.
 
 For a stream, the call returns before the work is done: the logical span is handed to a
-:class:`~otel_openai_retry._streams.StreamWatch`, which ends it when the stream ends.
+:class:`~otel_openai_retry._streams.StreamWatch`, which calls back when the stream ends. A plain
+call and a stream end through the same result path (:meth:`CallTelemetry._record_result`).
 
-A span processor, exporter or meter that raises must cost only its own record: every span start,
-span end and measurement is guarded on its own (``_start_span``, ``_end_span``, and inside
-:class:`~otel_openai_retry._metrics.Instruments`), so a failing ``on_end`` still lets the metrics
-be recorded and the logical span end, and a failing ``on_start`` gives a non-recording span
-rather than losing the retry policy.
+Every span start, span end and measurement is guarded on its own (``_spans``, and inside
+:class:`~otel_openai_retry._metrics.Instruments`).
 """
 
 from __future__ import annotations
@@ -22,23 +20,24 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from openai import BaseModel
-from openai._legacy_response import LegacyAPIResponse
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from ._attributes import RequestInfo, ResponseFields, response_fields
-from ._content import input_messages, output_messages, text_output
+from ._attributes import RequestInfo
 from ._decisions import Outcome, Verdict, error_type
-from ._error_recording import error_description
+from ._error_recording import SentHeaders
 from ._hooks import RetryDetails
 from ._internal import guarded, report_internal_error
 from ._metrics import Instruments
 from ._observers import CallSummary
-from ._streams import StreamWatch
+from ._operations import Operation, ResponseFields
+from ._results import parsed_body
+from ._spans import end_span, record_error, set_attributes, start_span
+from ._stream_hooks import install, observe_parse
+from ._streams import StreamEnd, StreamWatch
 
 __all__ = ["CallTelemetry", "Telemetry"]
 
@@ -55,27 +54,6 @@ class Telemetry:
 _ATTEMPT_NAMES = tuple(f"attempt {n}" for n in range(1, 17))
 
 
-def _start_span(
-    tracer: Tracer,
-    name: str,
-    kind: SpanKind,
-    attributes: dict[str, AttributeValue],
-    context: Context | None = None,
-) -> Span:
-    try:
-        return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
-    except Exception:  # e.g. a span processor's on_start: the call goes on, unrecorded
-        report_internal_error("span start")
-        return INVALID_SPAN
-
-
-def _end_span(span: Span, end_time: int | None = None) -> None:
-    try:
-        span.end(end_time=end_time)
-    except Exception:  # e.g. a span processor's on_end
-        report_internal_error("span end")
-
-
 class CallTelemetry:
     """The first observer of every call (see ``_observers``): its spans and metrics."""
 
@@ -86,7 +64,9 @@ class CallTelemetry:
         "_attempt_started",
         "_instruments",
         "_metric_attributes",
+        "_operation",
         "_result_attributes",
+        "_sent_headers",
         "_started",
         "_telemetry",
         "_token",
@@ -95,12 +75,20 @@ class CallTelemetry:
         "span",
     )
 
-    def __init__(self, telemetry: Telemetry, info: RequestInfo, body: object) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        info: RequestInfo,
+        body: object,
+        sent_headers: SentHeaders | None = None,
+    ) -> None:
         self._telemetry = telemetry
+        self._sent_headers = sent_headers
         self._instruments = telemetry.instruments
         self._metric_attributes = info.metric_attributes
+        self._operation = info.operation
         self._started = time.monotonic()
-        self.span: Span = _start_span(
+        self.span: Span = start_span(
             telemetry.tracer, info.span_name, SpanKind.CLIENT, info.attributes
         )
         self.recording = self.span.is_recording()
@@ -115,14 +103,15 @@ class CallTelemetry:
         self._result_attributes: dict[str, AttributeValue] | None = None
         self._token: object | None = None
         self._watch: StreamWatch | None = None
-        if telemetry.capture_content and self.recording:
+        if telemetry.capture_content and self.recording and info.operation is not None:
             self._capture_input(info.operation, body)
 
     @guarded
-    def _capture_input(self, operation: str | None, body: object) -> None:
-        messages = input_messages(operation, body)
-        if messages is not None:
-            self.span.set_attribute("gen_ai.input.messages", messages)
+    def _capture_input(self, operation: Operation, body: object) -> None:
+        if isinstance(body, dict):
+            messages = operation.input_messages(body)
+            if messages is not None:
+                self.span.set_attribute("gen_ai.input.messages", messages)
 
     # -- attempts --------------------------------------------------------------------------
 
@@ -137,7 +126,7 @@ class CallTelemetry:
         name = (
             _ATTEMPT_NAMES[attempt - 1] if attempt <= len(_ATTEMPT_NAMES) else f"attempt {attempt}"
         )
-        span = _start_span(
+        span = start_span(
             self._telemetry.tracer, name, SpanKind.INTERNAL, attributes, self._attempt_parent
         )
         self._attempt = span
@@ -161,9 +150,13 @@ class CallTelemetry:
             attempt.set_attribute("http.response.status_code", response.status_code)
         if stream or not response.is_closed:
             watch = StreamWatch(
-                self, self._attempt_started, self._telemetry.capture_content, sse=stream
+                self.stream_ended,
+                self._operation,
+                self._telemetry.capture_content,
+                self._attempt_started,
+                sse=stream,
             )
-            watch.install(response)
+            install(watch, response)
             self._watch = watch
 
     @guarded
@@ -172,25 +165,25 @@ class CallTelemetry:
         self._instruments.attempt(self._metric_attributes, None)
         span, self._attempt = self._attempt, None
         if span is not None:
-            _end_span(span)
+            end_span(span)
         watch = self._watch
-        if watch is None:
-            parsed = _parsed(result)
+        operation = self._operation
+        if watch is not None:
+            observe_parse(watch, result)  # a body the caller parses later: see that parse
+        elif operation is not None:
+            parsed = parsed_body(result)
             if parsed is not None:
-                self._record_result(parsed)
-        elif not watch.sse:  # the caller parses the body later: see that parse
-            watch.observe_parse(result)
+                capture = self._telemetry.capture_content and self.recording
+                output = operation.output_messages(parsed) if capture else None
+                self._record_result(operation.response_fields(parsed), output)
 
-    def _record_result(self, parsed: object) -> None:
+    def _record_result(self, fields: ResponseFields, output_messages: str | None) -> None:
         """Tokens now; the response's attributes go on the logical span when the call ends."""
-        fields = response_fields(parsed)
         self._instruments.tokens(self._metric_attributes, fields.input_tokens, fields.output_tokens)
         if self.recording:
             attributes = fields.attributes()
-            if self._telemetry.capture_content:
-                messages = output_messages(parsed)
-                if messages is not None:
-                    attributes["gen_ai.output.messages"] = messages
+            if output_messages is not None:
+                attributes["gen_ai.output.messages"] = output_messages
             self._result_attributes = attributes
 
     @guarded
@@ -207,7 +200,7 @@ class CallTelemetry:
             span.set_attribute("http.response.status_code", verdict.status_code)
         if verdict.retry_after is not None and math.isfinite(verdict.retry_after):
             span.set_attribute("retry.retry_after_s", verdict.retry_after)
-        _record_error(span, exc, kind)
+        record_error(span, exc, kind, self._sent_headers)
 
     @guarded
     def retrying(self, details: RetryDetails, retry_state: object) -> None:
@@ -216,7 +209,7 @@ class CallTelemetry:
         if span is not None:
             if span.is_recording():
                 span.set_attribute("retry.sleep_s", details.sleep)
-            _end_span(span, self._attempt_end_ns)
+            end_span(span, self._attempt_end_ns)
 
     # -- the end of the call ----------------------------------------------------------------
 
@@ -228,115 +221,47 @@ class CallTelemetry:
             self._detach()
             span, self._attempt = self._attempt, None
             if span is not None:  # the last attempt failed and nothing followed it
-                _end_span(span, self._attempt_end_ns)
+                end_span(span, self._attempt_end_ns)
             if self.recording:
                 attributes = self._result_attributes or {}
                 attributes["retry.attempts"] = summary.attempts
                 attributes["retry.total_sleep_s"] = summary.total_sleep
                 attributes["retry.outcome"] = summary.outcome.value
                 self._result_attributes = None
-                self._set_attributes(attributes)
+                set_attributes(self.span, attributes)
         finally:
             if exc is None and watch is not None:
                 watch.arm()  # the stream ends the span, now if it already has, or later
             else:
                 self._end(exc, error_type(exc) if exc is not None else None)
 
-    def _set_attributes(self, attributes: dict[str, AttributeValue]) -> None:
-        try:
-            self.span.set_attributes(attributes)
-        except Exception:
-            report_internal_error("span attributes")
-
     def _end(self, exc: BaseException | None, kind: str | None) -> None:
         self._instruments.operation(self._metric_attributes, time.monotonic() - self._started, kind)
         logical = self.span
         if kind is not None and self.recording:
             try:
-                _record_error(logical, exc, kind)
+                record_error(logical, exc, kind, self._sent_headers)
             except Exception:
                 report_internal_error("span error")
-        _end_span(logical)
+        end_span(logical)
 
     @guarded
-    def stream_ended(self, watch: StreamWatch) -> None:
-        """Called once by the watch when the stream returned to the caller is over.
-
-        The span ends here whatever the summary does: a chunk no reader expected costs at most
-        the summary's attributes, never the span.
-        """
+    def stream_ended(self, end: StreamEnd) -> None:
+        """Called once by the watch when the stream returned to the caller is over."""
         try:
-            if watch.parsed is not None:  # a lazily read body, parsed by the caller
-                self._record_result(watch.parsed)
-                attributes = self._result_attributes
-                self._result_attributes = None
-                if attributes:
-                    self._set_attributes(attributes)
-            else:
-                self._summarise_stream(watch)
+            if end.fields is not None:
+                if end.time_to_first_chunk is not None:
+                    self._instruments.time_to_first_chunk(
+                        self._metric_attributes, end.time_to_first_chunk
+                    )
+                self._record_result(end.fields, end.output_messages)
+                attributes, self._result_attributes = self._result_attributes, None
+                if attributes is not None:
+                    if end.time_to_first_chunk is not None:
+                        attributes["gen_ai.response.time_to_first_chunk"] = end.time_to_first_chunk
+                    set_attributes(self.span, attributes)
         finally:
-            error = watch.error
-            kind = watch.error_type or (error_type(error) if error is not None else None)
-            if kind is not None and self.recording:
+            if end.error_type is not None and self.recording:
                 # The loop said success when it returned the stream; the stream then failed.
-                self._set_attributes({"retry.outcome": Outcome.ERROR.value})
-            self._end(error, kind)
-
-    def _summarise_stream(self, watch: StreamWatch) -> None:
-        summary = watch.summary
-        instruments = self._instruments
-        if watch.time_to_first_chunk is not None:
-            instruments.time_to_first_chunk(self._metric_attributes, watch.time_to_first_chunk)
-        instruments.tokens(self._metric_attributes, summary.input_tokens, summary.output_tokens)
-        if self.recording:
-            attributes = ResponseFields(
-                summary.response_id,
-                summary.response_model,
-                tuple(summary.reasons[i] for i in sorted(summary.reasons)),
-                summary.input_tokens,
-                summary.output_tokens,
-            ).attributes()
-            if watch.time_to_first_chunk is not None:
-                attributes["gen_ai.response.time_to_first_chunk"] = watch.time_to_first_chunk
-            if summary.texts is not None:
-                output = text_output(
-                    {i: "".join(parts) for i, parts in summary.texts.items()}, summary.reasons
-                )
-                if output is not None:
-                    attributes["gen_ai.output.messages"] = output
-            self._set_attributes(attributes)
-
-
-def _record_error(span: Span, exc: BaseException | None, kind: str) -> None:
-    """``error.type`` and status ERROR with a description that holds no header value and no
-    content (see ``_error_recording``); no exception event, no message, no stack trace."""
-    span.set_attribute("error.type", kind)
-    span.set_status(Status(StatusCode.ERROR, error_description(exc, kind)))
-
-
-def _parsed(result: object) -> object | None:
-    """The parsed model behind an SDK result, without consuming anything the caller will read.
-
-    A raw response's ``parse()`` also runs the caller's strict validation (``parse()`` with a
-    ``response_format`` model, ``LengthFinishReasonError``, ...). Its failure is the caller's, not
-    an internal error of ours: it is not logged or raised here, nothing is cached, so their own
-    ``parse()`` raises it again; the span still gets the body's ids and usage, read as JSON.
-    """
-    if isinstance(result, BaseModel):
-        return result
-    if isinstance(result, LegacyAPIResponse) and not getattr(result, "_stream", False):
-        try:
-            # parse() caches, so the caller's own parse() gets this same object for free.
-            parsed: object = result.parse()
-        except Exception:
-            return _body_json(result)
-        return parsed
-    return None
-
-
-def _body_json(result: LegacyAPIResponse[Any]) -> object | None:
-    try:
-        body: object = result.http_response.json()
-    except Exception:  # not JSON either: the caller's parse() will say so
-        return None
-    return body
+                set_attributes(self.span, {"retry.outcome": Outcome.ERROR.value})
+            self._end(end.error, end.error_type)

@@ -490,3 +490,50 @@ async def test_no_prompt_or_completion_in_telemetry_with_capture_off(
     assert "pydantic_core.ValidationError" in described
     text, binary = exported(spans, metric_reader.get_metrics_data(), python_records, log_records)
     assert_nowhere(PROMPT_MARKERS, text, binary)
+
+
+# -- a credential the server echoes back as the error's code ------------------------------------
+
+IDENTIFIER_KEY = "0123456789abcdef0123456789abcdef"
+"""An Azure-style key: a plain identifier, exactly what an error ``code`` may look like, so only
+the check against the call's own header values keeps it out. The SDK strips credentials from the
+request it attaches to an error, so that check must know what the call sent."""
+
+
+@pytest.mark.parametrize("where", ["azure-api-key", "bearer", "default-header", "request-header"])
+def test_a_credential_echoed_as_the_error_code_is_in_no_telemetry(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+    where: str,
+) -> None:
+    instrument(policy=POLICY)
+    base = {"base_url": server.base_url, "max_retries": 0}
+    extra: dict[str, Any] = {}
+    target: openai.OpenAI | openai.AzureOpenAI
+    if where == "azure-api-key":
+        target, _ = azure_clients(server, api_key=IDENTIFIER_KEY)
+    elif where == "bearer":
+        target = openai.OpenAI(api_key=IDENTIFIER_KEY, **base)  # type: ignore[arg-type]
+    elif where == "default-header":
+        target = openai.OpenAI(
+            api_key=API_KEY,
+            default_headers={"x-gateway-key": IDENTIFIER_KEY},
+            **base,  # type: ignore[arg-type]
+        )
+    else:
+        target = openai.OpenAI(api_key=API_KEY, **base)  # type: ignore[arg-type]
+        extra["extra_headers"] = {"x-gateway-key": IDENTIFIER_KEY}
+    server.script(Fault.status(400, error_code=IDENTIFIER_KEY))
+    with pytest.raises(openai.BadRequestError) as raised:
+        target.chat.completions.create(model="m", messages=MESSAGES, **extra)
+    assert raised.value.code == IDENTIFIER_KEY, "the server really echoed it"
+    sent = dict(server.requests[-1].headers)
+    assert any(IDENTIFIER_KEY in value for value in sent.values()), "and the call really sent it"
+    spans = exporter.get_finished_spans()
+    assert [s.status.description for s in spans if s.status.status_code is StatusCode.ERROR] == [
+        "openai.BadRequestError: HTTP 400, type invalid_request_error",
+        "openai.BadRequestError: HTTP 400, type invalid_request_error",
+    ]
+    exported = "\n".join(s.to_json() for s in spans)
+    assert IDENTIFIER_KEY not in exported

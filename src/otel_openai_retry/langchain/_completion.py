@@ -14,8 +14,8 @@ from typing import Any
 
 from openai import AsyncStream, Stream
 
-from .._instrumentor import OpenAIRetryInstrumentor
 from .._internal import logger
+from .._patch import Patch
 from ._clients import async_resource, sync_resource
 from ._listener import AnyRunManager, reporting_to
 
@@ -75,7 +75,7 @@ _warned: list[bool] = []
 
 def _warn_if_not_instrumented() -> None:
     """The retry loop is the instrumentor's; without it these still work, as the SDK retries."""
-    if _warned or OpenAIRetryInstrumentor().is_instrumented_by_opentelemetry:
+    if _warned or Patch.installed():
         return
     _warned.append(True)
     logger.warning(

@@ -114,7 +114,10 @@ class FakeOpenAIApp:
         headers = self._headers(fault, request_id, started)
         if fault.is_error:
             return await self._send_json(
-                request, fault, headers, _bodies.error_body(fault.status_code, fault.message)
+                request,
+                fault,
+                headers,
+                _bodies.error_body(fault.status_code, fault.message, code=fault.error_code),
             )
 
         endpoint = _endpoint(request.method, request.path)

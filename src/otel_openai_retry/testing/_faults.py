@@ -38,6 +38,8 @@ class Fault:
             a non-streamed response is cut off in the middle of its body instead.
         message: The ``error.message`` of an error answer instead of the default one, e.g. one
             that echoes the prompt as the real API's validation errors do.
+        error_code: The ``error.code`` of an error answer instead of the default one, e.g. one
+            that echoes a request header, as a hostile or broken proxy might.
     """
 
     status_code: int = 200
@@ -47,6 +49,7 @@ class Fault:
     drop_connection: bool = False
     break_after: int | None = None
     message: str | None = None
+    error_code: str | None = None
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
@@ -106,13 +109,19 @@ class Fault:
         headers: Mapping[str, str] | None = None,
         should_retry: bool | None = None,
         message: str | None = None,
+        error_code: str | None = None,
     ) -> Fault:
         """Any status with any extra headers (hostile values included, sent as written);
         ``should_retry`` adds the ``x-should-retry`` header the SDK obeys."""
         merged = {name.lower(): value for name, value in (headers or {}).items()}
         if should_retry is not None:
             merged["x-should-retry"] = "true" if should_retry else "false"
-        return cls(status_code=code, headers=tuple(merged.items()), message=message)
+        return cls(
+            status_code=code,
+            headers=tuple(merged.items()),
+            message=message,
+            error_code=error_code,
+        )
 
     @classmethod
     def server_error(cls, code: int = 500) -> Fault:
@@ -156,6 +165,8 @@ class Fault:
                 parts.append(f"break after {self.break_after}")
             if self.message is not None:
                 parts.append(f"message {self.message!r}")
+            if self.error_code is not None:
+                parts.append(f"code {self.error_code!r}")
         if self.delay_s:
             parts.append(f"delay {_number(self.delay_s)}s")
         return f"Fault({', '.join(parts)})"

@@ -23,20 +23,23 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
-def error_body(status: int, message: str | None = None, param: str | None = None) -> JSON:
+def error_body(
+    status: int, message: str | None = None, param: str | None = None, code: str | None = None
+) -> JSON:
     """OpenAI's error envelope, typed so that the SDK picks the matching exception class."""
+    default_code: str | None = None
     if status in _ERRORS:
-        error_type, code, default_message = _ERRORS[status]
+        error_type, default_code, default_message = _ERRORS[status]
     elif status >= 500:
-        error_type, code = "server_error", None
+        error_type = "server_error"
         default_message = "The server had an error while processing your request."
     else:
-        error_type, code, default_message = "invalid_request_error", None, f"HTTP {status}."
+        error_type, default_message = "invalid_request_error", f"HTTP {status}."
     return {
         "error": {
             "message": message or f"{default_message} (injected by FakeOpenAIServer)",
             "type": error_type,
             "param": param,
-            "code": code,
+            "code": default_code if code is None else code,
         }
     }

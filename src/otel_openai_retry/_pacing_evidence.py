@@ -1,0 +1,171 @@
+"""The evidence pacing judges by: answers counted per time bucket, and whether a 429 fraction
+fell by more than noise explains."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "BUCKET",
+    "BUCKETS",
+    "FAR_OVER",
+    "FLOOR_WINDOW",
+    "INDEPENDENT_HOLD",
+    "INDEPENDENT_MIN_ANSWERS",
+    "INDEPENDENT_RISE",
+    "RETRIAL_AFTER",
+    "TRIAL_EVIDENCE",
+    "TRIAL_KEPT",
+    "TRIAL_LAG",
+    "TRIAL_MARGIN",
+    "TRIAL_MIN_ANSWERS",
+    "TRIAL_TIMEOUT",
+    "TRIAL_WINDOW",
+    "UNHELPED_SHARE",
+    "Answers",
+    "SendRate",
+    "fell",
+]
+
+BUCKET = 0.1
+"""Seconds per bucket of the answer counts the estimator reads."""
+BUCKETS = 30
+FLOOR_WINDOW = 10
+"""Buckets (1 s) over which the success rate (the decrease floor) and a trial's reference are
+measured."""
+TRIAL_KEPT = 0.5
+"""Our rate matters only if the trial's 429 fraction fell to this share of the reference's..."""
+TRIAL_EVIDENCE = 2.5
+"""... and the fall is this many standard errors (a two-proportion z-test): a 10 % fraction
+measured over 100 answers varies by a third, so a fall by half alone proves nothing, and wrongly
+judging the 429s rate-dependent slows everyone down for ``RETRIAL_AFTER``."""
+
+
+FAR_OVER = 2
+"""While the reference is measured, 429s this many times the successes over the last second end
+it at once (no doubt: pacing is needed). Only then: a 429 comes back at once and a success after
+the latency, so early counts overstate the 429 fraction."""
+TRIAL_WINDOW = 5
+"""Buckets (0.5 s) of answers that judge a trial."""
+TRIAL_LAG = 0.3
+"""Seconds after a trial starts before its answers count: requests in flight were sent before."""
+TRIAL_MARGIN = 0.9
+"""A trial sends slightly under the success rate it measured (a bucket's burst inflates it)."""
+TRIAL_TIMEOUT = 5.0
+TRIAL_MIN_ANSWERS = 100
+"""Answers a trial's reference and its verdict each wait for (or for ``TRIAL_TIMEOUT``): with
+fewer, a 10 % fraction of 429s is too noisy to tell from half of it."""
+UNHELPED_SHARE = 0.8
+"""A verdict that our rate matters is withdrawn once pacing is below this share of the
+reference's success rate and the 429 fraction has not clearly fallen: slowing did not help."""
+RETRIAL_AFTER = 10.0
+"""Seconds after a verdict of "our rate matters" before the next trial: a wrong verdict (or a
+limit that changed) does not pace the endpoint for good."""
+INDEPENDENT_HOLD = 60.0
+"""Seconds a verdict of rate-independent 429s stands before a new trial may run."""
+INDEPENDENT_RISE = 0.15
+"""Rate-independent mode ends when the 429 fraction exceeds twice its verdict's fraction and this
+much more than it: a new limit that our rate does hit."""
+INDEPENDENT_MIN_ANSWERS = 30
+
+SEND_RATE_SPAN = 0.25
+"""Shortest span the send rate is measured over (sends began this recently: a burst)."""
+
+
+class SendRate:
+    """Sends per second over about the last second, counted per whole second: what provoked a
+    first 429, and so where an engagement starts."""
+
+    __slots__ = ("_bucket", "_count", "_last_second", "_since")
+
+    def __init__(self) -> None:
+        self._bucket = 0
+        self._count = 0
+        self._since = 0.0
+        self._last_second = 0
+
+    def add(self, now: float) -> None:
+        bucket = int(now)
+        if bucket != self._bucket:
+            if bucket == self._bucket + 1:
+                self._last_second = self._count
+            else:
+                self._last_second, self._since = 0, now
+            self._bucket, self._count = bucket, 0
+        self._count += 1
+
+    def forget(self) -> None:
+        self._count = self._last_second = 0
+
+    def rate(self, now: float) -> float:
+        into = now - self._bucket
+        if 0 <= into < 1:
+            sent = self._count + self._last_second * (1.0 - into)
+        elif 1 <= into < 2:  # nothing sent yet in this second
+            sent = self._count * (2.0 - into)
+        else:
+            return 0.0
+        return sent / max(SEND_RATE_SPAN, min(1.0, now - self._since))
+
+
+class Answers:
+    """Successes and 429s counted per ``BUCKET`` seconds over the last ``BUCKETS`` buckets."""
+
+    __slots__ = ("_index", "_ok", "_throttled", "since")
+
+    def __init__(self, now: float) -> None:
+        self._ok = [0] * BUCKETS
+        self._throttled = [0] * BUCKETS
+        self._index = math.floor(now / BUCKET)
+        self.since = now
+
+    def add(self, now: float, throttled: bool) -> bool:
+        """Count one answer; ``True`` when a new bucket began (time to re-judge)."""
+        index = math.floor(now / BUCKET)
+        rolled = index > self._index
+        if rolled:
+            for step in range(self._index + 1, min(index, self._index + BUCKETS) + 1):
+                self._ok[step % BUCKETS] = self._throttled[step % BUCKETS] = 0
+            self._index = index
+        counts = self._throttled if throttled else self._ok
+        counts[self._index % BUCKETS] += 1
+        return rolled
+
+    def last_second(self, now: float) -> tuple[int, int, float]:
+        """Successes, 429s and the seconds they span over the last second, this bucket included."""
+        ok, throttled, _ = self.recent(now, FLOOR_WINDOW - 1)
+        if math.floor(now / BUCKET) == self._index:
+            ok += self._ok[self._index % BUCKETS]
+            throttled += self._throttled[self._index % BUCKETS]
+        return ok, throttled, min(FLOOR_WINDOW * BUCKET, now - self.since)
+
+    def after(self, now: float, start: float) -> tuple[int, int, float]:
+        """Like :meth:`recent`, over the whole buckets that began at ``start`` or later."""
+        return self.recent(
+            now, min(BUCKETS - 1, math.floor(now / BUCKET) - math.ceil(start / BUCKET))
+        )
+
+    def recent(self, now: float, buckets: int) -> tuple[int, int, float]:
+        """Successes, 429s and the seconds they span, over the last ``buckets`` whole buckets
+        (the current, partial one left out); fewer seconds if counting began later."""
+        index = math.floor(now / BUCKET)
+        ok = throttled = 0
+        for step in range(max(index - buckets, self._index - BUCKETS + 1), index):
+            if step <= self._index:
+                ok += self._ok[step % BUCKETS]
+                throttled += self._throttled[step % BUCKETS]
+        span = index * BUCKET - max((index - buckets) * BUCKET, self.since)
+        return ok, throttled, span
+
+
+def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int) -> bool:
+    """Whether the trial's 429 fraction fell clearly below the reference's: by ``TRIAL_KEPT``
+    at least, and by ``TRIAL_EVIDENCE`` standard errors (so that noise does not make it)."""
+    if not (answers and trial_answers):
+        return False
+    before, during = throttled / answers, trial_throttled / trial_answers
+    if during > TRIAL_KEPT * before:
+        return False
+    pooled = (throttled + trial_throttled) / (answers + trial_answers)
+    error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / trial_answers))
+    return error == 0.0 or before - during >= TRIAL_EVIDENCE * error

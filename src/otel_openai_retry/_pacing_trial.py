@@ -1,0 +1,174 @@
+"""Whether our send rate is what the 429s depend on: the trial an engagement starts with.
+
+Not every 429 says "slower": a limit shared with other applications rejects a fraction of our
+requests however slowly we send, and pacing would then only add waiting. So, without header rates,
+an engagement starts with a trial of whether the 429 fraction responds to our rate. It first
+measures the answers unpaced (``REFERENCE``: gates apply, the schedule does not, so the rates
+measured are the natural ones; 429s ``FAR_OVER`` times the successes end it at once, pacing at the
+success rate, when there is no doubt), then sends a little under the rate the successes came at
+(``TRIAL``): against a limit that rate gets as many through and the 429s vanish; against a
+rate-independent one, they stay. Our rate is judged to matter only if the 429 fraction fell by
+half and by ``TRIAL_EVIDENCE`` standard errors; otherwise pacing stands aside (no gate, no
+schedule: each caller's own retry sleep still honours its hint) until the 429 fraction climbs
+clearly above the verdict's, the 429s stop, or ``INDEPENDENT_HOLD`` passes. When it does matter,
+AIMD goes on (``SETTLED``); should the rate then fall well below the reference's success rate
+with the 429 fraction not falling with it, the verdict was unlucky and pacing stands aside at
+once; else a new trial runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates apply once
+settled.
+"""
+
+from __future__ import annotations
+
+from ._pacing_evidence import (
+    BUCKET,
+    BUCKETS,
+    INDEPENDENT_HOLD,
+    INDEPENDENT_MIN_ANSWERS,
+    INDEPENDENT_RISE,
+    RETRIAL_AFTER,
+    TRIAL_LAG,
+    TRIAL_MARGIN,
+    TRIAL_MIN_ANSWERS,
+    TRIAL_TIMEOUT,
+    TRIAL_WINDOW,
+    UNHELPED_SHARE,
+    Answers,
+    SendRate,
+    fell,
+)
+
+__all__ = ["DISENGAGE_AFTER", "MIN_RATE", "REFERENCE", "SETTLED", "TRIAL", "TrialRules"]
+
+MIN_RATE = 0.5
+"""Requests per second never paced below (so a wrong estimate cannot stall an endpoint)."""
+DISENGAGE_AFTER = 5.0
+REFERENCE, TRIAL, SETTLED = 0, 1, 2
+"""The phases of an engagement without header rates: measuring, trying the success rate, AIMD."""
+
+
+class TrialRules:
+    """The trial's rules, run by :class:`~otel_openai_retry._pacing.AdaptiveLimiter` under its
+    lock on the state it declares here."""
+
+    __slots__ = (
+        "_answers",
+        "_baseline",
+        "_gate_until",
+        "_independent_since",
+        "_last_decrease",
+        "_last_throttled",
+        "_phase",
+        "_phase_since",
+        "_reference",
+        "_sends",
+        "engaged",
+        "rate",
+    )
+
+    rate: float
+    engaged: bool
+    _answers: Answers
+    _sends: SendRate
+    _phase: int
+    _phase_since: float
+    _reference: tuple[int, int, float]
+    _independent_since: float | None
+    _baseline: float
+    _gate_until: float
+    _last_decrease: float
+    _last_throttled: float
+
+    @property
+    def independent(self) -> bool:
+        """Whether the 429s lately were judged not to depend on the send rate."""
+        return self._independent_since is not None
+
+    def _next_phase(self, now: float) -> None:
+        """At each new bucket: begin the trial once there is a reference, judge it once its
+        answers are in."""
+        if self._phase == REFERENCE:
+            began = self._phase_since
+            ok, throttled, span = self._answers.after(now, began)
+            if span < TRIAL_WINDOW * BUCKET * 0.9 or (
+                ok + throttled < TRIAL_MIN_ANSWERS and now - began < TRIAL_TIMEOUT
+            ):
+                return
+            if ok + throttled < TRIAL_WINDOW:  # too few answers to judge by: plain AIMD
+                self._settle(now)
+                return
+            if throttled >= ok:  # far over a limit: no doubt our rate matters
+                self._settle(now)
+                return
+            # Send at the rate the successes come at: against a limit, that rate gets as many
+            # through and the 429s vanish; against a rate-independent one, they stay.
+            self.rate = max(MIN_RATE, ok / span * TRIAL_MARGIN)
+            self._last_decrease = now
+            self._phase_since = now
+            self._reference = (throttled, ok + throttled, ok / span)
+            self._phase = TRIAL
+        elif self._phase == TRIAL:
+            started = self._phase_since
+            if now - started < TRIAL_LAG + TRIAL_WINDOW * BUCKET:
+                return
+            ok, throttled, _ = self._answers.after(now, started + TRIAL_LAG)
+            if ok + throttled < TRIAL_MIN_ANSWERS and now - started < TRIAL_TIMEOUT:
+                return
+            self._settle(now)
+            if not fell(*self._reference[:2], throttled, ok + throttled):
+                self._stand_aside(now, throttled / (ok + throttled))
+        elif now - self._phase_since > RETRIAL_AFTER:  # unpaced again, briefly: still a limit?
+            self._phase = REFERENCE
+            self._phase_since = now
+            self._reference = (0, 0, 0.0)
+        elif self._slowing_did_not_help(now):
+            ok, throttled, _ = self._answers.recent(now, BUCKETS - 1)
+            self._stand_aside(now, throttled / (ok + throttled))
+
+    def _slowing_did_not_help(self, now: float) -> bool:
+        """After a verdict that our rate matters: whether the rate has since fallen far below
+        the reference's success rate and the 429 fraction has not fallen with it. A trial can
+        be unlucky; this corrects its verdict long before ``RETRIAL_AFTER``."""
+        throttled, answers, succeeding = self._reference
+        if not answers or self.rate >= UNHELPED_SHARE * succeeding:
+            return False
+        ok, rejected, _ = self._answers.after(now, self._phase_since)
+        return ok + rejected >= TRIAL_MIN_ANSWERS and not fell(
+            throttled, answers, rejected, ok + rejected
+        )
+
+    def _settle(self, now: float) -> None:
+        self._phase = SETTLED
+        self._phase_since = now
+
+    def _stand_aside(self, now: float, fraction: float) -> None:
+        """The 429s do not depend on our rate: no gate, no schedule, until told otherwise."""
+        self.engaged = False
+        self._independent_since = now
+        self._baseline = fraction
+        self._gate_until = 0.0
+        self._sends.forget()
+
+    def _watch_independent(self, now: float, *, throttled: bool) -> bool:
+        """Count an answer while standing aside; ``False`` when that is over (the 429s stopped,
+        the verdict is old, or the 429 fraction rose well above the verdict's)."""
+        since = self._independent_since
+        if since is None:
+            return False
+        if throttled:
+            if now - self._last_throttled > DISENGAGE_AFTER or now - since > INDEPENDENT_HOLD:
+                self._independent_since = None
+                return False
+            self._last_throttled = now
+        elif now - self._last_throttled > DISENGAGE_AFTER:
+            self._independent_since = None
+            return False
+        if self._answers.add(now, throttled) and throttled:
+            ok, rejected, _ = self._answers.recent(now, BUCKETS - 1)
+            answers = ok + rejected
+            baseline = self._baseline
+            if answers >= INDEPENDENT_MIN_ANSWERS and rejected / answers > max(
+                2 * baseline, baseline + INDEPENDENT_RISE
+            ):
+                self._independent_since = None
+                return False
+        return True

@@ -19,7 +19,7 @@ worktree`` of main) first on ``PYTHONPATH``, as ``ours@baseline``, and prints th
 difference: one run compares two versions of our code (any variant: ``--variants
 bare,ours-retried,ours-retried@baseline``). One variant alone, e.g. under a profiler::
 
-    py-spy record -o ours.svg -- .venv/bin/python benchmarks/overhead.py --child ours --calls 9000
+    py-spy record -o ours.svg -- .venv/bin/python benchmarks/overhead.py --child ours --calls 20000
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ BLOCK_TIMEOUT_S = 300.0
 # -- the child: one variant, making the blocks of calls it is told to --------------------------
 
 
-def child(args: argparse.Namespace) -> int:
+def child(args: argparse.Namespace, alone: bool) -> int:
     setup = instrument(args.child)
     loop = asyncio.new_event_loop()
     client = make_client(args.base_url)
@@ -86,7 +86,7 @@ def child(args: argparse.Namespace) -> int:
         return {"cpu_s": cpu, "wall_s": wall, "spans": spans}
 
     try:
-        if args.calls:  # alone: a warm-up, one block, then exit
+        if alone:  # a warm-up, one block, then exit
             block(args.warmup, args.concurrency)
             print(json.dumps(block(args.calls, args.concurrency)))
             return 0
@@ -303,8 +303,8 @@ def main() -> int:
     parser.add_argument("--concurrent-calls", type=int, default=4000, help="0 skips (4000)")
     parser.add_argument("--concurrency", type=int, default=64, help="(default: 64)")
     parser.add_argument("--child", choices=KINDS, help="measure this kind in this process")
-    parser.add_argument("--base-url", help="with --child: a running fake server")
-    parser.add_argument("--calls", type=int, default=0, help="with --child: calls, then exit")
+    parser.add_argument("--base-url", help="with --child: a running fake server, else alone")
+    parser.add_argument("--calls", type=int, default=20000, help="--child alone (20000)")
     args = parser.parse_args()
     for definition in args.add_variant:
         name, _, spec = definition.partition("=")
@@ -317,8 +317,8 @@ def main() -> int:
 
         with FakeServerProcess() as server:
             args.base_url = server.base_url
-            return child(args)
-    return child(args) if args.child else orchestrate(args)
+            return child(args, alone=True)
+    return child(args, alone=False) if args.child else orchestrate(args)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,6 @@
-"""What the benchmarks share: how each variant is switched on, one call, the machine.
+"""What the benchmarks share: how each kind is switched on, one call, the machine.
 
-Only public APIs of ours are used here (``OpenAIRetryInstrumentor``), and only inside the process
-that measures: ``overhead.py --baseline-src`` runs these children against another version of
-our code.
-"""
+Only public APIs of ours (``overhead.py --baseline-src`` runs them against another version)."""
 
 from __future__ import annotations
 

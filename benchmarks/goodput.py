@@ -1,29 +1,17 @@
 """Goodput under rate limits: how fast do calls get through, SDK defaults and recipes vs ours?
 
-Run it from the repository root::
+Run it from the repository root (docs/performance.md describes the scenarios and strategies)::
 
     .venv/bin/python benchmarks/goodput.py                        # every scenario, one run each
     .venv/bin/python benchmarks/goodput.py --scenarios shared-limit --runs 3  # medians of 3
 
-The fake server runs in a process of its own (``FakeServerProcess``); ``SCENARIOS`` says what it
-does in each, with ours's target. ``bucket``: a token bucket of 100 requests/s, 1,000 calls at
-concurrency 100 (the server's own bound: 10 s), 429s with ``retry-after-ms`` and
-``x-ratelimit-*``; ``bucket-no-hints``: the same, 429s with no header; ``shared-limit``: 429 to
-a random 10 % of requests however slowly we send (a limit shared with other applications): slowing
-down cannot help, so pacing must not cost more than it saves.
-
-Strategies, each in fresh processes with no ``OTEL_*`` variable but its own: ``sdk``, the SDK's
-defaults (``max_retries=2``); ``tenacity``, the widely copied recipe
-(``wait_random_exponential(min=1, max=60)``, 6 attempts) and ``langchain``, LangChain's legacy
-decorator (``wait_exponential(multiplier=1, min=4, max=10)``, 6 attempts), both around a client
-with ``max_retries=0``; ``ours``, ``OpenAIRetryInstrumentor`` with the default policy and SDK
-providers, around a client built without ``max_retries`` (an explicit one wins over the policy);
-``ours-unpaced``, the same with ``OTEL_OPENAI_RETRY_ADAPTIVE=false``.
-
-``--processes N`` splits each strategy's calls and concurrency among N processes started together
-(a fleet, each pacing on its own); ``--sync`` calls from threads with the sync client. Printed:
-successes, failures, wall time, its ratio to the bound (or to the strategy compared with), and the
-429s the server sent per success."""
+The fake server runs in a process of its own, set up as ``SCENARIOS`` says: a token bucket with
+and without hints, or 429s to a random share of requests whatever the send rate (a limit shared
+with other applications: pacing must not cost more than it saves). Each strategy (``STRATEGIES``:
+the SDK's defaults, the tenacity and LangChain recipes, ours with pacing on and off) runs in fresh
+processes with no ``OTEL_*`` variable but its own; ``--processes N`` makes them a fleet of N.
+Printed: successes, failures, wall time against the bound (or the strategy compared with), and
+the 429s the server sent per success."""
 
 from __future__ import annotations
 
@@ -155,30 +143,23 @@ def build_call(strategy: str, base_url: str, sync: bool) -> Callable[[], Any]:
 
 def child(args: argparse.Namespace) -> dict[str, float]:
     call = build_call(args.child, args.base_url, args.sync)
+    threads = ThreadPoolExecutor(args.concurrency)  # with --sync, the calls run there
     failures = 0
 
-    def one(_: object = None) -> None:
+    async def one() -> None:
         nonlocal failures
         try:
-            call()
-        except openai.APIError:
-            failures += 1
-
-    async def one_async() -> None:
-        nonlocal failures
-        try:
-            await call()
+            if args.sync:
+                await asyncio.get_running_loop().run_in_executor(threads, call)
+            else:
+                await call()
         except openai.APIError:
             failures += 1
 
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()  # the fleet starts together
     started = time.perf_counter()
-    if args.sync:
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            list(pool.map(one, range(args.calls)))
-    else:
-        asyncio.run(run_calls(one_async, args.calls, args.concurrency))
+    asyncio.run(run_calls(one, args.calls, args.concurrency))
     return {"wall": time.perf_counter() - started, "failures": failures}
 
 

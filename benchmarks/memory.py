@@ -1,16 +1,13 @@
 """Memory: does anything stay behind once a call has ended?
 
-Run it from the repository root::
+Run it from the repository root (``--kind bare`` for the SDK alone)::
 
-    .venv/bin/python benchmarks/memory.py                 # ours, 100,000 calls (~4 min)
-    .venv/bin/python benchmarks/memory.py --kind bare     # the same without instrumentation
+    .venv/bin/python benchmarks/memory.py
 
-With the fake server in a process of its own and ``--kind`` switched on as in ``overhead.py``:
-a warm-up, then 100,000 sequential calls through one client (``VmRSS`` every tenth of the way),
-10,000 streams read to the end, and 1,000 streams dropped unread on a client of their own, closed
-afterwards. After each phase: ``gc.collect()``, the RSS growth, the spans exported, and the live
-objects of ours (instances, closures, coroutines), of tenacity, SDK spans and streams, and
-``weakref.finalize`` entries. Target: at most 5 MiB of growth over the 100,000 calls."""
+With ``--kind`` switched on as in ``overhead.py``: 100,000 sequential calls through one client,
+10,000 streams read, 1,000 streams dropped unread on a client of their own, closed afterwards.
+After each phase: the RSS growth, the spans exported, the live objects of ours, tenacity's, SDK
+spans and streams, ``weakref.finalize`` entries. Target: ≤ 5 MiB of growth over the calls."""
 
 from __future__ import annotations
 

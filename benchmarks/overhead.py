@@ -1,23 +1,16 @@
 """Client CPU per successful call: the bare SDK, ours, and the official instrumentation, one run.
 
-Run it from the repository root, with the ``bench`` extra installed::
+Run it from the repository root, with the ``bench`` extra (docs/performance.md has the details)::
 
     .venv/bin/python benchmarks/overhead.py --interleaved
-    .venv/bin/python benchmarks/overhead.py --interleaved --baseline-src ../main-worktree
+    .venv/bin/python benchmarks/overhead.py --interleaved --baseline-src ../baseline
 
-The fake server runs in a process of its own, and so does every variant (started once per
-repeat, switched on as an application would), so ``time.process_time()`` in a variant counts its
-client alone, the telemetry SDK's threads included. Per scenario (sequential, concurrency 64) every
-variant warms up, then the variants take turns making blocks of calls, the order rotated each
-block: ``--blocks`` turns each with ``--interleaved``, one without. Figures are medians over
-blocks; Δ is the median of each block minus the same turn's bare block; ratio is
-Δ / official's Δ, what a variant adds over the bare SDK as a fraction of what the official
-instrumentation adds.
-
-``--baseline-src DIR`` runs ``ours`` again with ``DIR/src`` (another source tree, e.g. a ``git
-worktree`` of main) first on ``PYTHONPATH``, as ``ours@baseline``, and prints the paired
-difference: one run compares two versions of our code (any variant: ``--variants
-bare,ours-retried,ours-retried@baseline``). One variant alone, e.g. under a profiler::
+The fake server and every variant run in processes of their own (``time.process_time()`` counts
+one client, its telemetry threads included). Per scenario the variants warm up, then take turns
+making blocks of calls, the order rotated each block (``--blocks`` each with ``--interleaved``).
+Medians over blocks; Δ: each block minus the same turn's bare block; ratio: Δ / official's Δ.
+``--baseline-src DIR`` runs ours again from ``DIR/src`` and prints the paired difference. One
+variant alone, e.g. under a profiler::
 
     py-spy record -o ours.svg -- .venv/bin/python benchmarks/overhead.py --child ours --calls 20000
 """
@@ -160,8 +153,7 @@ def start(name: str, base_url: str, baseline: Path | None) -> Child:
 
 @dataclass
 class Runs:
-    """Per variant, per block: µs per call, calls/s, spans per call; Δ against the same turn's
-    bare block."""
+    """Per variant, per block: µs per call, calls/s; spans per call."""
 
     cpu: dict[str, list[float]] = field(default_factory=dict)
     rate: dict[str, list[float]] = field(default_factory=dict)

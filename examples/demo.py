@@ -94,31 +94,49 @@ def setup_telemetry() -> tuple[InMemorySpanExporter, InMemoryMetricReader, list[
     return memory, reader, [provider, meter_provider]
 
 
+SHOWN_METRIC_ATTRIBUTES = (
+    "error.type",
+    "http.response.status_code",
+    "gen_ai.token.type",
+    "gen_ai.token.modality",
+    "openai_retry.rate_limiting.result",
+)
+"""The attributes that tell a metric's points apart here (operation, model and server are the
+same for every call of the demo)."""
+
+
 def print_metrics(reader: InMemoryMetricReader) -> None:
-    """A short table of what the metrics recorded over the whole demo."""
+    """A short table of what the metrics recorded over the whole demo: a histogram's count of
+    observations and their sum, a counter's total."""
     data = reader.get_metrics_data()
     if data is None:
         return
-    print(paint("Metrics recorded", "1"))
-    print(f"  {'metric':<50} {'attributes':<42} {'count':>5} {'sum':>9}")
+    rows: list[tuple[str, str, str, str]] = []
     for resource_metrics in data.resource_metrics:
         for scope in resource_metrics.scope_metrics:
             for metric in sorted(scope.metrics, key=lambda m: m.name):
+                unit = f" ({metric.unit})" if metric.unit else ""
                 for point in metric.data.data_points:
-                    labels = {
-                        k: v
+                    shown = ", ".join(
+                        f"{k}={v!s}"
                         for k, v in (point.attributes or {}).items()
-                        if k in ("error.type", "gen_ai.token.type")
-                    }
-                    shown = ", ".join(f"{k}={v}" for k, v in labels.items()) or "-"
+                        if k in SHOWN_METRIC_ATTRIBUTES
+                    )
                     if isinstance(point, HistogramDataPoint):
-                        count, total = point.count, f"{point.sum:.3f}"
+                        count, total = str(point.count), f"{point.sum:.3f}"
                     elif isinstance(point, NumberDataPoint):
-                        count, total = int(point.value), "-"
+                        count, total = "-", f"{point.value:g}"
                     else:
                         continue
-                    unit = f" ({metric.unit})" if metric.unit else ""
-                    print(f"  {metric.name + unit:<50} {shown:<42} {count:>5} {total:>9}")
+                    rows.append((metric.name + unit, shown or "-", count, total))
+    header = ("metric", "attributes", "count", "sum/total")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    print(paint("Metrics recorded", "1"))
+    for name, shown, count, total in [header, *rows]:
+        print(
+            f"  {name:<{widths[0]}}  {shown:<{widths[1]}}  "
+            f"{count:>{widths[2]}}  {total:>{widths[3]}}"
+        )
 
 
 def format_seconds(seconds: float) -> str:
@@ -152,9 +170,9 @@ def print_tree(spans: Sequence[ReadableSpan]) -> None:
         attributes = root.attributes or {}
         print(
             f"{paint(root.name, '1')}  {format_seconds(duration(root))}  {status_text(root)}  "
-            f"attempts={attributes.get('retry.attempts')} "
-            f"outcome={attributes.get('retry.outcome')} "
-            f"slept={format_seconds(float(attributes.get('retry.total_sleep_s', 0.0)))}"  # type: ignore[arg-type]
+            f"attempts={attributes.get('openai_retry.attempts')} "
+            f"outcome={attributes.get('openai_retry.outcome')} "
+            f"slept={format_seconds(float(attributes.get('openai_retry.total_sleep', 0.0)))}"  # type: ignore[arg-type]
         )
         assert root.context is not None
         children = sorted(by_parent.get(root.context.span_id, []), key=lambda s: s.start_time or 0)
@@ -164,10 +182,11 @@ def print_tree(spans: Sequence[ReadableSpan]) -> None:
             line = (
                 f"  {branch} {child.name}  {format_seconds(duration(child))}  {status_text(child)}"
             )
-            if "retry.sleep_s" in child_attributes:
-                line += f"  → slept {format_seconds(float(child_attributes['retry.sleep_s']))}"  # type: ignore[arg-type]
-            if "retry.retry_after_s" in child_attributes:
-                asked = float(child_attributes["retry.retry_after_s"])  # type: ignore[arg-type]
+            if "openai_retry.sleep" in child_attributes:
+                slept = float(child_attributes["openai_retry.sleep"])  # type: ignore[arg-type]
+                line += f"  → slept {format_seconds(slept)}"
+            if "openai_retry.retry_after" in child_attributes:
+                asked = float(child_attributes["openai_retry.retry_after"])  # type: ignore[arg-type]
                 line += f" (server asked {format_seconds(asked)})"
             print(line)
         print()

@@ -58,7 +58,7 @@ def print_spans(memory: InMemorySpanExporter) -> None:
         shown = {
             key: value
             for key, value in attributes.items()
-            if key.startswith(("retry.", "langchain.", "error.type", "http.response"))
+            if key.startswith(("openai_retry.", "langchain.", "error.type", "http.response"))
         }
         print(f"  {span.name:<18} {shown}")
 

@@ -69,6 +69,8 @@ def describe_request(
     metric_attributes.update(genai)
     attributes.update(genai)
     attributes.update(operation.request_attributes(body))
+    if operation.api_type is not None:
+        attributes["openai.api.type"] = operation.api_type
     if stream:
         attributes["gen_ai.request.stream"] = True
     name = f"{operation.name} {model}" if isinstance(model, str) and model else operation.name

@@ -60,6 +60,7 @@ class CallState:
     """Everything one logical call remembers between its attempts."""
 
     __slots__ = (
+        "_queued",
         "_stop",
         "attempts",
         "guard",
@@ -72,6 +73,7 @@ class CallState:
         "started",
         "strategies",
         "total_sleep",
+        "total_throttle",
         "verdict",
     )
 
@@ -106,6 +108,9 @@ class CallState:
         """The logical call's span name, for users' retry hooks."""
         self.attempts = 0
         self.total_sleep = 0.0
+        self.total_throttle = 0.0
+        self._queued: tuple[str, float] | None = None
+        """A paced attempt's slot, until the attempt starts: its result and when it was asked."""
         self.verdict: Verdict | None = None
         self.retry_details: RetryDetails | None = None
         """The retry tenacity just decided on (set before each sleep)."""
@@ -176,7 +181,13 @@ class CallState:
         """
         self.verdict = None  # whatever fails from here on is judged afresh
         deadline = self.deadline
-        delay = self.guard.slot_delay(time.monotonic(), math.inf if deadline is None else deadline)
+        guard = self.guard
+        paced = guard.pacing()
+        now = time.monotonic()
+        delay = guard.slot_delay(now, math.inf if deadline is None else deadline)
+        if paced:
+            result = "rejected" if delay is None else "delayed" if delay > 0 else "acquired"
+            self._queued = (result, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
 
     def will_send(self) -> bool:
@@ -188,7 +199,11 @@ class CallState:
     def begin_attempt(self, throttle: float) -> int:
         self.attempts += 1
         attempt = self.attempts
+        self.total_throttle += throttle
         self.guard.sent(time.monotonic())
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            self._tell_paced(queued[0], throttle)
         for observer in self.observers:
             try:
                 observer.attempt_started(attempt, throttle)
@@ -249,8 +264,22 @@ class CallState:
         retry_state.prepare_for_next_attempt()
         return _Sleep(self, seconds)
 
+    def _tell_paced(self, result: str, waited: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.paced(result, waited)
+            except Exception:
+                report_internal_error("observer paced")
+
     def finish(self, exc: BaseException | None) -> None:
-        summary = CallSummary(self._outcome(exc), self.attempts, self.total_sleep)
+        queued, self._queued = self._queued, None
+        if queued is not None:  # the call ended while it waited for its slot
+            waited = time.monotonic() - queued[1]
+            self.total_throttle += waited
+            self._tell_paced("canceled", waited)
+        summary = CallSummary(
+            self._outcome(exc), self.attempts, self.total_sleep, self.total_throttle
+        )
         for observer in self.observers:
             try:
                 observer.finished(summary, exc)

@@ -32,7 +32,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 class Outcome(str, enum.Enum):
-    """How a logical call ended; the value is the ``retry.outcome`` attribute."""
+    """How a logical call ended; the value is the ``openai_retry.outcome`` attribute."""
 
     SUCCESS = "success"
     NON_RETRYABLE = "non_retryable"

@@ -1,11 +1,11 @@
 """One guard per pacing key: the only owner of pacing and the retry budget.
 
-The retry loop asks its guard three things and tells it one: how long to wait for a send slot
-before an attempt, that an attempt was sent, whether a retry may be sent (the budget), and what
-an answer said (status and headers, for the pacer). Both halves are optional (``adaptive`` and
-``budget`` in the policy); with both off every call shares :data:`NULL_GUARD`, which costs a
-method call and nothing else. A fleet-shared guard (Redis) is another implementation of
-:class:`EndpointGuard`.
+The retry loop asks its guard four things and tells it one: whether sends are paced now, how long
+to wait for a send slot before an attempt, that an attempt was sent, whether a retry may be sent
+(the budget), and what an answer said (status and headers, for the pacer). Both halves are
+optional (``adaptive`` and ``budget`` in the policy); with both off every call shares
+:data:`NULL_GUARD`, which costs a method call and nothing else. A fleet-shared guard (Redis) is
+another implementation of :class:`EndpointGuard`.
 
 The pacing key is a base URL and a model: rate limits and outages are per deployment, and calls
 to other models must not be slowed by one model's limit. The map is bounded so that an
@@ -33,6 +33,9 @@ PacingKey = tuple[str, str]
 class EndpointGuard(Protocol):
     """What the retry loop asks of the pacing and budget of one pacing key."""
 
+    def pacing(self) -> bool:
+        """Whether sends are being paced now (so a slot is a queue worth measuring)."""
+
     def slot_delay(self, now: float, latest: float) -> float | None:
         """Seconds to wait before sending; ``None`` when the slot would come after ``latest``
         (the caller's deadline: it goes at once rather than hold up the schedule)."""
@@ -56,6 +59,9 @@ class _NullGuard:
     """Pacing and budget both off."""
 
     __slots__ = ()
+
+    def pacing(self) -> bool:
+        return False
 
     def slot_delay(self, now: float, latest: float) -> float | None:
         return 0.0
@@ -86,6 +92,10 @@ class LocalGuard:
     def __init__(self, limiter: AdaptiveLimiter | None, budget: RetryBudget | None) -> None:
         self.limiter = limiter
         self.budget = budget
+
+    def pacing(self) -> bool:
+        limiter = self.limiter
+        return limiter is not None and limiter.engaged
 
     def slot_delay(self, now: float, latest: float) -> float | None:
         limiter = self.limiter

@@ -1,8 +1,11 @@
-"""The metric instruments, created once per instrumentation.
+"""The metric instruments, created once per instrumentation, and which attributes each gets.
 
-Names, units and bucket boundaries follow the GenAI semantic conventions; the two ``retry.*``
-instruments are ours. Only low-cardinality attributes are recorded (operation, provider, request
-model, server address, error type, token type): never a response id or a message.
+The GenAI instruments follow the conventions, in the generation ``_semconv.metric_names``
+chooses; ours are shaped after gRPC's retry metrics (A96) and ASP.NET's rate limiting: per call,
+how many retries and how long it spent without an attempt in flight; per failed attempt, why; per
+paced send, how long it queued. A clean call records a duration, its token counts and its retry
+count, nothing more. Only low-cardinality attributes are recorded (operation, provider, request
+model, server address, error type, status code, token type or modality): never an id or a message.
 """
 
 from __future__ import annotations
@@ -13,8 +16,18 @@ from opentelemetry.metrics import Meter
 from opentelemetry.util.types import AttributeValue
 
 from ._internal import report_internal_error
+from ._operations import ResponseFields
+from ._semconv import (
+    CALL_RETRIES,
+    CALL_RETRY_DELAY,
+    FAILED_ATTEMPTS,
+    RATE_LIMITING_REQUESTS,
+    RATE_LIMITING_RESULT,
+    RATE_LIMITING_TIME_IN_QUEUE,
+    MetricNames,
+)
 
-__all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "Instruments"]
+__all__ = ["DURATION_BUCKETS", "RETRY_BUCKETS", "TOKEN_BUCKETS", "Instruments"]
 
 DURATION_BUCKETS = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -22,10 +35,18 @@ DURATION_BUCKETS = (
 TOKEN_BUCKETS = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
-SLEEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
-"""Sleeps span from a few milliseconds (``retry-after-ms``) to the 120 s Retry-After cap."""
+RETRY_BUCKETS = (0, 1, 2, 3, 4, 5, 10, 100, 1000)
+"""gRPC A96's buckets for retries per call."""
+DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+"""Waits span from a few milliseconds (``retry-after-ms``) to the 120 s Retry-After cap."""
+
+_CURRENT_COUNTERS = (
+    ("input", "gen_ai.client.inference.usage.input_tokens", "Input tokens, cached ones included"),
+    ("output", "gen_ai.client.inference.usage.output_tokens", "Output tokens, reasoning included"),
+)
 
 Attributes = Mapping[str, AttributeValue]
+_Record = Callable[[float, Attributes], None]
 
 
 def _with(attributes: Attributes, key: str, value: AttributeValue) -> dict[str, AttributeValue]:
@@ -35,75 +56,207 @@ def _with(attributes: Attributes, key: str, value: AttributeValue) -> dict[str, 
 
 
 class Instruments:
-    """The five instruments, and the one place that knows which attributes each gets."""
+    """The instruments of one instrumentation, and the one place that knows which attributes
+    each measurement gets."""
 
-    __slots__ = ("_attempts", "_duration", "_sleep", "_tokens", "_ttfc")
+    __slots__ = (
+        "_cache_read",
+        "_cache_write",
+        "_call_retries",
+        "_current_duration",
+        "_current_ttfc",
+        "_failed_attempts",
+        "_older_duration",
+        "_operation_duration",
+        "_older_ttfc",
+        "_queue_requests",
+        "_queue_time",
+        "_reasoning",
+        "_retry_delay",
+        "_token_histogram",
+        "_usage",
+        "names",
+    )
 
-    def __init__(self, meter: Meter) -> None:
-        self._duration = meter.create_histogram(
+    def __init__(self, meter: Meter, names: MetricNames | None = None) -> None:
+        self.names = names = names or MetricNames(older=True, current=False)
+
+        def histogram(
+            name: str, unit: str, description: str, buckets: tuple[float, ...]
+        ) -> _Record:
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=buckets,
+            ).record
+
+        def counter(name: str, unit: str, description: str) -> _Record:
+            return meter.create_counter(name, unit=unit, description=description).add
+
+        operation_duration = histogram(
             "gen_ai.client.operation.duration",
-            unit="s",
-            description="Duration of GenAI client operations, retries and sleeps included",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "s",
+            "Duration of GenAI client operations, retries and sleeps included",
+            DURATION_BUCKETS,
         )
-        self._tokens = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens used, from the successful attempt",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        self._operation_duration = operation_duration
+        """Embeddings and calls without GenAI meaning keep this name in every mode."""
+        self._older_duration: _Record | None = operation_duration if names.older else None
+        self._older_ttfc: _Record | None = None
+        self._token_histogram: _Record | None = None
+        if names.older:
+            self._older_ttfc = histogram(
+                "gen_ai.client.operation.time_to_first_chunk",
+                "s",
+                "Time from the start of the successful attempt to the first stream chunk",
+                DURATION_BUCKETS,
+            )
+            self._token_histogram = histogram(
+                "gen_ai.client.token.usage",
+                "{token}",
+                "Tokens used, from the successful attempt",
+                TOKEN_BUCKETS,
+            )
+        self._current_duration: _Record | None = None
+        self._current_ttfc: _Record | None = None
+        self._usage: dict[str, _Record] = {}
+        self._cache_read = self._cache_write = self._reasoning = None
+        if names.current:
+            self._current_duration = histogram(
+                "gen_ai.client.inference.duration",
+                "s",
+                "Duration of GenAI inference operations, retries and sleeps included",
+                DURATION_BUCKETS,
+            )
+            self._current_ttfc = histogram(
+                "gen_ai.client.inference.time_to_first_chunk",
+                "s",
+                "Time from the start of the successful attempt to the first stream chunk",
+                DURATION_BUCKETS,
+            )
+            self._usage = {
+                direction: counter(name, "{token}", description)
+                for direction, name, description in _CURRENT_COUNTERS
+            }
+            self._cache_read = counter(
+                "gen_ai.client.inference.usage.cache_read.input_tokens",
+                "{token}",
+                "Input tokens served from the provider's cache",
+            )
+            self._cache_write = counter(
+                "gen_ai.client.inference.usage.cache_write.input_tokens",
+                "{token}",
+                "Input tokens written to the provider's cache",
+            )
+            self._reasoning = counter(
+                "gen_ai.client.inference.usage.reasoning.output_tokens",
+                "{token}",
+                "Output tokens used for reasoning",
+            )
+        self._call_retries = histogram(
+            CALL_RETRIES, "{retry}", "Retries per logical call, 0 included", RETRY_BUCKETS
         )
-        self._ttfc = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description="Time from the start of the successful attempt to the first stream chunk",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        self._retry_delay = histogram(
+            CALL_RETRY_DELAY,
+            "s",
+            "Time a call spent with no attempt in flight: retry sleeps and pacing waits",
+            DELAY_BUCKETS,
         )
-        self._attempts = meter.create_counter(
-            "retry.attempts", unit="{attempt}", description="HTTP attempts sent"
+        self._failed_attempts = counter(
+            FAILED_ATTEMPTS, "{attempt}", "HTTP attempts that failed, retried or not"
         )
-        self._sleep = meter.create_histogram(
-            "retry.sleep.duration",
-            unit="s",
-            description="Sleeps taken between attempts",
-            explicit_bucket_boundaries_advisory=SLEEP_BUCKETS,
+        self._queue_time = histogram(
+            RATE_LIMITING_TIME_IN_QUEUE,
+            "s",
+            "Time an attempt waited for its endpoint's send slot while pacing was engaged",
+            DELAY_BUCKETS,
+        )
+        self._queue_requests = counter(
+            RATE_LIMITING_REQUESTS, "{request}", "Attempts that asked their endpoint for a slot"
         )
 
-    def attempt(self, attributes: Attributes, error_type: str | None) -> None:
-        _measure(
-            self._attempts.add,
-            1,
-            attributes if error_type is None else _with(attributes, "error.type", error_type),
-        )
+    # -- per call ----------------------------------------------------------------------------
 
-    def sleep(self, attributes: Attributes, seconds: float) -> None:
-        _measure(self._sleep.record, seconds, attributes)
-
-    def operation(self, attributes: Attributes, seconds: float, error_type: str | None) -> None:
-        _measure(
-            self._duration.record,
-            seconds,
-            attributes if error_type is None else _with(attributes, "error.type", error_type),
-        )
-
-    def tokens(
-        self, attributes: Attributes, input_tokens: int | None, output_tokens: int | None
+    def call_ended(
+        self,
+        attributes: Attributes,
+        seconds: float,
+        error_type: str | None,
+        inference: bool,
+        retries: int,
+        delay: float,
     ) -> None:
-        if input_tokens is not None:
+        """Duration (both generations, as chosen), retries, and the delay if there was one."""
+        failed = attributes if error_type is None else _with(attributes, "error.type", error_type)
+        older = self._older_duration
+        if older is not None:
+            _measure(older, seconds, failed)
+        current = self._current_duration
+        if inference and current is not None:
+            _measure(current, seconds, failed)
+        elif older is None:
+            _measure(self._operation_duration, seconds, failed)
+        _measure(self._call_retries, retries, attributes)
+        if retries or delay > 0:
+            _measure(self._retry_delay, delay, attributes)
+
+    def usage(self, attributes: Attributes, fields: ResponseFields, inference: bool) -> None:
+        histogram = self._token_histogram
+        if histogram is not None:
+            for direction, count in (
+                ("input", fields.input_tokens),
+                ("output", fields.output_tokens),
+            ):
+                if count is not None:
+                    _measure(histogram, count, _with(attributes, "gen_ai.token.type", direction))
+        if not (inference and self._usage):
+            return
+        for direction, modality, count in fields.usage_by_modality():
             _measure(
-                self._tokens.record, input_tokens, _with(attributes, "gen_ai.token.type", "input")
+                self._usage[direction], count, _with(attributes, "gen_ai.token.modality", modality)
             )
-        if output_tokens is not None:
-            _measure(
-                self._tokens.record, output_tokens, _with(attributes, "gen_ai.token.type", "output")
-            )
+        unknown = _with(attributes, "gen_ai.token.modality", "unknown")
+        for record, count in (
+            (self._cache_read, fields.cache_read_tokens),
+            (self._cache_write, fields.cache_write_tokens),
+            (self._reasoning, fields.reasoning_tokens),
+        ):
+            if record is not None and count:
+                _measure(record, count, unknown)
 
-    def time_to_first_chunk(self, attributes: Attributes, seconds: float) -> None:
-        _measure(self._ttfc.record, seconds, attributes)
+    def no_usage(self, attributes: Attributes) -> None:
+        """A failed inference call: the conventions count it too, as 0 of an unknown modality."""
+        if self._usage:
+            unknown = _with(attributes, "gen_ai.token.modality", "unknown")
+            for record in self._usage.values():
+                _measure(record, 0, unknown)
+
+    def time_to_first_chunk(self, attributes: Attributes, seconds: float, inference: bool) -> None:
+        if self._older_ttfc is not None:
+            _measure(self._older_ttfc, seconds, attributes)
+        if inference and self._current_ttfc is not None:
+            _measure(self._current_ttfc, seconds, attributes)
+
+    # -- per attempt -------------------------------------------------------------------------
+
+    def failed_attempt(
+        self, attributes: Attributes, error_type: str, status_code: int | None
+    ) -> None:
+        failed = _with(attributes, "error.type", error_type)
+        if status_code is not None:
+            failed["http.response.status_code"] = status_code
+        _measure(self._failed_attempts, 1, failed)
+
+    def paced(self, attributes: Attributes, result: str, waited: float) -> None:
+        """An attempt asked its engaged pacer for a send slot: ``acquired`` at once, ``delayed``,
+        ``rejected`` (the slot came after the call's deadline) or ``canceled`` while waiting."""
+        _measure(self._queue_requests, 1, _with(attributes, RATE_LIMITING_RESULT, result))
+        if result != "acquired":
+            _measure(self._queue_time, waited, attributes)
 
 
-def _measure(
-    record: Callable[[float, Attributes], None], value: float, attributes: Attributes
-) -> None:
+def _measure(record: _Record, value: float, attributes: Attributes) -> None:
     """Each measurement is guarded on its own: a meter or reader that raises loses that one
     measurement, never the spans or the other measurements of the call."""
     try:

@@ -1,7 +1,8 @@
 """What the retry loop tells, and who is told: a tuple of observers per logical call.
 
-The loop tells every observer of a call the same four things, in order: an attempt started, it
-succeeded or failed, a retry is about to sleep, the call is over. Spans and metrics are the first
+The loop tells every observer of a call the same things, in order: how a paced attempt's wait for
+its send slot went, an attempt started, it succeeded or failed, a retry is about to sleep, the
+call is over. Spans and metrics are the first
 observer of every call; the others come from factories registered here (users' retry hooks, the
 LangChain bridge), each asked once per call whether it wants to watch this one. So the core knows
 no integration by name, and an integration that is not registered costs nothing.
@@ -43,10 +44,17 @@ class CallSummary:
     outcome: Outcome
     attempts: int
     total_sleep: float
+    total_throttle: float = 0.0
+    """Seconds the call's attempts waited for pacing slots."""
 
 
 class CallObserver(Protocol):
     """Told about one logical call as it runs."""
+
+    def paced(self, result: str, waited: float) -> None:
+        """Before an attempt of an endpoint being paced: how its wait for a send slot went
+        (``acquired``, ``delayed``, ``rejected`` past the deadline, or ``canceled``)."""
+        ...
 
     def attempt_started(self, attempt: int, throttle: float) -> None: ...
 
@@ -71,6 +79,9 @@ class Observer:
 
     span_attributes: Mapping[str, AttributeValue] = _NO_ATTRIBUTES
     """Put on the logical span when it starts."""
+
+    def paced(self, result: str, waited: float) -> None:
+        pass
 
     def attempt_started(self, attempt: int, throttle: float) -> None:
         pass

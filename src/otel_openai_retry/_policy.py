@@ -62,6 +62,17 @@ def _is_bool(value: object) -> bool:
     return isinstance(value, bool)
 
 
+_ATTEMPT_SPANS = ("all", "retried")
+
+
+def _read_word(text: str) -> object:
+    return text.lower()
+
+
+def _is_attempt_spans(value: object) -> bool:
+    return value in _ATTEMPT_SPANS
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One policy field and the environment variable that sets it."""
@@ -99,6 +110,8 @@ SETTINGS: tuple[Setting, ...] = (
             "a ratio >= 0 of retries to requests (0 turns the budget off)"),
     Setting("adaptive", "OTEL_OPENAI_RETRY_ADAPTIVE", _read_bool, _is_bool,
             f"a boolean: {_BOOLEANS}"),
+    Setting("attempt_spans", "OTEL_OPENAI_RETRY_ATTEMPT_SPANS", _read_word, _is_attempt_spans,
+            "all (a span for every attempt) or retried (attempt spans only for calls retried)"),
 )  # fmt: skip
 """Every policy setting, in the order the variables are read."""
 
@@ -128,6 +141,9 @@ class RetryPolicy:
     """Retries allowed per request sent, per endpoint, over a sliding window; 0 turns it off."""
     adaptive: bool = True
     """Pace all calls to an endpoint once it has answered 429."""
+    attempt_spans: str = "all"
+    """``all``: a span for every attempt; ``retried``: none for a call whose first attempt
+    succeeded (its span says ``openai_retry.attempts = 1``), all of them for a retried call."""
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:

@@ -1,7 +1,8 @@
 """Everything the wrappers need, built once at instrument time from a policy and providers.
 
 The instrumentor builds its runtime here, and so does anything else that drives the wrappers
-(benchmarks, tests): there is one way to wire the parts together.
+(tests): there is one way to wire the parts together. The metric names' generation is read from
+``OTEL_SEMCONV_STABILITY_OPT_IN`` here, at instrument time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._content import capture_enabled
 from ._endpoints import Endpoints
 from ._metrics import Instruments
 from ._policy import RetryPolicy
+from ._semconv import metric_names
 from ._telemetry import Telemetry
 from .version import __version__
 
@@ -57,6 +59,11 @@ def build_runtime(
     capture = capture_enabled() if capture_content is None else capture_content
     return Runtime(
         strategies=Strategies(policy),
-        telemetry=Telemetry(tracer, Instruments(meter), capture),
+        telemetry=Telemetry(
+            tracer,
+            Instruments(meter, metric_names()),
+            capture,
+            every_attempt=policy.attempt_spans == "all",
+        ),
         endpoints=Endpoints(policy),
     )

@@ -23,9 +23,12 @@ def start_span(
     kind: SpanKind,
     attributes: dict[str, AttributeValue],
     context: Context | None = None,
+    start_time: int | None = None,
 ) -> Span:
     try:
-        return tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+        return tracer.start_span(
+            name, context=context, kind=kind, attributes=attributes, start_time=start_time
+        )
     except Exception:  # e.g. a span processor's on_start: the call goes on, unrecorded
         report_internal_error("span start")
         return INVALID_SPAN

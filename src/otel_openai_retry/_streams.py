@@ -229,7 +229,8 @@ class StreamWatch:
             return None
         if self.reader is not None:
             reader = self.reader
-            return reader.fields(), reader.output_messages() if self._capture else None
+            cut = self._ending is not Ending.CLOSED or self._error is not None
+            return reader.fields(cut), reader.output_messages() if self._capture else None
         parsed = self._parsed
         if parsed is None:
             return None

@@ -1,13 +1,10 @@
 """Spans and metrics for one logical call: the loop's first observer.
 
-The logical span (CLIENT) is what the caller awaited; each attempt gets an INTERNAL child span
-that covers the HTTP request only. When an attempt fails and another follows, its span stays open
-just long enough to receive ``retry.sleep_s`` (the sleep is chosen after the failure), then ends
-at the moment the request failed, so the sleep shows as the gap between attempt spans.
-
-For a stream, the call returns before the work is done: the logical span is handed to a
-:class:`~otel_openai_retry._streams.StreamWatch`, which calls back when the stream ends. A plain
-call and a stream end through the same result path (:meth:`CallTelemetry._record_result`).
+The logical span (CLIENT) is what the caller awaited; its attempts are the children that
+``_attempt_spans`` makes. For a stream, the call returns before the work is done: the logical
+span is handed to a :class:`~otel_openai_retry._streams.StreamWatch`, which calls back when the
+stream ends. A plain call and a stream end through the same result path
+(:meth:`CallTelemetry._record_result`).
 
 Every span start, span end and measurement is guarded on its own (``_spans``, and inside
 :class:`~otel_openai_retry._metrics.Instruments`).
@@ -15,17 +12,15 @@ Every span start, span end and measurement is guarded on its own (``_spans``, an
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from ._attempt_spans import AttemptSpans
 from ._attributes import RequestInfo
 from ._decisions import Outcome, Verdict, error_type
 from ._error_recording import SentHeaders
@@ -35,6 +30,7 @@ from ._metrics import Instruments
 from ._observers import CallSummary
 from ._operations import Operation, ResponseFields
 from ._results import parsed_body
+from ._semconv import ATTEMPTS, OUTCOME, TOTAL_SLEEP, TOTAL_THROTTLE
 from ._spans import end_span, record_error, set_attributes, start_span
 from ._stream_hooks import install, observe_parse
 from ._streams import StreamEnd, StreamWatch
@@ -49,27 +45,27 @@ class Telemetry:
     tracer: Tracer
     instruments: Instruments
     capture_content: bool
-
-
-_ATTEMPT_NAMES = tuple(f"attempt {n}" for n in range(1, 17))
+    every_attempt: bool = True
+    """``OTEL_OPENAI_RETRY_ATTEMPT_SPANS=all``; else a span per attempt only for retried calls."""
 
 
 class CallTelemetry:
     """The first observer of every call (see ``_observers``): its spans and metrics."""
 
     __slots__ = (
-        "_attempt",
-        "_attempt_end_ns",
-        "_attempt_parent",
         "_attempt_started",
+        "_attempts",
+        "_delay",
+        "_inference",
         "_instruments",
         "_metric_attributes",
         "_operation",
         "_result_attributes",
+        "_retries",
         "_sent_headers",
         "_started",
         "_telemetry",
-        "_token",
+        "_usage_recorded",
         "_watch",
         "recording",
         "span",
@@ -86,7 +82,8 @@ class CallTelemetry:
         self._sent_headers = sent_headers
         self._instruments = telemetry.instruments
         self._metric_attributes = info.metric_attributes
-        self._operation = info.operation
+        operation = self._operation = info.operation
+        self._inference = operation is not None and operation.inference
         self._started = time.monotonic()
         self.span: Span = start_span(
             telemetry.tracer, info.span_name, SpanKind.CLIENT, info.attributes
@@ -94,17 +91,20 @@ class CallTelemetry:
         self.recording = self.span.is_recording()
         # Attempts nest under the logical span; if it could not be started, under whatever the
         # caller's context holds, so they stay in the caller's trace rather than start new ones.
-        self._attempt_parent: Context | None = (
-            trace.set_span_in_context(self.span) if self.span.get_span_context().is_valid else None
+        self._attempts = AttemptSpans(
+            telemetry.tracer,
+            trace.set_span_in_context(self.span) if self.span.get_span_context().is_valid else None,
+            telemetry.every_attempt,
+            sent_headers,
         )
-        self._attempt: Span | None = None
-        self._attempt_end_ns: int | None = None
         self._attempt_started = self._started
         self._result_attributes: dict[str, AttributeValue] | None = None
-        self._token: object | None = None
         self._watch: StreamWatch | None = None
-        if telemetry.capture_content and self.recording and info.operation is not None:
-            self._capture_input(info.operation, body)
+        self._usage_recorded = False
+        self._retries = 0
+        self._delay = 0.0
+        if telemetry.capture_content and self.recording and operation is not None:
+            self._capture_input(operation, body)
 
     @guarded
     def _capture_input(self, operation: Operation, body: object) -> None:
@@ -116,27 +116,13 @@ class CallTelemetry:
     # -- attempts --------------------------------------------------------------------------
 
     @guarded
+    def paced(self, result: str, waited: float) -> None:
+        self._instruments.paced(self._metric_attributes, result, waited)
+
+    @guarded
     def attempt_started(self, attempt: int, throttle: float) -> None:
         self._attempt_started = time.monotonic()
-        attributes: dict[str, AttributeValue] = {"retry.attempt": attempt}
-        if attempt > 1:
-            attributes["http.request.resend_count"] = attempt - 1
-        if throttle > 0:
-            attributes["retry.throttle_s"] = throttle
-        name = (
-            _ATTEMPT_NAMES[attempt - 1] if attempt <= len(_ATTEMPT_NAMES) else f"attempt {attempt}"
-        )
-        span = start_span(
-            self._telemetry.tracer, name, SpanKind.INTERNAL, attributes, self._attempt_parent
-        )
-        self._attempt = span
-        # Current while the request runs, so an HTTP client span nests beneath the attempt.
-        self._token = otel_context.attach(trace.set_span_in_context(span))
-
-    def _detach(self) -> None:
-        token, self._token = self._token, None
-        if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
+        self._attempts.started(attempt, throttle)
 
     @guarded
     def response_received(self, response: Any, stream: bool) -> None:
@@ -145,9 +131,7 @@ class CallTelemetry:
         A body still unread (``stream=True``, or ``with_streaming_response`` without it) is the
         caller's to read after the call returns: the call's span ends with that body.
         """
-        attempt = self._attempt
-        if attempt is not None and attempt.is_recording():
-            attempt.set_attribute("http.response.status_code", response.status_code)
+        self._attempts.answered(response.status_code)
         if stream or not response.is_closed:
             watch = StreamWatch(
                 self.stream_ended,
@@ -161,11 +145,7 @@ class CallTelemetry:
 
     @guarded
     def attempt_succeeded(self, attempt: int, result: Any) -> None:
-        self._detach()
-        self._instruments.attempt(self._metric_attributes, None)
-        span, self._attempt = self._attempt, None
-        if span is not None:
-            end_span(span)
+        self._attempts.succeeded()
         watch = self._watch
         operation = self._operation
         if watch is not None:
@@ -179,7 +159,8 @@ class CallTelemetry:
 
     def _record_result(self, fields: ResponseFields, output_messages: str | None) -> None:
         """Tokens now; the response's attributes go on the logical span when the call ends."""
-        self._instruments.tokens(self._metric_attributes, fields.input_tokens, fields.output_tokens)
+        self._instruments.usage(self._metric_attributes, fields, self._inference)
+        self._usage_recorded = fields.input_tokens is not None or fields.output_tokens is not None
         if self.recording:
             attributes = fields.attributes()
             if output_messages is not None:
@@ -188,28 +169,14 @@ class CallTelemetry:
 
     @guarded
     def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None:
-        self._detach()
-        self._attempt_end_ns = time.time_ns()
         self._watch = None  # a response that failed after all is not the call's stream
         kind = error_type(exc)
-        self._instruments.attempt(self._metric_attributes, kind)
-        span = self._attempt
-        if span is None or not span.is_recording():
-            return
-        if verdict.status_code is not None:
-            span.set_attribute("http.response.status_code", verdict.status_code)
-        if verdict.retry_after is not None and math.isfinite(verdict.retry_after):
-            span.set_attribute("retry.retry_after_s", verdict.retry_after)
-        record_error(span, exc, kind, self._sent_headers)
+        self._instruments.failed_attempt(self._metric_attributes, kind, verdict.status_code)
+        self._attempts.failed(exc, kind, verdict)
 
     @guarded
     def retrying(self, details: RetryDetails, retry_state: object) -> None:
-        self._instruments.sleep(self._metric_attributes, details.sleep)
-        span, self._attempt = self._attempt, None
-        if span is not None:
-            if span.is_recording():
-                span.set_attribute("retry.sleep_s", details.sleep)
-            end_span(span, self._attempt_end_ns)
+        self._attempts.retrying(details.sleep)
 
     # -- the end of the call ----------------------------------------------------------------
 
@@ -217,16 +184,17 @@ class CallTelemetry:
     def finished(self, summary: CallSummary, exc: BaseException | None) -> None:
         """The retry loop is done; the span ends now, or with the stream it returned."""
         watch, self._watch = self._watch, None
+        self._retries = max(0, summary.attempts - 1)
+        self._delay = summary.total_sleep + summary.total_throttle
         try:
-            self._detach()
-            span, self._attempt = self._attempt, None
-            if span is not None:  # the last attempt failed and nothing followed it
-                end_span(span, self._attempt_end_ns)
+            self._attempts.finished()
             if self.recording:
                 attributes = self._result_attributes or {}
-                attributes["retry.attempts"] = summary.attempts
-                attributes["retry.total_sleep_s"] = summary.total_sleep
-                attributes["retry.outcome"] = summary.outcome.value
+                attributes[ATTEMPTS] = summary.attempts
+                attributes[TOTAL_SLEEP] = summary.total_sleep
+                if summary.total_throttle > 0:
+                    attributes[TOTAL_THROTTLE] = summary.total_throttle
+                attributes[OUTCOME] = summary.outcome.value
                 self._result_attributes = None
                 set_attributes(self.span, attributes)
         finally:
@@ -236,7 +204,18 @@ class CallTelemetry:
                 self._end(exc, error_type(exc) if exc is not None else None)
 
     def _end(self, exc: BaseException | None, kind: str | None) -> None:
-        self._instruments.operation(self._metric_attributes, time.monotonic() - self._started, kind)
+        instruments = self._instruments
+        attributes = self._metric_attributes
+        instruments.call_ended(
+            attributes,
+            time.monotonic() - self._started,
+            kind,
+            self._inference,
+            self._retries,
+            self._delay,
+        )
+        if kind is not None and self._inference and not self._usage_recorded:
+            instruments.no_usage(attributes)
         logical = self.span
         if kind is not None and self.recording:
             try:
@@ -250,18 +229,19 @@ class CallTelemetry:
         """Called once by the watch when the stream returned to the caller is over."""
         try:
             if end.fields is not None:
-                if end.time_to_first_chunk is not None:
+                ttfc = end.time_to_first_chunk
+                if ttfc is not None:
                     self._instruments.time_to_first_chunk(
-                        self._metric_attributes, end.time_to_first_chunk
+                        self._metric_attributes, ttfc, self._inference
                     )
                 self._record_result(end.fields, end.output_messages)
                 attributes, self._result_attributes = self._result_attributes, None
                 if attributes is not None:
-                    if end.time_to_first_chunk is not None:
-                        attributes["gen_ai.response.time_to_first_chunk"] = end.time_to_first_chunk
+                    if ttfc is not None:
+                        attributes["gen_ai.response.time_to_first_chunk"] = ttfc
                     set_attributes(self.span, attributes)
         finally:
             if end.error_type is not None and self.recording:
                 # The loop said success when it returned the stream; the stream then failed.
-                set_attributes(self.span, {"retry.outcome": Outcome.ERROR.value})
+                set_attributes(self.span, {OUTCOME: Outcome.ERROR.value})
             self._end(end.error, end.error_type)

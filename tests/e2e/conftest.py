@@ -20,16 +20,21 @@ from .harness import (
     rebind_to_loopback,
 )
 from .otlp_receiver import OTLPReceiver
+from .promql import GoUnavailable
+from .promql import build as build_promql_eval
+from .promql import is_cached as promql_eval_is_cached
 
 E2E_TIMEOUT_S = 180
 """Per Jaeger test once the binary exists: start, scenario, read back, with room to spare."""
 FIRST_BUILD_TIMEOUT_S = 3600
-"""When the binary is not cached yet, the first e2e test also builds it (minutes on 2 cores)."""
+"""When a binary is not cached yet (Jaeger, or the PromQL evaluator), the first e2e test that
+needs it also builds it (minutes on 2 cores)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Give e2e tests a timeout that fits: longer when the Jaeger build has not happened yet."""
-    timeout = E2E_TIMEOUT_S if jaeger_is_cached() else FIRST_BUILD_TIMEOUT_S
+    cached = jaeger_is_cached() and promql_eval_is_cached()
+    timeout = E2E_TIMEOUT_S if cached else FIRST_BUILD_TIMEOUT_S
     for item in items:
         if (
             item.get_closest_marker("e2e") is not None
@@ -56,6 +61,20 @@ def jaeger_binary() -> Path:
         )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message + " — and CI must run them.")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def promql_eval() -> Path:
+    """The PromQL evaluator of tests/e2e/promql_eval (Prometheus's own engine), built once."""
+    try:
+        return build_promql_eval()
+    except GoUnavailable as why:
+        message = (
+            f"evaluating the dashboard's PromQL needs Go to build tests/e2e/promql_eval: {why}"
+        )
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + " — and CI must run it.")
         pytest.skip(message)
 
 

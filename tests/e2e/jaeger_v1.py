@@ -26,9 +26,13 @@ def check_jaeger_trace(trace: dict[str, Any], expected: Expected, *, service: st
     root_tags = tags(root)
     assert root_tags["span.kind"] == ("string", "client"), (where, root_tags)
     assert root_tags["gen_ai.operation.name"] == ("string", "chat"), (where, root_tags)
-    assert root_tags["retry.attempts"] == ("int64", len(expected.statuses)), (where, root_tags)
-    assert root_tags["retry.total_sleep_s"][0] == "float64", (where, root_tags)
-    assert root_tags["retry.outcome"] == ("string", expected.outcome), (where, root_tags)
+    assert root_tags["openai_retry.attempts"] == ("int64", len(expected.statuses)), (
+        where,
+        root_tags,
+    )
+    assert root_tags["openai_retry.total_sleep"][0] == "float64", (where, root_tags)
+    assert root_tags["openai_retry.outcome"] == ("string", expected.outcome), (where, root_tags)
+    assert root_tags["openai.api.type"] == ("string", "chat_completions"), (where, root_tags)
     if expected.error_type is not None:
         assert root_tags["error.type"] == ("string", expected.error_type), (where, root_tags)
         assert root_tags["otel.status_code"] == ("string", "ERROR"), (where, root_tags)
@@ -46,9 +50,9 @@ def check_jaeger_trace(trace: dict[str, Any], expected: Expected, *, service: st
         ], at
         child_tags = tags(child)
         assert child_tags["span.kind"] == ("string", "internal"), (at, child_tags)
-        assert child_tags["retry.attempt"] == ("int64", number), (at, child_tags)
+        assert child_tags["openai_retry.attempt"] == ("int64", number), (at, child_tags)
         assert child_tags["http.response.status_code"] == ("int64", status), (at, child_tags)
         if number < len(expected.statuses):
-            assert child_tags["retry.sleep_s"][0] == "float64", (at, child_tags)
+            assert child_tags["openai_retry.sleep"][0] == "float64", (at, child_tags)
         if status >= 400:
             assert child_tags["error"] == ("bool", True), (at, child_tags)

@@ -9,11 +9,17 @@ Scenarios (the retry policy comes from the environment; the tests set 3 attempts
 
 - ``clean``: answered at once, one attempt;
 - ``retried``: two 429s with ``retry-after-ms``, then success (3 attempts, outcome ``success``);
-- ``exhausted``: 503 on every attempt (3 attempts, outcome ``exhausted``).
+- ``exhausted``: 503 on every attempt (3 attempts, outcome ``exhausted``);
+- ``stream``: a streamed chat call, rate limited once before its first chunk (its metrics include
+  the time to first chunk);
+- ``paced``: three calls (three traces): the first is rate limited with a 400 ms Retry-After,
+  the two others start once it is (while it sleeps) and wait at the endpoint's pacing gate
+  (``delayed``).
 
-``contract-metrics`` records one value on each metric instrument the design names, with the
-design's names and units and no OpenAI call, so the Prometheus naming of a real collector can be
-checked before the library emits those metrics itself.
+``contract-metrics`` records one value on each metric instrument the design names — both
+generations of the GenAI names and ours — with the design's names and units and no OpenAI call,
+so the Prometheus naming of a real collector can be checked against the dashboard whatever the
+library happens to emit in one run.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import json
 import sys
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from otel_openai_retry import RetryDetails, set_on_retry_hooks
 from otel_openai_retry._internal import set_raise_internal_errors
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -35,17 +43,46 @@ SCRIPTS: dict[str, list[Fault]] = {
     "clean": [],
     "retried": [Fault.rate_limit(retry_after_ms=50), Fault.rate_limit(retry_after_ms=50)],
     "exhausted": [Fault.server_error(503)] * 3,
+    "stream": [Fault.rate_limit(retry_after_ms=50)],
+    "paced": [Fault.rate_limit(retry_after_ms=400)],
 }
 
 
 async def call(client: openai.AsyncOpenAI, name: str) -> str:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": f"scenario {name}"}]
     try:
-        await client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": f"scenario {name}"}]
-        )
+        if name == "stream":
+            stream = await client.chat.completions.create(
+                model=MODEL,
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async for _ in stream:
+                pass
+        else:
+            await client.chat.completions.create(model=MODEL, messages=messages)
     except openai.APIError as error:
         return f"openai.{type(error).__name__}"
     return "ok"
+
+
+async def paced(client: openai.AsyncOpenAI) -> str:
+    """Once the first call's 429 is in (its retry hook runs before its sleep), pacing holds the
+    endpoint for the Retry-After: the two calls started then wait at the gate."""
+    rate_limited = asyncio.Event()
+
+    def hook(details: RetryDetails) -> None:
+        rate_limited.set()
+
+    set_on_retry_hooks([hook])
+    try:
+        first = asyncio.create_task(call(client, "paced"))
+        await rate_limited.wait()
+        others = await asyncio.gather(call(client, "paced"), call(client, "paced"))
+        return ",".join([await first, *others])
+    finally:
+        set_on_retry_hooks(None)
 
 
 async def run_calls(names: list[str]) -> dict[str, object]:
@@ -55,7 +92,7 @@ async def run_calls(names: list[str]) -> dict[str, object]:
         for name in names:
             server.reset()
             server.script(*SCRIPTS[name])
-            caller_saw = await call(client, name)
+            caller_saw = await (paced(client) if name == "paced" else call(client, name))
             results[name] = {"caller_saw": caller_saw, "requests": server.request_count}
         await client.close()
     return results
@@ -70,6 +107,7 @@ def record_contract_metrics() -> None:
         "gen_ai.request.model": MODEL,
         "server.address": "127.0.0.1",
     }
+    # GenAI, older names (OTEL_SEMCONV_STABILITY_OPT_IN unset, or .../dup).
     meter.create_histogram("gen_ai.client.operation.duration", unit="s").record(0.42, common)
     tokens = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
     tokens.record(12, {**common, "gen_ai.token.type": "input"})
@@ -77,10 +115,35 @@ def record_contract_metrics() -> None:
     meter.create_histogram("gen_ai.client.operation.time_to_first_chunk", unit="s").record(
         0.08, common
     )
-    attempts = meter.create_counter("retry.attempts", unit="{attempt}")
-    attempts.add(1, {**common, "error.type": "openai.RateLimitError"})
-    attempts.add(1, common)
-    meter.create_histogram("retry.sleep.duration", unit="s").record(0.05, common)
+    # GenAI, current names (gen_ai_latest_experimental, or .../dup).
+    meter.create_histogram("gen_ai.client.inference.duration", unit="s").record(0.42, common)
+    meter.create_histogram("gen_ai.client.inference.time_to_first_chunk", unit="s").record(
+        0.08, common
+    )
+    text = {**common, "gen_ai.token.modality": "text"}
+    for name, value in [
+        ("input_tokens", 12),
+        ("output_tokens", 7),
+        ("cache_read.input_tokens", 4),
+        ("cache_write.input_tokens", 2),
+        ("reasoning.output_tokens", 3),
+    ]:
+        meter.create_counter(f"gen_ai.client.inference.usage.{name}", unit="{token}").add(
+            value, text
+        )
+    # Ours, in every mode.
+    meter.create_histogram("openai_retry.client.call.retries", unit="{retry}").record(1, common)
+    meter.create_histogram("openai_retry.client.call.retry_delay", unit="s").record(0.05, common)
+    meter.create_counter("openai_retry.client.failed_attempts", unit="{attempt}").add(
+        1,
+        {**common, "error.type": "openai.RateLimitError", "http.response.status_code": 429},
+    )
+    meter.create_histogram("openai_retry.client.rate_limiting.time_in_queue", unit="s").record(
+        0.02, common
+    )
+    paced = meter.create_counter("openai_retry.client.rate_limiting.requests", unit="{request}")
+    paced.add(1, {**common, "openai_retry.rate_limiting.result": "delayed"})
+    paced.add(1, {**common, "openai_retry.rate_limiting.result": "acquired"})
 
 
 def flush() -> None:

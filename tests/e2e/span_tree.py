@@ -7,6 +7,7 @@ so "Jaeger shows the attempts" and "the exporter sent them" are the same stateme
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,11 +15,19 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from .otlp_receiver import AttributeValue, WireSpan
 
-__all__ = ["EXPECTED", "Expected", "WireCall", "check_call", "wire_calls"]
+__all__ = ["EXPECTED", "OLD_NAME", "Expected", "WireCall", "check_call", "wire_calls"]
 
 CLIENT = Span.SpanKind.SPAN_KIND_CLIENT
 INTERNAL = Span.SpanKind.SPAN_KIND_INTERNAL
 ERROR = Status.StatusCode.STATUS_CODE_ERROR
+
+HEADER_PREFIX = "http.response.header."
+ALLOWED_HEADERS = re.compile(r"retry-after|retry-after-ms|x-should-retry|x-ratelimit-[a-z0-9-]+")
+"""The only response headers an attempt span may carry (design, Spans)."""
+OLD_NAME = re.compile(r"(?<![\w-])retry(?:\.[a-z_]|_attempts_total|_sleep_duration)")
+"""A name in the bare ``retry.`` namespace, or the Prometheus form of the two metrics this library
+used to record there (``retry_`` + ``attempts_total`` or ``sleep_duration_seconds``): OpenTelemetry
+reserves bare namespaces for its conventions, and ours live under ``openai_retry.``."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +81,22 @@ def _is_float(value: object) -> bool:
     return type(value) is float
 
 
-def check_call(call: WireCall, expected: Expected, *, service: str) -> None:
-    """The logical span, its attempt children and their attributes, with their types."""
+def check_call(
+    call: WireCall, expected: Expected, *, service: str, every_attempt: bool = True
+) -> None:
+    """The logical span, its attempt children and their attributes, with their types.
+
+    ``every_attempt=False`` is ``OTEL_OPENAI_RETRY_ATTEMPT_SPANS=retried``: a call answered at
+    its first attempt has no attempt span; a retried one has them all.
+    """
     where = f"{call.span.name} ({expected.outcome}, trace {call.span.trace_id})"
     total_sleep = _check_logical(call.span, expected, service=service, where=where)
+    for span in [call.span, *call.attempts]:
+        old = sorted(key for key in span.attributes if OLD_NAME.match(key))
+        assert not old, f"{where} / {span.name}: old bare names {old}"
+    if not every_attempt and len(expected.statuses) == 1:
+        assert call.attempts == [], f"{where}: a first-try call has no attempt span with `retried`"
+        return
     names = [s.name for s in call.attempts]
     assert names == [f"attempt {n}" for n in range(1, len(expected.statuses) + 1)], (where, names)
     slept = 0.0
@@ -105,19 +126,25 @@ def _check_logical(span: WireSpan, expected: Expected, *, service: str, where: s
     a = span.attributes
     assert a.get("gen_ai.operation.name") == "chat", (where, a)
     assert a.get("gen_ai.request.model") == "gpt-4o-mini", (where, a)
-    attempts_made = a.get("retry.attempts")
-    assert _is_int(attempts_made), f"{where}: retry.attempts={attempts_made!r} is not an int"
+    attempts_made = a.get("openai_retry.attempts")
+    assert _is_int(attempts_made), f"{where}: openai_retry.attempts={attempts_made!r} is not an int"
     assert attempts_made == len(expected.statuses), (where, a)
-    assert a.get("retry.outcome") == expected.outcome, (where, a)
+    assert a.get("openai_retry.outcome") == expected.outcome, (where, a)
+    assert a.get("openai.api.type") == "chat_completions", (where, a)
+    assert a.get("gen_ai.provider.name") == "openai", (where, a)
+    if "openai_retry.total_throttle" in a:
+        throttle = a["openai_retry.total_throttle"]
+        assert _is_float(throttle) and isinstance(throttle, float) and throttle > 0, (where, a)
+    assert not [k for k in a if k.startswith(HEADER_PREFIX)], f"{where}: headers on the call"
     if expected.error_type is None:
         assert span.status_code != ERROR, where
         assert "error.type" not in a, (where, a)
     else:
         assert span.status_code == ERROR, where
         assert a.get("error.type") == expected.error_type, (where, a)
-    total_sleep = a.get("retry.total_sleep_s")
+    total_sleep = a.get("openai_retry.total_sleep")
     assert isinstance(total_sleep, float) and _is_float(total_sleep), (
-        f"{where}: retry.total_sleep_s={total_sleep!r} is not a float"
+        f"{where}: openai_retry.total_sleep={total_sleep!r} is not a float"
     )
     return total_sleep
 
@@ -138,7 +165,8 @@ def _check_attempt(
     assert attempt.trace_id == parent.trace_id, where
     assert attempt.parent_span_id == parent.span_id, where
     assert parent.start_ns <= attempt.start_ns <= attempt.end_ns <= parent.end_ns, where
-    assert _is_int(b.get("retry.attempt")) and b["retry.attempt"] == number, (where, b)
+    assert _is_int(b.get("openai_retry.attempt")), (where, b)
+    assert b["openai_retry.attempt"] == number, (where, b)
     assert _is_int(b.get("http.response.status_code")), (where, b)
     assert b["http.response.status_code"] == status, (where, b)
     if number > 1:
@@ -160,14 +188,21 @@ def _check_attempt(
     else:
         assert attempt.status_code != ERROR, where
         assert "error.type" not in b, (where, b)
+    headers = {k[len(HEADER_PREFIX) :]: v for k, v in b.items() if k.startswith(HEADER_PREFIX)}
+    for name, value in headers.items():
+        assert ALLOWED_HEADERS.fullmatch(name), f"{where}: header {name!r} is not allowed"
+        assert isinstance(value, list) and all(isinstance(v, str) for v in value), (where, b)
+    if status < 400:
+        assert headers == {}, f"{where}: a successful attempt records no header"
     if retry_after_s is not None and status == 429:
-        assert _is_float(b.get("retry.retry_after_s")), (where, b)
-        assert b["retry.retry_after_s"] == retry_after_s, (where, b)
+        assert _is_float(b.get("openai_retry.retry_after")), (where, b)
+        assert b["openai_retry.retry_after"] == retry_after_s, (where, b)
+        assert headers.get("retry-after-ms") == [f"{retry_after_s * 1000:g}"], (where, b)
     if last:
-        assert "retry.sleep_s" not in b, f"{where}: the last attempt has no sleep after it"
+        assert "openai_retry.sleep" not in b, f"{where}: the last attempt has no sleep after it"
         return 0.0
-    sleep = b.get("retry.sleep_s")
-    assert isinstance(sleep, float) and _is_float(sleep), f"{where}: retry.sleep_s={sleep!r}"
+    sleep = b.get("openai_retry.sleep")
+    assert isinstance(sleep, float) and _is_float(sleep), f"{where}: openai_retry.sleep={sleep!r}"
     assert sleep >= 0, (where, b)
     if retry_after_s is not None and status == 429:
         # Retry-After is honoured: never earlier, at most 10 % later.

@@ -9,12 +9,16 @@ every component the configs use except the contrib ``health_check`` extension, s
 - run the config for real on loopback ports: OTLP in over HTTP, traces out over OTLP/gRPC to a
   real Jaeger and to a stand-in for Tempo (the test OTLP receiver), metrics out through the
   prometheus exporter, whose names the Grafana dashboard must match;
-- run the tail-sampling variant and check which traces it keeps.
+- run the tail-sampling variant and check which traces it keeps;
+- evaluate every query of the Grafana dashboard with Prometheus's own engine (``promql.py``) over
+  what the prometheus exporter serves: each returns data from the design's metrics, and the
+  library's metrics give the same answers whatever ``OTEL_SEMCONV_STABILITY_OPT_IN`` says.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +39,12 @@ from .harness import (
     wait_until,
 )
 from .otlp_receiver import OTLPReceiver
-from .span_tree import EXPECTED, check_call, wire_calls
+from .promql import Answer, Scrape, evaluate, grafana_to_promql, zero_baseline
+from .span_tree import EXPECTED, OLD_NAME, check_call, wire_calls
 from .viewing import (
     COMPOSE_DIR,
     dashboard_promql,
+    dashboard_queries,
     load_dashboard,
     metric_family,
     parse_prometheus_text,
@@ -119,10 +125,13 @@ class Collector:
     def otlp_http(self) -> str:
         return f"http://127.0.0.1:{self.ports[4318]}"
 
-    def scrape(self) -> dict[str, list[dict[str, str]]]:
+    def scrape_text(self) -> str:
         status, body = http_get(f"http://127.0.0.1:{self.ports[8889]}/metrics")
         assert status == 200, status
-        return parse_prometheus_text(body.decode("utf-8"))
+        return body.decode("utf-8")
+
+    def scrape(self) -> dict[str, list[dict[str, str]]]:
+        return parse_prometheus_text(self.scrape_text())
 
 
 StartCollector = Callable[..., Collector]
@@ -214,9 +223,10 @@ def test_collector_config_delivers_to_jaeger_tempo_and_prometheus(
         for name, samples in collector.scrape().items()
         if any(labels.get("job") == service for labels in samples)
     }
-    library = {metric_family(n) for n in ours if n.startswith(("gen_ai_", "retry_"))}
+    library = {metric_family(n) for n in ours if n.startswith(("gen_ai_", "openai_retry_"))}
     shown = {metric_family(n) for n in dashboard_names}
     assert library <= shown, f"metrics the dashboard does not know: {library - shown}"
+    assert not [n for n in ours if OLD_NAME.match(n)], sorted(ours)
 
 
 def test_dashboard_queries_match_the_prometheus_exporter(run_collector: StartCollector) -> None:
@@ -250,11 +260,19 @@ def test_dashboard_queries_match_the_prometheus_exporter(run_collector: StartCol
     labels_seen = {label for name in wanted for sample in scraped[name] for label in sample}
     for expr in exprs:
         assert promql_label_names(expr) <= labels_seen, (expr, labels_seen)
-    attempts = scraped["retry_attempts_total"]
-    assert {s.get("error_type") for s in attempts if s.get("job") == service} == {
-        "openai.RateLimitError",
-        None,
+    failed = [
+        s for s in scraped["openai_retry_client_failed_attempts_total"] if s["job"] == service
+    ]
+    assert [(s.get("error_type"), s.get("http_response_status_code")) for s in failed] == [
+        ("openai.RateLimitError", "429")
+    ]
+    paced = scraped["openai_retry_client_rate_limiting_requests_total"]
+    assert {s.get("openai_retry_rate_limiting_result") for s in paced if s["job"] == service} == {
+        "acquired",
+        "delayed",
     }
+    modalities = scraped["gen_ai_client_inference_usage_input_tokens_total"]
+    assert {s.get("gen_ai_token_modality") for s in modalities if s["job"] == service} == {"text"}
     tokens = scraped["gen_ai_client_token_usage_count"]
     assert {s.get("gen_ai_token_type") for s in tokens if s.get("job") == service} == {
         "input",
@@ -287,6 +305,149 @@ def test_tail_sampling_keeps_errors_and_retries(
     # wrongly kept clean trace the time to show up anyway.
     time.sleep(3)
     kept = wire_calls(jaeger.query.otlp_spans(service))
-    assert [c.attr("retry.outcome") for c in kept] == ["success", "exhausted"]
+    assert [c.attr("openai_retry.outcome") for c in kept] == ["success", "exhausted"]
     check_call(kept[0], EXPECTED["retried"], service=service)
     check_call(kept[1], EXPECTED["exhausted"], service=service)
+
+
+# ---- the dashboard's PromQL, evaluated ----------------------------------------------------------
+
+WINDOW = "2m"
+"""``$__rate_interval`` and ``$__range``: the two scrapes below are 60 s apart inside it."""
+METRIC_MODES = {
+    "default": "",
+    "latest": "gen_ai_latest_experimental",
+    "dup": "gen_ai_latest_experimental/dup",
+}
+NO_DATA_FROM_THE_FAKE_SERVER = "Cache and reasoning tokens per second"
+"""Its usage reports 0 cached and 0 reasoning tokens, and 0 is not counted."""
+OLDER_NAMES_ONLY = "Tokens per call by gen_ai.token.type (mean; p95 from the older histogram) [B]"
+"""A token distribution per call: the current names are counters and have none."""
+SAME_IN_EVERY_MODE = (
+    "Calls per second by error.type",
+    "Tokens per second by gen_ai.token.type",
+    "Tokens per call by gen_ai.token.type (mean; p95 from the older histogram) [A]",
+    "Failed attempts per second by error.type and status",
+    "Attempts per logical call",
+    "Failed attempts [A]",
+    "Retries per call",
+)
+"""Panels counting calls, tokens and attempts: a run in any mode must read the same (under /dup,
+nothing counted twice). Durations differ from run to run, so only their presence is compared."""
+
+
+def wait_for_job(collector: Collector, job: str) -> None:
+    wait_until(
+        lambda: any(
+            labels.get("job") == job
+            for labels in collector.scrape().get("openai_retry_client_call_retries_count", [])
+        ),
+        timeout=30,
+        what=f"the calls of {job} on the prometheus exporter",
+    )
+
+
+def evaluate_dashboard(binary: Path, text: str, service: str) -> dict[str, Answer]:
+    """Every dashboard query, as Grafana sends it for ``service``, over the exposition ``text``
+    scraped now and an all-zero scrape of the same series 60 s before."""
+    now = float(int(time.time()))
+    scrapes = [Scrape(now - 60, zero_baseline(text)), Scrape(now, text)]
+    queries = dashboard_queries(load_dashboard())
+    exprs = [grafana_to_promql(e, service=service, window=WINDOW) for _, e in queries]
+    answers = evaluate(binary, scrapes, exprs, at=now)
+    for (where, _), answer in zip(queries, answers, strict=True):
+        assert not answer.error, (where, answer.expr, answer.error)
+    return {where: answer for (where, _), answer in zip(queries, answers, strict=True)}
+
+
+def test_every_dashboard_query_reads_the_design_metrics(
+    run_collector: StartCollector, promql_eval: Path
+) -> None:
+    """With every metric of the design present once (both GenAI generations and ours), every
+    panel query and template variable parses and returns a number."""
+    collector = run_collector("collector-config.yaml")
+    service = "e2e-dashboard-contract"
+    run_scenario(
+        "contract-metrics",
+        endpoint=collector.otlp_http,
+        protocol="http/protobuf",
+        service=service,
+        metrics_exporter="otlp",
+    )
+    wait_for_job(collector, service)
+    answers = evaluate_dashboard(promql_eval, collector.scrape_text(), service)
+    empty = [where for where, answer in answers.items() if not answer.values]
+    assert not empty, f"dashboard queries without data: {empty}"
+    # A few values, as the contract recorded them: one retried call, 12 + 7 tokens.
+    assert answers["Attempts per logical call [A]"].values == [2.0]
+    assert answers["Failed attempts [A]"].values == [0.5]
+    retried = answers["Retries per call (p50 / p95 / max bucket) and calls retried [D]"]
+    assert retried.values == [1.0], 'le="0" is stored as le="0.0" by Prometheus 3'
+    by_result = answers["Paced attempts per second by result [A]"].samples
+    assert {s.labels["openai_retry_rate_limiting_result"] for s in by_result} == {
+        "acquired",
+        "delayed",
+    }
+
+
+def test_dashboard_reads_the_same_in_every_metric_mode(
+    run_collector: StartCollector, promql_eval: Path
+) -> None:
+    """The same calls, made by the library under each OTEL_SEMCONV_STABILITY_OPT_IN setting:
+    every panel has data (but the two the calls cannot fill), the counting panels agree across
+    modes, and a fleet mixing the three modes adds up."""
+    collector = run_collector("collector-config.yaml")
+    jobs = {mode: f"e2e-dashboard-{mode}" for mode in METRIC_MODES}
+    for mode, setting in METRIC_MODES.items():
+        run_scenario(
+            "paced",  # first: once an engagement's trial has run, pacing may stand aside
+            "clean",
+            "retried",
+            "exhausted",
+            "stream",
+            endpoint=collector.otlp_http,
+            protocol="http/protobuf",
+            service=jobs[mode],
+            metrics_exporter="otlp",
+            extra_env={"OTEL_SEMCONV_STABILITY_OPT_IN": setting} if setting else None,
+        )
+    for job in jobs.values():
+        wait_for_job(collector, job)
+    text = collector.scrape_text()
+    by_mode = {mode: evaluate_dashboard(promql_eval, text, job) for mode, job in jobs.items()}
+
+    for mode, answers in by_mode.items():
+        for where, answer in answers.items():
+            if where.startswith(NO_DATA_FROM_THE_FAKE_SERVER) or (
+                mode == "latest" and where == OLDER_NAMES_ONLY
+            ):
+                assert not answer.values, (mode, where, answer.samples)
+            else:
+                assert answer.values, f"{mode}: no data for {where}: {answer.expr}"
+
+    def readings(answers: dict[str, Answer], where: str) -> list[tuple[str, float]]:
+        return sorted(
+            (str(sorted(s.labels.items())), s.value)
+            for key, answer in answers.items()
+            if key.startswith(where)
+            for s in answer.samples
+        )
+
+    for where in SAME_IN_EVERY_MODE:
+        default = readings(by_mode["default"], where)
+        assert default, where
+        for mode in ("latest", "dup"):
+            other = readings(by_mode[mode], where)
+            assert [labels for labels, _ in other] == [labels for labels, _ in default], (
+                mode,
+                where,
+            )
+            for (_, a), (_, b) in zip(default, other, strict=True):
+                assert math.isclose(a, b, rel_tol=1e-9), (mode, where, default, other)
+
+    calls = "Calls per second by error.type [A]"
+    fleet = evaluate_dashboard(promql_eval, text, "|".join(jobs.values()))[calls]
+    single = {s.labels["error_type"]: s.value for s in by_mode["dup"][calls].samples}
+    assert {s.labels["error_type"]: s.value for s in fleet.samples} == pytest.approx(
+        {error_type: 3 * value for error_type, value in single.items()}
+    ), "a fleet mixing the modes counts every call once"

@@ -47,7 +47,7 @@ def test_jaeger_shows_every_attempt(jaeger: Jaeger, protocol: str) -> None:
         check_jaeger_trace(trace, EXPECTED[name], service=service)
 
     # The tag search from docs/viewing.md finds exactly the exhausted call.
-    exhausted = jaeger.query.traces(service, {"retry.outcome": "exhausted"})
+    exhausted = jaeger.query.traces(service, {"openai_retry.outcome": "exhausted"})
     assert len(exhausted) == 1
     check_jaeger_trace(exhausted[0], EXPECTED["exhausted"], service=service)
     retried = jaeger.query.traces(service, {"http.response.status_code": "429"})
@@ -74,10 +74,41 @@ def test_jaeger_tags_keep_their_types(jaeger: Jaeger) -> None:
     )
     (trace,) = jaeger.query.traces(service)
     typed = {key: kind for span in trace["spans"] for key, (kind, _) in tags(span).items()}
-    assert typed["retry.attempts"] == "int64"
-    assert typed["retry.attempt"] == "int64"
+    assert typed["openai_retry.attempts"] == "int64"
+    assert typed["openai_retry.attempt"] == "int64"
     assert typed["http.response.status_code"] == "int64"
     assert typed["http.request.resend_count"] == "int64"
-    assert typed["retry.total_sleep_s"] == "float64"
-    assert typed["retry.sleep_s"] == "float64"
-    assert typed["retry.retry_after_s"] == "float64"
+    assert typed["openai_retry.total_sleep"] == "float64"
+    assert typed["openai_retry.sleep"] == "float64"
+    assert typed["openai_retry.retry_after"] == "float64"
+    # An OTLP string array: Jaeger's v1 API shows it as a JSON-encoded string.
+    assert typed["http.response.header.retry-after-ms"] == "string"
+
+
+def test_jaeger_shows_retried_calls_only(jaeger: Jaeger) -> None:
+    """With OTEL_OPENAI_RETRY_ATTEMPT_SPANS=retried the clean call is a lone span in Jaeger and
+    the retried one still shows its three attempts, under the logical span, in order."""
+    service = "e2e-jaeger-retried-only"
+    run_scenario(
+        "clean",
+        "retried",
+        endpoint=jaeger.otlp_endpoint("grpc"),
+        protocol="grpc",
+        service=service,
+        extra_env={"OTEL_OPENAI_RETRY_ATTEMPT_SPANS": "retried"},
+    )
+    wait_until(
+        lambda: sum(len(t["spans"]) for t in jaeger.query.traces(service)) == 5,
+        timeout=30,
+        what=f"1 + 4 spans of {service} in Jaeger\n{jaeger.process.log_tail()}",
+    )
+    clean, retried = sorted(
+        jaeger.query.traces(service), key=lambda t: min(s["startTime"] for s in t["spans"])
+    )
+    assert [s["operationName"] for s in clean["spans"]] == ["chat gpt-4o-mini"]
+    (root,) = clean["spans"]
+    assert tags(root)["openai_retry.attempts"] == ("int64", 1)
+    check_jaeger_trace(retried, EXPECTED["retried"], service=service)
+    calls = wire_calls(jaeger.query.otlp_spans(service))
+    for call, name in zip(calls, ("clean", "retried"), strict=True):
+        check_call(call, EXPECTED[name], service=service, every_attempt=False)

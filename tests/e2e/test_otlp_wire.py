@@ -12,21 +12,49 @@ import pytest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from .harness import run_scenario
-from .otlp_receiver import OTLPReceiver
-from .span_tree import EXPECTED, check_call, wire_calls
+from .otlp_receiver import OTLPReceiver, attributes
+from .span_tree import EXPECTED, OLD_NAME, check_call, wire_calls
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 SCENARIOS = ("clean", "retried", "exhausted")
 SPAN_COUNT = sum(1 + len(EXPECTED[name].statuses) for name in SCENARIOS)
 
 # The design's metrics and the OTLP data type each must have, checked on those that arrive.
-METRIC_TYPES = {
+OLDER_GENAI = {
     "gen_ai.client.operation.duration": ("histogram", "s"),
     "gen_ai.client.token.usage": ("histogram", "{token}"),
     "gen_ai.client.operation.time_to_first_chunk": ("histogram", "s"),
-    "retry.attempts": ("sum", "{attempt}"),
-    "retry.sleep.duration": ("histogram", "s"),
 }
+CURRENT_GENAI = {
+    "gen_ai.client.inference.duration": ("histogram", "s"),
+    "gen_ai.client.inference.time_to_first_chunk": ("histogram", "s"),
+    "gen_ai.client.inference.usage.input_tokens": ("sum", "{token}"),
+    "gen_ai.client.inference.usage.output_tokens": ("sum", "{token}"),
+    "gen_ai.client.inference.usage.cache_read.input_tokens": ("sum", "{token}"),
+    "gen_ai.client.inference.usage.cache_write.input_tokens": ("sum", "{token}"),
+    "gen_ai.client.inference.usage.reasoning.output_tokens": ("sum", "{token}"),
+}
+OURS = {
+    "openai_retry.client.call.retries": ("histogram", "{retry}"),
+    "openai_retry.client.call.retry_delay": ("histogram", "s"),
+    "openai_retry.client.failed_attempts": ("sum", "{attempt}"),
+    "openai_retry.client.rate_limiting.time_in_queue": ("histogram", "s"),
+    "openai_retry.client.rate_limiting.requests": ("sum", "{request}"),
+}
+METRIC_TYPES = {**OLDER_GENAI, **CURRENT_GENAI, **OURS}
+
+# OTEL_SEMCONV_STABILITY_OPT_IN -> which GenAI names a run of clean, retried, exhausted and stream
+# must send (no call of the fake server reports cache or reasoning tokens).
+MODES = {
+    "": set(OLDER_GENAI),
+    "gen_ai_latest_experimental": {
+        "gen_ai.client.inference.duration",
+        "gen_ai.client.inference.time_to_first_chunk",
+        "gen_ai.client.inference.usage.input_tokens",
+        "gen_ai.client.inference.usage.output_tokens",
+    },
+}
+MODES["gen_ai_latest_experimental/dup"] = MODES[""] | MODES["gen_ai_latest_experimental"]
 
 
 def transport(protocol: str) -> str:
@@ -62,6 +90,26 @@ def test_auto_import_exports_the_retry_tree(otlp_receiver: OTLPReceiver, protoco
     for call, name in zip(calls, SCENARIOS, strict=True):
         check_call(call, EXPECTED[name], service=service)
     assert {s.scope_name for s in spans} == {"otel_openai_retry"}
+
+
+def test_attempt_spans_retried_only(otlp_receiver: OTLPReceiver) -> None:
+    """OTEL_OPENAI_RETRY_ATTEMPT_SPANS=retried: the clean call is one span; the retried and the
+    exhausted calls have all their attempts, the first made afterwards with its true start."""
+    run_scenario(
+        *SCENARIOS,
+        endpoint=otlp_receiver.endpoint("http/protobuf"),
+        protocol="http/protobuf",
+        service="wire-retried-only",
+        extra_env={"OTEL_OPENAI_RETRY_ATTEMPT_SPANS": "retried"},
+    )
+    spans = otlp_receiver.spans()
+    assert len(spans) == SPAN_COUNT - 1, [s.name for s in spans]
+    calls = wire_calls(spans)
+    for call, name in zip(calls, SCENARIOS, strict=True):
+        check_call(call, EXPECTED[name], service="wire-retried-only", every_attempt=False)
+    retried = calls[1]
+    first, second = retried.attempts[:2]
+    assert retried.span.start_ns <= first.start_ns < first.end_ns <= second.start_ns
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -104,6 +152,51 @@ def test_metrics_export_over_the_same_protocol(otlp_receiver: OTLPReceiver, prot
                         kind, unit = METRIC_TYPES[metric.name]
                         assert _kind(metric) == kind, metric.name
                         assert metric.unit == unit, metric.name
+
+
+@pytest.mark.parametrize("mode", list(MODES), ids=lambda m: m or "default")
+def test_metric_names_follow_the_stability_opt_in(otlp_receiver: OTLPReceiver, mode: str) -> None:
+    """Each OTEL_SEMCONV_STABILITY_OPT_IN mode sends exactly its generation of the GenAI names,
+    ours in every mode, and never an old bare ``retry.*`` name."""
+    run_scenario(
+        "clean",
+        "retried",
+        "exhausted",
+        "stream",
+        endpoint=otlp_receiver.endpoint("http/protobuf"),
+        protocol="http/protobuf",
+        service="wire-metric-modes",
+        metrics_exporter="otlp",
+        extra_env={"OTEL_SEMCONV_STABILITY_OPT_IN": mode} if mode else None,
+    )
+    sent: dict[str, Metric] = {}
+    for request in otlp_receiver.metric_requests():
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    sent[metric.name] = metric
+    assert not [name for name in sent if OLD_NAME.match(name)], sorted(sent)
+    genai = {name for name in sent if name.startswith("gen_ai.")}
+    assert genai == MODES[mode], (mode, sorted(genai))
+    # A retried call, a stream rate limited once: retries, delays, failed attempts.
+    for name in ("openai_retry.client.call.retries", "openai_retry.client.call.retry_delay"):
+        assert name in sent, (name, sorted(sent))
+    failed = sent["openai_retry.client.failed_attempts"]
+    by_kind = {}
+    for point in failed.sum.data_points:
+        labels = attributes(point.attributes)
+        by_kind[labels.get("error.type"), labels.get("http.response.status_code")] = point.as_int
+    assert by_kind == {
+        ("openai.RateLimitError", 429): 3,
+        ("openai.InternalServerError", 503): 3,
+    }, by_kind
+    retries = sent["openai_retry.client.call.retries"].histogram.data_points
+    assert sum(p.count for p in retries) == 4, "once per call, 0 included"
+    assert sum(p.sum for p in retries) == 2 + 2 + 1, "retried: 2, exhausted: 2, stream: 1"
+    for name, metric in sent.items():
+        if name in METRIC_TYPES:
+            kind, unit = METRIC_TYPES[name]
+            assert (_kind(metric), metric.unit) == (kind, unit), name
 
 
 def _kind(metric: Metric) -> str:

@@ -31,6 +31,6 @@ def test_traffic_generator_exports_traces_and_metrics(otlp_receiver: OTLPReceive
     logical = [s for s in otlp_receiver.spans() if s.kind == CLIENT]
     assert calls_made > 0
     assert len(logical) == calls_made, done.stdout
-    assert {s.attributes.get("retry.outcome") for s in logical} <= OUTCOMES
+    assert {s.attributes.get("openai_retry.outcome") for s in logical} <= OUTCOMES
     assert {s.resource.get("service.name") for s in logical} == {"otel-openai-retry-traffic"}
     assert otlp_receiver.metric_requests(), "traffic.py exports metrics too"

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from .harness import REPO_ROOT, load_yaml
+from .span_tree import OLD_NAME
 from .viewing import (
     COLLECTOR_CONFIGS,
     COMPOSE_DIR,
@@ -27,6 +28,7 @@ from .viewing import (
     dashboard_panels,
     dashboard_promql,
     load_dashboard,
+    metric_family,
     pipeline_references,
     promql_label_names,
     promql_metric_names,
@@ -36,26 +38,81 @@ from .viewing import (
 TRACEQL_RETRIED = (
     '{ span.gen_ai.operation.name = "chat" } >> { span.http.response.status_code = 429 }'
 )
-JAEGER_TAG_EXHAUSTED = "retry.outcome=exhausted"
+JAEGER_TAG_EXHAUSTED = "openai_retry.outcome=exhausted"
+TRACEQL_EXHAUSTED = '{ span.openai_retry.outcome = "exhausted" }'
 
 # What the collector's prometheus exporter (translation_strategy UnderscoreEscapingWithSuffixes)
 # makes of the design's metrics; test_collector_e2e.py checks it against a real exporter.
-PROMETHEUS_NAMES = {
+# GenAI metrics in both generations (OTEL_SEMCONV_STABILITY_OPT_IN), as OTel name -> Prometheus.
+OLDER_GENAI = {
     "gen_ai.client.operation.duration": "gen_ai_client_operation_duration_seconds",
     "gen_ai.client.token.usage": "gen_ai_client_token_usage",
     "gen_ai.client.operation.time_to_first_chunk": (
         "gen_ai_client_operation_time_to_first_chunk_seconds"
     ),
-    "retry.attempts": "retry_attempts_total",
-    "retry.sleep.duration": "retry_sleep_duration_seconds",
 }
+CURRENT_GENAI = {
+    "gen_ai.client.inference.duration": "gen_ai_client_inference_duration_seconds",
+    "gen_ai.client.inference.time_to_first_chunk": (
+        "gen_ai_client_inference_time_to_first_chunk_seconds"
+    ),
+    "gen_ai.client.inference.usage.input_tokens": (
+        "gen_ai_client_inference_usage_input_tokens_total"
+    ),
+    "gen_ai.client.inference.usage.output_tokens": (
+        "gen_ai_client_inference_usage_output_tokens_total"
+    ),
+    "gen_ai.client.inference.usage.cache_read.input_tokens": (
+        "gen_ai_client_inference_usage_cache_read_input_tokens_total"
+    ),
+    "gen_ai.client.inference.usage.cache_write.input_tokens": (
+        "gen_ai_client_inference_usage_cache_write_input_tokens_total"
+    ),
+    "gen_ai.client.inference.usage.reasoning.output_tokens": (
+        "gen_ai_client_inference_usage_reasoning_output_tokens_total"
+    ),
+}
+OURS = {
+    "openai_retry.client.call.retries": "openai_retry_client_call_retries",
+    "openai_retry.client.call.retry_delay": "openai_retry_client_call_retry_delay_seconds",
+    "openai_retry.client.failed_attempts": "openai_retry_client_failed_attempts_total",
+    "openai_retry.client.rate_limiting.time_in_queue": (
+        "openai_retry_client_rate_limiting_time_in_queue_seconds"
+    ),
+    "openai_retry.client.rate_limiting.requests": (
+        "openai_retry_client_rate_limiting_requests_total"
+    ),
+}
+PROMETHEUS_NAMES = {**OLDER_GENAI, **CURRENT_GENAI, **OURS}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+DASHBOARD_LABELS = {
+    "le",
+    "job",
+    "error_type",
+    "http_response_status_code",
+    "gen_ai_token_type",
+    "gen_ai_request_model",
+    "gen_ai_operation_name",
+    "openai_retry_rate_limiting_result",
+}
+"""The labels the dashboard may query: low-cardinality attributes only."""
+
+VIEWING_FILES = [
+    *COLLECTOR_CONFIGS,
+    DASHBOARD,
+    DOCS,
+    REPO_ROOT / "docs" / "langchain.md",
+    REPO_ROOT / "README.md",
+    REPO_ROOT / "examples" / "demo.py",
+    REPO_ROOT / "examples" / "langchain_chain.py",
+    COMPOSE_DIR / "traffic.py",
+]
 
 
 def known_prometheus_series() -> set[str]:
     names = set()
-    for otel_name, prom in PROMETHEUS_NAMES.items():
-        if otel_name == "retry.attempts":
+    for prom in PROMETHEUS_NAMES.values():
+        if prom.endswith("_total"):
             names.add(prom)
         else:
             names |= {prom + suffix for suffix in HISTOGRAM_SUFFIXES}
@@ -127,7 +184,7 @@ def test_tail_sampling_keeps_errors_retries_and_a_fraction() -> None:
     policies = {p["type"]: p for p in config["processors"]["tail_sampling"]["policies"]}
     assert policies["status_code"]["status_code"]["status_codes"] == ["ERROR"]
     retried = policies["numeric_attribute"]["numeric_attribute"]
-    assert retried["key"] == "retry.attempts" and retried["min_value"] == 2
+    assert retried["key"] == "openai_retry.attempts" and retried["min_value"] == 2
     assert 0 < policies["probabilistic"]["probabilistic"]["sampling_percentage"] < 100
     # Apart from the sampler, the variant is the same configuration.
     plain = load_yaml(REPO_ROOT / "collector-config.yaml")
@@ -304,9 +361,16 @@ def test_dashboard_queries_the_design_metrics() -> None:
     for otel_name, prom in PROMETHEUS_NAMES.items():
         assert any(name.startswith(prom) for name in used), f"no panel shows {otel_name}"
     labels = set().union(*(promql_label_names(e) for e in exprs))
-    assert labels <= {"le", "job", "error_type", "gen_ai_token_type", "gen_ai_request_model"}
-    by_error_type = [e for e in exprs if "retry_attempts_total" in e and "by (error_type)" in e]
-    assert by_error_type, "retry.attempts by error.type"
+    assert labels <= DASHBOARD_LABELS, labels - DASHBOARD_LABELS
+    failed = [
+        e
+        for e in exprs
+        if "openai_retry_client_failed_attempts_total" in e
+        and "by (error_type, http_response_status_code)" in e
+    ]
+    assert failed, "openai_retry.client.failed_attempts by error.type and status code"
+    paced = [e for e in exprs if "by (openai_retry_rate_limiting_result)" in e]
+    assert paced, "openai_retry.client.rate_limiting.requests by result"
 
     traceql = [
         t["query"]
@@ -315,6 +379,69 @@ def test_dashboard_queries_the_design_metrics() -> None:
         if t.get("queryType") == "traceql"
     ]
     assert TRACEQL_RETRIED in traceql
+    assert TRACEQL_EXHAUSTED in traceql
+
+
+def test_dashboard_works_in_every_metric_mode() -> None:
+    """Every panel that shows a GenAI metric the older names also have reads both generations
+    (OTEL_SEMCONV_STABILITY_OPT_IN unset, gen_ai_latest_experimental, .../dup), in one query:
+    the older series of a service and operation, ``or`` the current ones, so /dup counts once.
+    The template variables come from our own per-call metric, recorded in every mode."""
+    dashboard = load_dashboard()
+    pairs = [
+        ("gen_ai_client_operation_duration_seconds", "gen_ai_client_inference_duration_seconds"),
+        (
+            "gen_ai_client_operation_time_to_first_chunk_seconds",
+            "gen_ai_client_inference_time_to_first_chunk_seconds",
+        ),
+        ("gen_ai_client_token_usage_sum", "gen_ai_client_inference_usage_input_tokens_total"),
+        ("gen_ai_client_token_usage_sum", "gen_ai_client_inference_usage_output_tokens_total"),
+    ]
+    for panel in dashboard_panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target.get("expr")
+            if expr is None:
+                continue
+            names = {metric_family(n) for n in promql_metric_names(expr)}
+            for older, current in pairs:
+                older_family, current_family = metric_family(older), metric_family(current)
+                if older_family in names or current_family in names:
+                    p50_of_tokens = older == "gen_ai_client_token_usage_sum" and "le" in (
+                        promql_label_names(expr)
+                    )
+                    if p50_of_tokens:
+                        continue  # a distribution only the older histogram has; the mean is below
+                    assert older_family in names and current_family in names, (
+                        panel["title"],
+                        expr,
+                    )
+                    assert " or " in expr, (panel["title"], expr)
+                    assert "gen_ai_operation_name" in promql_label_names(expr), (
+                        f"{panel['title']}: choose per (job, gen_ai_operation_name), so a fleet "
+                        "mixing modes, and embeddings under the current names, add up"
+                    )
+    variables = [e for e in dashboard_promql(dashboard) if e.startswith("label_values(")]
+    assert variables and all(
+        promql_metric_names(v) == {"openai_retry_client_call_retries_count"} for v in variables
+    ), variables
+    used = set().union(*(promql_metric_names(e) for e in dashboard_promql(dashboard)))
+    families = {metric_family(n) for n in used}
+    for prom in PROMETHEUS_NAMES.values():
+        assert prom in families, f"the dashboard does not show {prom}"
+
+
+@pytest.mark.parametrize("path", VIEWING_FILES, ids=lambda p: p.name)
+def test_no_bare_retry_names_remain(path: Path) -> None:
+    """The old ``retry.*`` attributes and metrics are gone from every config, dashboard, doc
+    and example (CHANGELOG history and docs/research/ keep them, as history)."""
+    text = path.read_text(encoding="utf-8")
+    found = [
+        f"{number}: {line.strip()}"
+        for number, line in enumerate(text.splitlines(), start=1)
+        for match in OLD_NAME.finditer(line)
+        if not line[match.end() :].startswith("`")  # "bare namespaces such as `retry.`"
+    ]
+    assert not found, f"{path.name} still names old retry.* names:\n" + "\n".join(found)
 
 
 def test_docs_give_the_queries_and_the_right_addresses(
@@ -323,6 +450,10 @@ def test_docs_give_the_queries_and_the_right_addresses(
     text = DOCS.read_text(encoding="utf-8")
     assert TRACEQL_RETRIED in text
     assert JAEGER_TAG_EXHAUSTED in text
+    assert TRACEQL_EXHAUSTED in text
+    assert "OTEL_SEMCONV_STABILITY_OPT_IN" in text
+    for otel_name, prom in PROMETHEUS_NAMES.items():
+        assert f"`{otel_name}`" in text and prom in text, f"docs/viewing.md: {otel_name}"
     assert "docker compose" in text
     published = {port for s in services.values() for port in s.published_host_ports}
     for port in re.findall(r"localhost:(\d+)", text):

@@ -117,10 +117,11 @@ def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return panels
 
 
-def dashboard_promql(dashboard: dict[str, Any]) -> list[str]:
-    """Every PromQL expression in the dashboard: panel targets and template variable queries."""
-    exprs = [
-        target["expr"]
+def dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, expression) for every PromQL query in the dashboard: panel targets
+    (``panel title [refId]``) and template variable queries (``variable name``)."""
+    queries = [
+        (f"{panel['title']} [{target['refId']}]", target["expr"])
         for panel in dashboard_panels(dashboard)
         for target in panel.get("targets", [])
         if "expr" in target
@@ -130,8 +131,13 @@ def dashboard_promql(dashboard: dict[str, Any]) -> list[str]:
         if isinstance(query, dict):
             query = query.get("query")
         if isinstance(query, str) and variable.get("type") == "query":
-            exprs.append(query)
-    return exprs
+            queries.append((f"variable {variable['name']}", query))
+    return queries
+
+
+def dashboard_promql(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression in the dashboard: panel targets and template variable queries."""
+    return [expr for _, expr in dashboard_queries(dashboard)]
 
 
 _METRIC_IN_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{")

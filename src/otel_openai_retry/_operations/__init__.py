@@ -50,7 +50,9 @@ class ChunkReader(Protocol):
 
     def add(self, chunk: object) -> None: ...
 
-    def fields(self) -> ResponseFields: ...
+    def fields(self, cut: bool = False) -> ResponseFields:
+        """What the chunks said; ``cut``: the stream ended before its last event."""
+        ...
 
     def output_messages(self) -> str | None:
         """The streamed completion as messages; ``None`` unless content is captured."""
@@ -61,6 +63,11 @@ class ChunkReader(Protocol):
 class Operation:
     name: str
     """``gen_ai.operation.name``."""
+    api_type: str | None
+    """``openai.api.type``, where the conventions name one."""
+    inference: bool
+    """Whether the conventions count it as inference (``gen_ai.client.inference.*`` metrics);
+    embeddings keep ``gen_ai.client.operation.duration``."""
     request_attributes: Callable[[Mapping[str, Any]], dict[str, AttributeValue]]
     response_fields: Callable[[object], ResponseFields]
     chunk_reader: Callable[[bool], ChunkReader]
@@ -71,6 +78,8 @@ class Operation:
 
 _CHAT = Operation(
     "chat",
+    "chat_completions",
+    True,
     choices_request,
     choices_response,
     ChoiceChunks,
@@ -82,6 +91,8 @@ OPERATIONS: Mapping[str, Operation] = {
     "/chat/completions": _CHAT,
     "/completions": Operation(
         "text_completion",
+        None,
+        True,
         choices_request,
         choices_response,
         ChoiceChunks,
@@ -90,6 +101,8 @@ OPERATIONS: Mapping[str, Operation] = {
     ),
     "/embeddings": Operation(
         "embeddings",
+        None,
+        False,
         embeddings_request,
         embeddings_response,
         ChoiceChunks,  # never streamed; a chunk reader all the same, for a server that does
@@ -98,6 +111,8 @@ OPERATIONS: Mapping[str, Operation] = {
     ),
     "/responses": Operation(
         "chat",
+        "responses",
+        True,
         responses_request,
         responses_response,
         ResponseEvents,

@@ -17,6 +17,7 @@ from ._fields import (
     choice_index,
     fields_of,
     read_common,
+    read_usage,
     request_parameters,
 )
 from ._messages import JSON, assistant_messages, dumps, message
@@ -91,30 +92,38 @@ def completion_input_messages(body: Mapping[str, Any]) -> str | None:
     return dumps([message("user", p) for p in prompts if isinstance(p, str)])
 
 
+_CHUNK_STRINGS = (
+    ("id", "response_id"),
+    ("model", "model"),
+    ("service_tier", "service_tier"),
+    ("system_fingerprint", "system_fingerprint"),
+)
+"""Chunk attribute → :class:`ResponseFields` field."""
+
+
 class ChoiceChunks:
     """A stream of chat or completion chunks, summarised as they pass (text only when content
     is captured)."""
 
-    __slots__ = ("_fields", "_reasons", "_texts")
+    __slots__ = ("_fields", "_reasons", "_seen", "_texts")
 
     def __init__(self, capture_content: bool) -> None:
         self._fields = ResponseFields()
+        self._seen: set[int] = set()
         self._reasons: dict[int, str] = {}
         self._texts: dict[int, list[str]] | None = {} if capture_content else None
 
     def add(self, chunk: object) -> None:
         found = self._fields
-        if found.response_id is None:
-            chunk_id = getattr(chunk, "id", None)
-            if isinstance(chunk_id, str):
-                found.response_id = chunk_id
-        if found.model is None:
-            model = getattr(chunk, "model", None)
-            if isinstance(model, str):
-                found.model = model
+        for name, field in _CHUNK_STRINGS:  # the first chunk that says it
+            if getattr(found, field) is None:
+                value = getattr(chunk, name, None)
+                if isinstance(value, str):
+                    setattr(found, field, value)
         texts = self._texts
         for position, choice in enumerate(getattr(chunk, "choices", None) or ()):
             index = choice_index(choice, position)
+            self._seen.add(index)
             reason = getattr(choice, "finish_reason", None)
             if isinstance(reason, str):
                 self._reasons[index] = reason
@@ -124,11 +133,15 @@ class ChoiceChunks:
                     texts.setdefault(index, []).append(text)
         usage = getattr(chunk, "usage", None)
         if usage is not None:
-            read_common({"usage": usage}, found)
+            read_usage(fields_of(usage), found)
 
-    def fields(self) -> ResponseFields:
+    def fields(self, cut: bool = False) -> ResponseFields:
         reasons = self._reasons
-        self._fields.finish_reasons = tuple(reasons[i] for i in sorted(reasons))
+        if cut:  # every choice that never finished: ``error``, as the conventions ask
+            indexes = sorted(self._seen | set(reasons)) or [0]
+            self._fields.finish_reasons = tuple(reasons.get(i, "error") for i in indexes)
+        else:
+            self._fields.finish_reasons = tuple(reasons[i] for i in sorted(reasons))
         return self._fields
 
     def output_messages(self) -> str | None:

@@ -7,7 +7,14 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
-from ._fields import NUMERIC_PARAMS, ResponseFields, fields_of, read_common, request_parameters
+from ._fields import (
+    NUMERIC_PARAMS,
+    ResponseFields,
+    fields_of,
+    read_common,
+    read_usage,
+    request_parameters,
+)
 from ._messages import JSON, dumps, message, parts
 
 __all__ = [
@@ -104,15 +111,20 @@ class ResponseEvents:
                 )
                 if reason is not None:
                     found.finish_reasons = (reason,)
+                tier = getattr(response, "service_tier", None)
+                if isinstance(tier, str):
+                    found.service_tier = tier
                 usage = getattr(response, "usage", None)
                 if usage is not None:
-                    read_common({"usage": usage}, found)
+                    read_usage(fields_of(usage), found)
         elif kind == "response.output_text.delta" and self._texts is not None:
             delta = getattr(event, "delta", None)
             if isinstance(delta, str):
                 self._texts.append(delta)
 
-    def fields(self) -> ResponseFields:
+    def fields(self, cut: bool = False) -> ResponseFields:
+        if cut and not self._fields.finish_reasons:
+            self._fields.finish_reasons = ("error",)
         return self._fields
 
     def output_messages(self) -> str | None:

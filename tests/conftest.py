@@ -1,4 +1,5 @@
-"""Fixtures: one fake OpenAI server per session, in-memory telemetry, clean instrumentation."""
+"""Fixtures: one fake OpenAI server per session, in-memory telemetry, clean instrumentation, the
+sync and the async client as one parameter, and a server of canned answers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -15,7 +16,7 @@ from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
 from otel_openai_retry._internal import set_raise_internal_errors
 from otel_openai_retry.testing import FakeOpenAIServer
 
-from .helpers import Instrument
+from .helpers import CannedServer, Instrument, Sdk
 
 set_raise_internal_errors(True)
 
@@ -41,6 +42,26 @@ def server(fake_server: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
     fake_server.reset()
     yield fake_server
     fake_server.reset()
+
+
+@pytest.fixture(params=[False, True], ids=["sync", "async"])
+def sdk(request: pytest.FixtureRequest) -> Sdk:
+    """The test runs twice: with the SDK's sync client and with its async one."""
+    return Sdk(is_async=bool(request.param))
+
+
+@pytest.fixture(scope="session")
+def _canned_server() -> Iterator[CannedServer]:
+    server = CannedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def canned(_canned_server: CannedServer) -> Iterator[CannedServer]:
+    """Answers every POST with what the test sets as its ``answer``."""
+    yield _canned_server
+    _canned_server.answer = None
 
 
 @pytest.fixture
@@ -83,7 +104,3 @@ def instrument(
 
     yield do
     instrumentor.uninstrument()
-
-
-def spans_by_name(spans: tuple[ReadableSpan, ...] | list[ReadableSpan]) -> dict[str, ReadableSpan]:
-    return {span.name: span for span in spans}

@@ -157,20 +157,25 @@ class Sdk:
         self,
         open_stream: Callable[[], openai.Stream[C] | Awaitable[openai.AsyncStream[C]]],
         into: list[C] | None = None,
+        returned: Callable[[], None] = lambda: None,
     ) -> list[C]:
-        """Every item of the stream ``open_stream`` returns, read to its end; ``into`` keeps
-        what came before an error."""
+        """Every item of the stream ``open_stream`` returns, read to its end; ``returned`` runs
+        once the call has returned the stream, before it is read; ``into`` keeps what came
+        before an error."""
         received: list[C] = [] if into is None else into
         if self.is_async:
             opened = open_stream()
             assert not isinstance(opened, openai.Stream)
-            async for item in await opened:
+            stream = await opened
+            returned()
+            async for item in stream:
                 received.append(item)
             return received
 
         def read() -> None:
             opened = open_stream()
             assert isinstance(opened, openai.Stream)
+            returned()
             for item in opened:
                 received.append(item)
 

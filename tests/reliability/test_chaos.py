@@ -1,4 +1,4 @@
-"""Issue 7, part 1: 2,000 calls at concurrency 200 against seeded random faults, audited exactly.
+"""Chaos: 2,000 calls at concurrency 200 against seeded random faults, audited exactly.
 
 Async (one event loop) and sync (200 threads). The fake server runs in a process of its own
 (``FakeServerProcess``) so its work does not take the client's GIL; ``chaos.py`` has the fault mix,

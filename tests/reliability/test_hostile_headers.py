@@ -1,4 +1,4 @@
-"""Issue 7, part 2: hostile retry headers never crash, never oversleep, never retry a "no".
+"""Hostile retry headers never crash, never oversleep, never retry a "no".
 
 Property-based, in two layers:
 

@@ -1,4 +1,4 @@
-"""Issue 7, part 5: no secret ever leaves in telemetry, whatever the call went through.
+"""No secret ever leaves in telemetry, whatever the call went through.
 
 Calls that fail in every way (each status, dropped connection, timeout, deadline, exhausted,
 Retry-After too long, cancelled, a stream cut in the middle, an internal telemetry error) and

@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_openai_retry import (
     RetryDetails,
-    _internal,
     get_on_retry_hooks,
     set_on_retry_hooks,
 )
@@ -77,10 +76,8 @@ async def test_a_hook_that_raises_costs_the_call_nothing(
     server: FakeOpenAIServer,
     instrument: Instrument,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    production_errors: None,
 ) -> None:
-    monkeypatch.setitem(_internal._state, "raise", False)
-    monkeypatch.setattr(_internal, "_already_logged", set())
     instrument(policy=FAST)
     after: list[int] = []
 
@@ -107,10 +104,8 @@ def test_a_coroutine_hook_on_a_sync_call_is_closed_and_reported(
     server: FakeOpenAIServer,
     instrument: Instrument,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    production_errors: None,
 ) -> None:
-    monkeypatch.setitem(_internal._state, "raise", False)
-    monkeypatch.setattr(_internal, "_already_logged", set())
     instrument(policy=FAST)
     ran: list[int] = []
 

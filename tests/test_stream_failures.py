@@ -11,7 +11,7 @@ import gc
 import json
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import openai
@@ -20,7 +20,6 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from otel_openai_retry._internal import set_raise_internal_errors
 from otel_openai_retry._streams import EXTENSION_KEY, StreamWatch
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -127,15 +126,7 @@ async def test_odd_choice_indexes_still_end_the_span(
     assert_output_messages(call, capture, chunks)
 
 
-@pytest.fixture
-def internal_errors_logged() -> Iterator[None]:
-    """Production behaviour: an internal error is logged and swallowed, not raised."""
-    set_raise_internal_errors(False)
-    yield
-    set_raise_internal_errors(True)
-
-
-@pytest.mark.usefixtures("internal_errors_logged")
+@pytest.mark.usefixtures("production_errors")
 async def test_a_summary_that_fails_still_ends_the_span_once(
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,

@@ -2,8 +2,8 @@
 
 A span processor that raises (on start, on end), a meter whose instruments raise, and exporters
 that raise (behind the SDK's simple and batch processors). The suite re-raises the library's
-internal errors (tests/conftest.py); here that is turned off, as in production, and the
-library's "logged once" memory is emptied, so each test sees its own first log.
+internal errors (tests/conftest.py); here ``production_errors`` logs them once, as in
+production, from an empty "logged once" memory, so each test sees its own first log.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_openai_retry import OpenAIRetryInstrumentor, _internal
+from otel_openai_retry import OpenAIRetryInstrumentor
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import (
@@ -50,17 +50,6 @@ MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
 REPLY = "Echo: broken telemetry"
 ROUND = 4
 """Calls per round: each fails twice (500, dropped connection) then succeeds."""
-
-
-@pytest.fixture
-def production_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Internal errors logged and swallowed, as in production, with a fresh "logged once"."""
-    monkeypatch.setattr(_internal, "_already_logged", set())
-    _internal.set_raise_internal_errors(False)
-    try:
-        yield
-    finally:
-        _internal.set_raise_internal_errors(True)
 
 
 class Raising(SpanProcessor):

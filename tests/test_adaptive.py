@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import openai
 import pytest
@@ -12,13 +13,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer
 
-from .helpers import API_KEY, Instrument, attrs, calls
+from .helpers import FAST, Instrument, async_client, attrs, calls, sync_client
 
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=8)
+PERSISTENT = replace(FAST, max_attempts=8)
+"""Enough attempts for every call of a crowd to get through a rate limit."""
 
 
 async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> list[bool]:
-    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = async_client(server)
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> bool:
@@ -36,7 +38,7 @@ async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> li
 
 def test_server_rate_limit_answers_like_openai(server: FakeOpenAIServer) -> None:
     server.set_rate_limit(50, burst=2)
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    client = sync_client(server, max_retries=0)
     for _ in range(2):
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
@@ -54,7 +56,7 @@ def test_server_rate_limit_answers_like_openai(server: FakeOpenAIServer) -> None
 
 
 def test_server_outage_then_recovery(server: FakeOpenAIServer) -> None:
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    client = sync_client(server, max_retries=0)
     server.start_outage(0.3)
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
@@ -70,7 +72,7 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
     exporter: InMemorySpanExporter,
     instrument: Instrument,
 ) -> None:
-    instrument(policy=FAST)
+    instrument(policy=PERSISTENT)
     server.set_rate_limit(100, burst=10, hints=hints)
     results = await run_many(server, 200, concurrency=50)
     assert all(results)  # the speed is measured in benchmarks/goodput.py, not here
@@ -95,7 +97,7 @@ async def test_pacing_off_means_no_throttle(
     through is not asked: without pacing, 30 callers woken by the same few-millisecond hints race
     for 5 slots, and on a loaded machine one of them can lose all its attempts (that is what
     pacing is for)."""
-    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05, max_attempts=8, adaptive=False))
+    instrument(policy=replace(PERSISTENT, adaptive=False))
     server.set_rate_limit(200, burst=5)
     await run_many(server, 60, concurrency=30)
     assert server.status_counts().get("429", 0) > 0  # the limit was hit: pacing would engage

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from importlib.metadata import entry_points
 
 import otel_openai_retry
+
+from .helpers import last_json_line, run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -63,25 +61,18 @@ SCRIPT = textwrap.dedent(
 
 
 def run(mode: str, **env: str) -> dict[str, object]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(
-        {
+    done = run_python(
+        "-c",
+        SCRIPT,
+        mode,
+        env={
             "OTEL_TRACES_EXPORTER": "none",
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
-        }
+            **env,
+        },
     )
-    environ.update(env)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = last_json_line(done)
     result["stderr"] = done.stderr
     return result
 
@@ -121,14 +112,11 @@ def test_master_switch_off_changes_nothing() -> None:
 
 
 def test_bad_variable_fails_the_import_with_a_clear_message() -> None:
-    environ = dict(os.environ, OTEL_OPENAI_RETRY_MAX_ATTEMPTS="lots")
-    done = subprocess.run(
-        [sys.executable, "-c", "import otel_openai_retry.auto"],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run_python(
+        "-c",
+        "import otel_openai_retry.auto",
+        env={"OTEL_OPENAI_RETRY_MAX_ATTEMPTS": "lots"},
+        succeed=False,
     )
     assert done.returncode != 0
     assert "ConfigurationError: OTEL_OPENAI_RETRY_MAX_ATTEMPTS='lots'" in done.stderr

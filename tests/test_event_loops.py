@@ -10,16 +10,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import anyio
-import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, calls
+from .helpers import FAST, MESSAGES, Instrument, async_client, calls
 
-MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 Main = Callable[[], Awaitable[list[str]]]
 
 
@@ -49,10 +46,10 @@ def test_retries_and_pacing_waits_run_on_the_callers_loop(
     instrument: Instrument,
 ) -> None:
     """A call retried after a 429 and a 500, then concurrent calls paced behind that 429."""
-    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.02, adaptive=True))
+    instrument(policy=FAST)  # pacing on, as by default
 
     async def main() -> list[str]:
-        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+        client = async_client(server)
         limited = Fault.status(  # the server's own rate: the pacer trusts it at once
             429,
             headers={

@@ -3,10 +3,6 @@ and ``uninstrument()`` leaving LangChain exactly as it was."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,6 +12,8 @@ from langchain_core.callbacks.manager import AsyncCallbackManager, CallbackManag
 from langchain_core.language_models import BaseChatModel, BaseLLM
 
 from otel_openai_retry.langchain import LangChainRetryInstrumentor
+
+from .helpers import last_json_line, run_python
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -139,34 +137,29 @@ LANGCHAIN_IMPORTED_AFTER = textwrap.dedent(
 )
 
 
-def run_python(script: str, **env: str) -> Any:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(
-        OTEL_TRACES_EXPORTER="none",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
-        OTEL_OPENAI_RETRY_INITIAL_WAIT="0.01",
-        OTEL_OPENAI_RETRY_ADAPTIVE="false",
-        **env,
+def run_script(script: str) -> Any:
+    done = run_python(
+        "-W",
+        "ignore",
+        "-c",
+        script,
+        env={
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_OPENAI_RETRY_INITIAL_WAIT": "0.01",
+            "OTEL_OPENAI_RETRY_ADAPTIVE": "false",
+        },
     )
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return last_json_line(done)
 
 
 def test_auto_import_without_langchain_imports_nothing_of_it() -> None:
-    assert run_python(WITHOUT_LANGCHAIN) == []
+    assert run_script(WITHOUT_LANGCHAIN) == []
 
 
 def test_auto_import_reaches_langchain_code_imported_afterwards() -> None:
-    result = run_python(LANGCHAIN_IMPORTED_AFTER)
+    result = run_script(LANGCHAIN_IMPORTED_AFTER)
     assert result["already"] == [], "activation must not import langchain_openai"
     assert result["reply"] == "Echo: hi"
     assert result["requests"] == 3
@@ -180,19 +173,7 @@ def test_auto_import_reaches_langchain_code_imported_afterwards() -> None:
 
 def test_the_langchain_example_runs_without_an_api_key() -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "langchain_chain.py"
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENAI_", "AZURE_"))
-    }
-    environ["OTEL_OPENAI_RETRY_ADAPTIVE"] = "false"
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", str(example)],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python("-W", "ignore", str(example), env={"OTEL_OPENAI_RETRY_ADAPTIVE": "false"})
     lines = done.stdout.splitlines()
     retries = [line for line in lines if "on_retry" in line]
     assert len(retries) == 2

@@ -37,9 +37,9 @@ from otel_openai_retry.langchain import (
 )
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, one_call
+from .helpers import API_KEY, Instrument, async_client, one_call
 from .test_langchain_support import (
-    FAST,
+    ISOLATED,
     AsyncRecorder,
     SyncRecorder,
     assert_retries_match,
@@ -64,7 +64,7 @@ COMPLETION_CALL: dict[str, Any] = {"model": "gpt-3.5-turbo-instruct", "prompt": 
 
 @pytest.fixture
 def core(instrument: Instrument) -> None:
-    instrument(policy=FAST)
+    instrument(policy=ISOLATED)
 
 
 @pytest.fixture
@@ -350,7 +350,7 @@ async def test_reporting_to_reports_any_openai_call_to_a_run_of_your_own(
     run_manager = await AsyncCallbackManager.configure([handler]).on_chain_start(
         {"name": "my tool"}, {"question": PROMPT}
     )
-    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = async_client(server)
     with reporting_to(run_manager):
         await client.chat.completions.create(**CHAT_CALL)
     call = one_call(exporter.get_finished_spans())

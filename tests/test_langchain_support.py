@@ -5,19 +5,18 @@ and the check that what LangChain saw is what the spans say. No tests of its own
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
 import tenacity
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 
-from otel_openai_retry import RetryPolicy
 from otel_openai_retry.langchain import LangChainRetryInstrumentor
 
-from .helpers import Call, Instrument, attrs
+from .helpers import FAST, Call, Instrument, attrs
 
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05, adaptive=False, budget=0)
+ISOLATED = replace(FAST, adaptive=False, budget=0)
 """Fast backoff; no pacing or retry budget, so that each test sees only its own script."""
 
 
@@ -116,8 +115,8 @@ class SyncRecorder(BaseCallbackHandler):
 
 
 def bridge_on(instrument: Instrument) -> Iterator[None]:
-    """Body of a fixture: the core with :data:`FAST`, the bridge on, both undone after."""
-    instrument(policy=FAST)
+    """Body of a fixture: the core with :data:`ISOLATED`, the bridge on, both undone after."""
+    instrument(policy=ISOLATED)
     bridge = LangChainRetryInstrumentor()
     bridge.instrument()
     try:

@@ -14,13 +14,11 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_openai_retry import RetryPolicy
 from otel_openai_retry._metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, attrs, calls
+from .helpers import FAST, Instrument, async_client, attrs, calls
 
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05)
 PROMPT = "What is the airspeed velocity of an unladen swallow"
 
 
@@ -55,7 +53,7 @@ async def test_metrics_match_the_calls_made(
     instrument: Instrument,
 ) -> None:
     instrument(policy=FAST)
-    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = async_client(server)
     server.script(Fault.rate_limit(retry_after_ms=10), Fault.server_error(500))
     first = await client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "one two three"}]
@@ -141,7 +139,7 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def run_calls(server: FakeOpenAIServer) -> list[str]:
     """A plain call and a stream; returns every completion text the caller saw."""
-    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = async_client(server)
     server.script(Fault.server_error(500))
     completion = await client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": PROMPT}]

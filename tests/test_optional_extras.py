@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
+
+from .helpers import run_python
 
 
 def test_the_library_works_without_the_fake_servers_http_stack() -> None:
@@ -25,14 +25,7 @@ def test_the_library_works_without_the_fake_servers_http_stack() -> None:
             print("hint", exc)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={"OTEL_SDK_DISABLED": "true", "PATH": "/usr/bin:/bin"},
-    )
+    done = run_python("-c", code, env={"OTEL_SDK_DISABLED": "true"}, timeout=120)
     assert done.stdout.splitlines() == [
         "patched True",
         "hint otel_openai_retry.testing needs aiohttp: pip install 'otel-openai-retry[testing]'",

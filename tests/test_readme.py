@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from .helpers import run_python
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -13,12 +13,4 @@ README = Path(__file__).parent.parent / "README.md"
 def test_the_fake_server_snippet_runs_as_written() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     (snippet,) = [block for block in blocks if "FakeOpenAIServer()" in block]
-    done = subprocess.run(
-        [sys.executable, "-c", snippet],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"OTEL_SDK_DISABLED": "true", "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 0, done.stderr
+    run_python("-c", snippet, env={"OTEL_SDK_DISABLED": "true"}, timeout=120)

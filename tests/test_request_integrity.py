@@ -18,14 +18,11 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, one_call
+from .helpers import API_KEY, FAST, MESSAGES, Instrument, async_client, one_call, sync_client
 
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.02)
 DATA = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"}\n' * 20
-MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 class ReadOnce(io.RawIOBase):
@@ -65,7 +62,7 @@ def test_a_read_once_upload_is_never_retried(
     if instrumented:
         instrument(policy=FAST)
     server.script(Fault.server_error(500))
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
 
     with pytest.raises(openai.InternalServerError):
         client.files.create(file=("batch.jsonl", pipe), purpose="batch")
@@ -87,9 +84,7 @@ async def test_a_seekable_upload_is_rewound_before_every_retry(
     server.script(Fault.server_error(500), Fault.drop(), Fault.rate_limit(retry_after_ms=1))
     file = io.BytesIO(DATA)
 
-    created = await openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url).files.create(
-        file=("batch.jsonl", file), purpose="batch"
-    )
+    created = await async_client(server).files.create(file=("batch.jsonl", file), purpose="batch")
 
     assert created.id
     assert uploaded(server) == [DATA] * 4
@@ -100,7 +95,7 @@ def test_bytes_and_json_bodies_are_resent_whole(
     server: FakeOpenAIServer, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
     server.script(Fault.server_error(503), Fault.server_error(503))
     client.files.create(file=("batch.jsonl", DATA), purpose="batch")
     server.script(Fault.server_error(503))
@@ -119,8 +114,8 @@ async def test_raw_responses_report_the_true_number_of_retries(
 ) -> None:
     if instrumented:
         instrument(policy=FAST)
-    aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    aclient = async_client(server)
+    client = sync_client(server)
     server.script(Fault.server_error(500), Fault.rate_limit(retry_after_ms=1))
     raw = await aclient.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES
@@ -143,7 +138,7 @@ def test_a_client_closed_during_a_sleep_makes_no_attempt_that_was_never_sent(
     """The SDK raises its own error for a closed client at once; that is not a request, so it
     gets no attempt span, is not charged to the budget and is not retried."""
     instrument(policy=FAST)
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
     server.script(Fault.rate_limit(retry_after_ms=1000))
 
     def close_once_the_first_attempt_has_failed() -> None:
@@ -181,13 +176,13 @@ def test_a_request_the_transport_refuses_is_no_attempt(
 ) -> None:
     """The caller gets what the bare SDK raises (measured here, same request), without the bare
     SDK's pointless retries of a request that never left the process."""
-    bare = openai.OpenAI(base_url=server.base_url, max_retries=0, **client_kwargs)  # type: ignore[arg-type]
+    bare = sync_client(server, max_retries=0, **client_kwargs)
     with pytest.raises((openai.APIConnectionError, UnicodeEncodeError)) as bare_raised:
         bare.models.list()
     assert server.request_count == 0
 
     instrument(policy=FAST)
-    client = openai.OpenAI(base_url=server.base_url, **client_kwargs)  # type: ignore[arg-type]
+    client = sync_client(server, **client_kwargs)
     with pytest.raises(type(bare_raised.value)):
         client.models.list()
 
@@ -204,7 +199,7 @@ def test_a_key_the_sdk_resolves_late_is_refused_once_not_retried(
     """A key from a callable is only known when the SDK prepares the request, so the transport
     is the one to refuse it; that refusal is not retried (it would be refused every time)."""
     instrument(policy=FAST)
-    client = openai.OpenAI(api_key=lambda: API_KEY + "\n", base_url=server.base_url)
+    client = sync_client(server, api_key=lambda: API_KEY + "\n")
 
     with pytest.raises(openai.APIConnectionError):
         client.models.list()
@@ -230,11 +225,8 @@ async def test_what_is_refused_is_judged_by_the_clients_own_transport(
     """The SDK's aiohttp transport sends what h11 refuses (whitespace at either end): such a
     request is a real attempt, traced and retried; CR and LF no transport sends."""
     instrument(policy=FAST)
-    client = openai.AsyncOpenAI(
-        api_key=API_KEY,
-        base_url=server.base_url,
-        default_headers={"x-team": value},
-        http_client=openai.DefaultAioHttpClient(),
+    client = async_client(
+        server, default_headers={"x-team": value}, http_client=openai.DefaultAioHttpClient()
     )
     server.script(Fault.server_error(500))
     try:

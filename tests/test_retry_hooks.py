@@ -13,31 +13,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_openai_retry import (
     RetryDetails,
-    RetryPolicy,
-    _internal,
     get_on_retry_hooks,
     set_on_retry_hooks,
 )
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, one_call
-
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.02)
-MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+from .helpers import FAST, MESSAGES, Instrument, Sdk, async_client, one_call, sync_client
 
 
 @pytest.fixture(autouse=True)
 def no_hooks_left() -> Iterator[None]:
     yield
     set_on_retry_hooks(None)
-
-
-def sync_client(server: FakeOpenAIServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=API_KEY)
-
-
-def async_client(server: FakeOpenAIServer) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY)
 
 
 def test_a_hook_sees_each_failed_attempt_with_the_sleep_on_its_span(
@@ -84,16 +71,13 @@ async def test_an_async_call_awaits_what_a_hook_returns_before_it_sleeps(
     assert server.request_count == 2
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_a_hook_that_raises_costs_the_call_nothing(
-    mode: str,
+    sdk: Sdk,
     server: FakeOpenAIServer,
     instrument: Instrument,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    production_errors: None,
 ) -> None:
-    monkeypatch.setitem(_internal._state, "raise", False)
-    monkeypatch.setattr(_internal, "_already_logged", set())
     instrument(policy=FAST)
     after: list[int] = []
 
@@ -103,12 +87,10 @@ async def test_a_hook_that_raises_costs_the_call_nothing(
     set_on_retry_hooks([broken, lambda details: after.append(details.attempt)])
     server.script(Fault.server_error(500), Fault.server_error(500))
 
-    if mode == "sync":
-        result = sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    else:
-        result = await async_client(server).chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES
-        )
+    client = sdk.client(server)
+    result = await sdk(
+        lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    )
 
     assert result.choices[0].message.content
     assert after == [1, 2]  # the hooks after the broken one still run
@@ -122,10 +104,8 @@ def test_a_coroutine_hook_on_a_sync_call_is_closed_and_reported(
     server: FakeOpenAIServer,
     instrument: Instrument,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    production_errors: None,
 ) -> None:
-    monkeypatch.setitem(_internal._state, "raise", False)
-    monkeypatch.setattr(_internal, "_already_logged", set())
     instrument(policy=FAST)
     ran: list[int] = []
 

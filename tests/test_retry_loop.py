@@ -1,4 +1,5 @@
-"""The retrying coroutine end to end: the real SDK, real HTTP to the fake server, real spans."""
+"""The retrying call end to end, sync and async: the real SDK, real HTTP to the fake server, real
+spans; what is retried, what stops it, what the caller gets, and what is left behind."""
 
 from __future__ import annotations
 
@@ -17,30 +18,34 @@ from opentelemetry.trace import StatusCode
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, attrs, one_call
+from .helpers import (
+    API_KEY,
+    FAST,
+    MESSAGES,
+    Client,
+    Instrument,
+    Sdk,
+    async_client,
+    attrs,
+    one_call,
+    sync_client,
+)
 
-MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
-    {"role": "user", "content": "Say hello"}
-]
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05)
 
-
-def async_client(server: FakeOpenAIServer, **kwargs: object) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
-
-
-def sync_client(server: FakeOpenAIServer, **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(api_key=API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
+def chat(client: Client) -> Callable[[], object]:
+    """A plain chat call of ``client``, for a test that only needs it to fail or succeed."""
+    return lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
 async def test_429_twice_then_success_honours_retry_after_ms(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument()
     server.script(Fault.rate_limit(retry_after_ms=50), Fault.rate_limit(retry_after_ms=50))
+    client = sdk.client(server)
     started = time.monotonic()
-    completion = await async_client(server).chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES
+    completion = await sdk(
+        lambda: client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     )
     wall = time.monotonic() - started
 
@@ -89,19 +94,19 @@ async def test_429_twice_then_success_honours_retry_after_ms(
         assert before.end_time is not None and after.start_time is not None
         gap = (after.start_time - before.end_time) / 1e9
         assert gap >= attrs(before)["retry.sleep_s"]  # type: ignore[operator]
-    assert wall >= sum(sleeps)
+    assert wall >= sum(sleeps) >= 0.1
 
     assert [r.retry_count for r in server.requests] == [0, 1, 2]
     assert len(server.requests) == len(call.attempts)
 
 
 async def test_400_is_not_retried(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument()
     server.script(Fault.status(400))
     with pytest.raises(openai.BadRequestError):
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.outcome") == "non_retryable"
     assert call.attr("retry.attempts") == 1
@@ -117,18 +122,23 @@ async def test_400_is_not_retried(
 
 @pytest.mark.parametrize("status", [401, 403, 404, 422])
 async def test_other_4xx_are_not_retried(
-    status: int, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    status: int,
+    sdk: Sdk,
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
 ) -> None:
     instrument()
     server.script(Fault.status(status))
     with pytest.raises(openai.APIStatusError) as raised:
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     assert raised.value.status_code == status
     assert server.request_count == 1
     assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
 
 
 async def test_exhausted_attempts_raise_the_sdk_error_not_retry_error(
+    sdk: Sdk,
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,
     instrument: Instrument,
@@ -139,7 +149,7 @@ async def test_exhausted_attempts_raise_the_sdk_error_not_retry_error(
     instrument()  # reads the policy from the environment now
     server.script(*[Fault.server_error(500)] * 5)
     with pytest.raises(openai.InternalServerError):
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.attempts") == 3
     assert call.attr("retry.outcome") == "exhausted"
@@ -153,14 +163,12 @@ async def test_exhausted_attempts_raise_the_sdk_error_not_retry_error(
 
 
 async def test_explicit_max_retries_zero_means_one_attempt(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.rate_limit(retry_after_ms=10), Fault.rate_limit(retry_after_ms=10))
     with pytest.raises(openai.RateLimitError):
-        await async_client(server, max_retries=0).chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES
-        )
+        await sdk(chat(sdk.client(server, max_retries=0)))
     assert server.request_count == 1
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.outcome") == "exhausted"
@@ -168,28 +176,24 @@ async def test_explicit_max_retries_zero_means_one_attempt(
 
 
 async def test_explicit_max_retries_per_request_counts_retries(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
     server.script(*[Fault.server_error(503)] * 4)
     with pytest.raises(openai.InternalServerError):
-        await (
-            async_client(server)
-            .with_options(max_retries=1)
-            .chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-        )
+        await sdk(chat(sdk.client(server).with_options(max_retries=1)))
     assert server.request_count == 2
     assert one_call(exporter.get_finished_spans()).attr("retry.attempts") == 2
 
 
 async def test_retry_after_beyond_the_limit_gives_up_without_sleeping(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument()
     server.script(Fault.rate_limit(retry_after=600))
     started = time.monotonic()
     with pytest.raises(openai.RateLimitError):
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     assert time.monotonic() - started < 600 / 10, "gave up instead of waiting the 600 s asked"
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.outcome") == "retry_after_too_long"
@@ -199,13 +203,13 @@ async def test_retry_after_beyond_the_limit_gives_up_without_sleeping(
 
 
 async def test_sleep_that_would_cross_the_deadline_is_not_taken(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=RetryPolicy(timeout=0.5))
     server.script(Fault.rate_limit(retry_after=2))
     started = time.monotonic()
     with pytest.raises(openai.RateLimitError):
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     assert time.monotonic() - started < 2, "fails at once, without sleeping the 2 s asked"
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.outcome") == "deadline"
@@ -214,13 +218,13 @@ async def test_sleep_that_would_cross_the_deadline_is_not_taken(
 
 
 async def test_deadline_bounds_an_attempt_that_hangs(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=RetryPolicy(timeout=0.4, initial_wait=0.01, max_wait=0.01))
     server.script(Fault.delay(3.0))
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     assert time.monotonic() - started < 3.0, "cut at the deadline, not the server's 3 s"
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.outcome") == "deadline"
@@ -288,13 +292,14 @@ async def test_cancelled_during_an_attempt_ends_both_spans(
 async def test_retryable_failures_are_retried(
     fault: Fault,
     error: str,
+    sdk: Sdk,
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,
     instrument: Instrument,
 ) -> None:
     instrument(policy=FAST)
     server.script(fault)
-    await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    await sdk(chat(sdk.client(server)))
     call = one_call(exporter.get_finished_spans())
     assert call.attr("retry.attempts") == 2
     assert call.attr("retry.outcome") == "success"
@@ -303,66 +308,30 @@ async def test_retryable_failures_are_retried(
 
 
 async def test_server_saying_do_not_retry_wins(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.status(503, should_retry=False))
     with pytest.raises(openai.InternalServerError):
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
     assert server.request_count == 1
     assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
 
 
 async def test_client_timeout_is_retried(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.delay(2.0))
-    await async_client(server, timeout=0.2).chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES
-    )
+    await sdk(chat(sdk.client(server, timeout=0.2)))
     call = one_call(exporter.get_finished_spans())
     assert attrs(call.attempts[0])["error.type"] == "openai.APITimeoutError"
     assert "http.response.status_code" not in attrs(call.attempts[0])
     assert call.attr("retry.attempts") == 2
 
 
-def test_sync_client_behaves_the_same(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
-) -> None:
-    instrument()
-    server.script(Fault.rate_limit(retry_after_ms=50), Fault.rate_limit(retry_after_ms=50))
-    started = time.monotonic()
-    completion = sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    assert time.monotonic() - started >= 0.1
-    call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 3
-    assert call.attr("retry.outcome") == "success"
-    assert call.attr("gen_ai.response.id") == completion.id
-    for attempt in call.attempts[:2]:
-        assert attrs(attempt)["error.type"] == "openai.RateLimitError"
-        assert 0.050 <= attrs(attempt)["retry.sleep_s"] <= 0.055  # type: ignore[operator]
-    assert [r.retry_count for r in server.requests] == [0, 1, 2]
-
-    exporter.clear()
-    server.reset()
-    server.script(Fault.status(400))
-    with pytest.raises(openai.BadRequestError):
-        sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
-
-    exporter.clear()
-    server.reset()
-    server.script(Fault.rate_limit(retry_after_ms=5))
-    with pytest.raises(openai.RateLimitError):
-        sync_client(server, max_retries=0).chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES
-        )
-    assert server.request_count == 1
-
-
-def test_uninstrument_restores_the_sdk_exactly(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+async def test_uninstrument_restores_the_sdk_exactly(
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     originals = {
         (cls, name): cls.__dict__[name]
@@ -373,7 +342,7 @@ def test_uninstrument_restores_the_sdk_exactly(
     instrument()  # a second instrument() changes nothing
     assert AsyncAPIClient.__dict__["request"] is not originals[(AsyncAPIClient, "request")]
     server.script(Fault.server_error(500))
-    sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    await sdk(chat(sdk.client(server)))
     assert len(exporter.get_finished_spans()) == 3, (
         "one logical span, two attempts: no double patch"
     )
@@ -384,19 +353,22 @@ def test_uninstrument_restores_the_sdk_exactly(
     exporter.clear()
     server.reset()
     server.script(Fault.rate_limit(retry_after_ms=10))
-    sync_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    await sdk(chat(sdk.client(server)))
     assert exporter.get_finished_spans() == ()
     # The SDK's own loop is back: its retry count header, its retry.
     assert [r.retry_count for r in server.requests] == [0, 1]
 
 
 async def test_with_raw_response_gets_the_same_spans(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.server_error(502))
-    raw = await async_client(server).chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, max_tokens=50, stop=["END"]
+    client = sdk.client(server)
+    raw = await sdk(
+        lambda: client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, max_tokens=50, stop=["END"]
+        )
     )
     completion = raw.parse()
     call = one_call(exporter.get_finished_spans())
@@ -410,14 +382,19 @@ async def test_with_raw_response_gets_the_same_spans(
 
 
 async def test_every_genai_endpoint_is_named_by_its_operation(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    client = async_client(server)
-    await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", seed=7)
-    embeddings = await client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
-    response = await client.responses.create(model="gpt-4.1-mini", input="Say hi")
-    await client.models.list()
+    client = sdk.client(server)
+    await sdk(
+        lambda: client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi", seed=7)
+    )
+    embeddings = await sdk(
+        lambda: client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    )
+    response = await sdk(lambda: client.responses.create(model="gpt-4.1-mini", input="Say hi"))
+    list_models: Callable[[], object] = client.models.list  # a page, or an awaitable one
+    await sdk(list_models)
     spans = exporter.get_finished_spans()
     names = [s.name for s in spans if not s.name.startswith("attempt")]
     assert names == [
@@ -441,16 +418,16 @@ async def test_every_genai_endpoint_is_named_by_its_operation(
 
 
 async def test_no_secret_reaches_any_span(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    client = async_client(server, default_headers={"x-custom-secret": "hush-9d8c7b"})
+    client = sdk.client(server, default_headers={"x-custom-secret": "hush-9d8c7b"})
     server.script(Fault.rate_limit(retry_after_ms=5), Fault.drop(), Fault.server_error(500))
-    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    await sdk(chat(client))
     for fault in (Fault.status(401), Fault.status(400)):
         server.script(fault)
         with pytest.raises(openai.APIStatusError):
-            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            await sdk(chat(client))
     assert any(r.headers.get("authorization") == f"Bearer {API_KEY}" for r in server.requests)
     exported = "".join(span.to_json() for span in exporter.get_finished_spans())
     assert len(exporter.get_finished_spans()) == 9  # 1+4, 1+1, 1+1
@@ -459,15 +436,13 @@ async def test_no_secret_reaches_any_span(
 
 
 async def test_attempt_spans_equal_requests_under_concurrency(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
+    """40 calls at once: tasks on one loop, or threads sharing one sync client."""
     instrument(policy=FAST)
     faults = [Fault.rate_limit(retry_after_ms=5), Fault.server_error(500), Fault.drop()] * 10
     server.script(*faults)
-    client = async_client(server)
-    results = await asyncio.gather(
-        *(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES) for _ in range(40))
-    )
+    results = await sdk.gather(*[chat(sdk.client(server))] * 40)
     assert len(results) == 40
     spans = exporter.get_finished_spans()
     attempts = [s for s in spans if s.name.startswith("attempt")]
@@ -541,7 +516,7 @@ async def test_no_call_leaves_anything_for_the_garbage_collector(
 
 
 async def test_the_exception_raised_after_the_last_attempt_carries_no_retry_machinery(
-    server: FakeOpenAIServer, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, instrument: Instrument
 ) -> None:
     """When the attempts run out, the caller gets the last attempt's own exception; its
     traceback goes through our driver into the SDK, with no tenacity frame and no ``RetryError``
@@ -550,7 +525,7 @@ async def test_the_exception_raised_after_the_last_attempt_carries_no_retry_mach
     server.script(Fault.status(503), Fault.status(503))
 
     with pytest.raises(openai.InternalServerError) as raised:
-        await async_client(server).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await sdk(chat(sdk.client(server)))
 
     files = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(raised.value.__traceback__)]
     assert any(name.endswith("otel_openai_retry/_loop.py") for name in files)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from dataclasses import replace
 from typing import Any
 
 import httpx2 as httpx  # the SDK's own HTTP stack
@@ -25,10 +26,7 @@ from otel_openai_retry._loop import run_sync
 from otel_openai_retry._observers import CallSummary, Observer
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, attrs, calls, one_call
-
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.02)
-MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+from .helpers import API_KEY, FAST, MESSAGES, Instrument, attrs, calls, one_call, sync_client
 
 
 class Recorder(Observer):
@@ -87,7 +85,7 @@ def test_the_last_attempt_and_a_deadline_stop_are_not_charged_to_the_budget() ->
         recorder = run_failing(FAST, 1, connection_error(), budget)
         assert recorder.summary is not None
         assert recorder.summary.outcome is Outcome.EXHAUSTED
-    with_deadline = RetryPolicy(initial_wait=0.01, max_wait=0.02, timeout=0.5)
+    with_deadline = replace(FAST, timeout=0.5)
     for _ in range(50):  # the server's 5 s would cross the deadline: given up, not retried
         recorder = run_failing(with_deadline, 5, status_error(503, {"retry-after": "5"}), budget)
         assert recorder.summary is not None
@@ -109,8 +107,8 @@ def test_failed_calls_that_may_not_retry_leave_the_next_call_its_retry(
 ) -> None:
     """120 failed ``max_retries=0`` calls used to withdraw 120 retries that were never sent, and
     the next call's first retry was refused."""
-    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.02, budget=0.1))
-    no_retries = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, max_retries=0)
+    instrument(policy=replace(FAST, budget=0.1))
+    no_retries = sync_client(server, max_retries=0)
     for _ in range(120):
         server.script(Fault.server_error(500))
         with pytest.raises(openai.InternalServerError):
@@ -118,7 +116,7 @@ def test_failed_calls_that_may_not_retry_leave_the_next_call_its_retry(
     exporter.clear()
 
     server.script(Fault.server_error(500))
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
     assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).id
 
     call = one_call(exporter.get_finished_spans())
@@ -132,9 +130,8 @@ def test_a_hint_the_call_will_not_wait_for_holds_back_no_one(
 ) -> None:
     """A 429 the server says not to retry (``x-should-retry: false``) with a day-long hint: the
     call fails at once, and the endpoint's next callers are not made to wait for the hint."""
-    policy = RetryPolicy(initial_wait=0.01, max_wait=0.02, adaptive=True, max_retry_after=30)
-    instrument(policy=policy)
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    instrument(policy=replace(FAST, adaptive=True, max_retry_after=30))
+    client = sync_client(server)
     server.script(Fault.status(429, headers={"retry-after": hint}, should_retry=False))
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -200,19 +197,19 @@ def test_span_names_carry_the_route_not_ids_or_queries(
 ) -> None:
     instrument(policy=FAST)
     with contextlib.suppress(openai.APIStatusError):  # the name is what is tested
-        make_call(openai.OpenAI(api_key=API_KEY, base_url=server.base_url))
+        make_call(sync_client(server))
     assert one_call(exporter.get_finished_spans()).span.name == name
 
 
 @pytest.mark.parametrize(
     ("make_client", "attempts"),
     [
-        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url), 5),
-        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=2), 3),
-        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=2).copy(), 3),
-        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url).with_options(max_retries=2), 3),
-        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url).with_options(timeout=9), 5),
-        (lambda url: openai.OpenAI(api_key=API_KEY, base_url=url, max_retries=1), 2),
+        (sync_client, 5),
+        (lambda url: sync_client(url, max_retries=2), 3),
+        (lambda url: sync_client(url, max_retries=2).copy(), 3),
+        (lambda url: sync_client(url).with_options(max_retries=2), 3),
+        (lambda url: sync_client(url).with_options(timeout=9), 5),
+        (lambda url: sync_client(url, max_retries=1), 2),
         (
             lambda url: openai.AzureOpenAI(
                 api_key=API_KEY,

@@ -1,4 +1,6 @@
-"""Streams: retried until the call returns the stream, never after; the span ends exactly once."""
+"""Streams of every kind (chat, text completion, responses, the SDK's helpers, raw and streaming
+responses): retried until the call returns the stream, never after; the span ends exactly once
+and carries what the stream said."""
 
 from __future__ import annotations
 
@@ -10,38 +12,35 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, Instrument, attrs, one_call
+from .helpers import FAST, Instrument, Sdk, async_client, attrs, logical_spans, one_call
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "Tell me a story about retries"}
 ]
-FAST = RetryPolicy(initial_wait=0.01, max_wait=0.05)
-
-
-def client(server: FakeOpenAIServer) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-
-
-def logical_spans(exporter: InMemorySpanExporter) -> list[str]:
-    return [s.name for s in exporter.get_finished_spans() if not s.name.startswith("attempt")]
 
 
 async def test_stream_retried_before_first_chunk_ends_after_last_chunk(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.server_error(503))
-    stream = await client(server).chat.completions.create(
-        model="gpt-4o-mini",
-        messages=MESSAGES,
-        stream=True,
-        stream_options={"include_usage": True},
+    client = sdk.client(server)
+
+    def returned() -> None:
+        spans = exporter.get_finished_spans()
+        assert logical_spans(spans) == [], "the logical span stays open while the stream is read"
+
+    chunks = await sdk.drain(
+        lambda: client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        ),
+        returned=returned,
     )
-    assert logical_spans(exporter) == [], "the logical span stays open while the stream is read"
-    chunks = [chunk async for chunk in stream]
     assert len(chunks) > 3
     usage = chunks[-1].usage
     assert usage is not None
@@ -73,7 +72,7 @@ async def test_failure_after_chunks_is_not_retried(
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.stream_break(after_chunks=3))
-    stream = await client(server).chat.completions.create(
+    stream = await async_client(server).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
     received = []
@@ -93,7 +92,7 @@ async def test_stream_abandoned_unread_ends_with_other(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    stream = await client(server).chat.completions.create(
+    stream = await async_client(server).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
     first = await stream.__anext__()
@@ -111,7 +110,7 @@ async def test_break_out_of_async_with_ends_span_and_closes_response(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    stream = await client(server).chat.completions.create(
+    stream = await async_client(server).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
     async with stream:
@@ -130,12 +129,12 @@ async def test_span_is_not_current_while_the_caller_holds_the_stream(
 
     instrument(policy=FAST)
     before = trace.get_current_span()
-    stream = await client(server).chat.completions.create(
+    stream = await async_client(server).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
     assert trace.get_current_span() is before
     await stream.close()
-    assert len(logical_spans(exporter)) == 1
+    assert len(logical_spans(exporter.get_finished_spans())) == 1
 
 
 async def test_chat_stream_helper(
@@ -143,7 +142,7 @@ async def test_chat_stream_helper(
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.rate_limit(retry_after_ms=10))
-    async with client(server).chat.completions.stream(
+    async with async_client(server).chat.completions.stream(
         model="gpt-4o-mini", messages=MESSAGES, stream_options={"include_usage": True}
     ) as stream:
         final = await stream.get_final_completion()
@@ -158,7 +157,7 @@ async def test_text_completion_stream(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    stream = await client(server).completions.create(
+    stream = await async_client(server).completions.create(
         model="gpt-3.5-turbo-instruct",
         prompt="Once upon a time",
         stream=True,
@@ -177,7 +176,9 @@ async def test_responses_stream_and_helper(
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.server_error(500))
-    stream = await client(server).responses.create(model="gpt-4.1-mini", input="Hi", stream=True)
+    stream = await async_client(server).responses.create(
+        model="gpt-4.1-mini", input="Hi", stream=True
+    )
     events = [event async for event in stream]
     completed = [e for e in events if e.type == "response.completed"]
     assert len(completed) == 1
@@ -192,7 +193,7 @@ async def test_responses_stream_and_helper(
     assert call.attr("gen_ai.response.finish_reasons") == ("stop",)
 
     exporter.clear()
-    async with client(server).responses.stream(model="gpt-4.1-mini", input="Hi") as helper:
+    async with async_client(server).responses.stream(model="gpt-4.1-mini", input="Hi") as helper:
         final = await helper.get_final_response()
     call = one_call(exporter.get_finished_spans())
     assert call.attr("gen_ai.response.id") == final.id
@@ -203,7 +204,7 @@ async def test_with_streaming_response_stream(
 ) -> None:
     instrument(policy=FAST)
     server.script(Fault.rate_limit(retry_after_ms=5))
-    async with client(server).chat.completions.with_streaming_response.create(
+    async with async_client(server).chat.completions.with_streaming_response.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     ) as response:
         stream = await response.parse()
@@ -217,39 +218,10 @@ async def test_with_raw_response_stream(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     instrument(policy=FAST)
-    raw = await client(server).chat.completions.with_raw_response.create(
+    raw = await async_client(server).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
     chunks = [c async for c in raw.parse()]
     call = one_call(exporter.get_finished_spans())
     assert call.attr("gen_ai.response.id") == chunks[0].id
     assert call.attr("gen_ai.response.finish_reasons") == ("stop",)
-
-
-def test_sync_stream(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
-) -> None:
-    instrument(policy=FAST)
-    server.script(Fault.server_error(502))
-    sync = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
-    stream = sync.chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
-    )
-    chunks = list(stream)
-    call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 2
-    assert chunks[-1].usage is not None
-    assert call.attr("gen_ai.usage.output_tokens") == chunks[-1].usage.completion_tokens
-
-    exporter.clear()
-    server.script(Fault.stream_break(after_chunks=2))
-    broken = sync.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
-    with pytest.raises(openai.APIConnectionError):
-        for _ in broken:
-            pass
-    assert one_call(exporter.get_finished_spans()).attr("error.type") == "openai.APIConnectionError"
-
-    exporter.clear()
-    with sync.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True) as early:
-        next(iter(early))
-    assert one_call(exporter.get_finished_spans()).span.status.status_code is StatusCode.UNSET

@@ -10,12 +10,8 @@ any model; a small stdlib server in this file answers with ``finish_reason: leng
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import openai
 import pydantic
@@ -27,7 +23,7 @@ from otel_openai_retry import _internal
 from otel_openai_retry._internal import set_raise_internal_errors
 from otel_openai_retry.testing import FakeOpenAIServer
 
-from .helpers import API_KEY, Instrument, one_call
+from .helpers import CannedServer, Instrument, Sdk, json_answer, one_call, sync_client
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "Answer as JSON"}
@@ -53,7 +49,8 @@ def ours(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name.startswith("otel_openai_retry")]
 
 
-def test_a_raw_parse_that_fails_validation_is_not_our_error(
+async def test_a_raw_parse_that_fails_validation_is_not_our_error(
+    sdk: Sdk,
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,
     instrument: Instrument,
@@ -62,9 +59,11 @@ def test_a_raw_parse_that_fails_validation_is_not_our_error(
 ) -> None:
     instrument()
     caplog.set_level(logging.DEBUG, logger="otel_openai_retry")
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
-    raw = client.chat.completions.with_raw_response.parse(
-        model="gpt-4o-mini", messages=MESSAGES, response_format=Answer
+    client = sdk.client(server)
+    raw = await sdk(
+        lambda: client.chat.completions.with_raw_response.parse(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=Answer
+        )
     )
     with pytest.raises(pydantic.ValidationError):
         raw.parse()
@@ -81,65 +80,29 @@ def test_a_raw_parse_that_fails_validation_is_not_our_error(
     assert call.attr("gen_ai.usage.output_tokens") == body["usage"]["completion_tokens"]
 
 
-async def test_a_raw_parse_that_fails_validation_is_not_our_error_async(
-    server: FakeOpenAIServer,
-    exporter: InMemorySpanExporter,
-    instrument: Instrument,
-    internal_errors: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    instrument()
-    caplog.set_level(logging.DEBUG, logger="otel_openai_retry")
-    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-    raw = await client.chat.completions.with_raw_response.parse(
-        model="gpt-4o-mini", messages=MESSAGES, response_format=Answer
-    )
-    with pytest.raises(pydantic.ValidationError):
-        raw.parse()
-    assert ours(caplog) == []
-    call = one_call(exporter.get_finished_spans())
-    assert call.attr("gen_ai.response.id") == raw.http_response.json()["id"]
-
-
 # -- finish_reason "length": LengthFinishReasonError --------------------------------------------
 
 
-class _LengthHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", "0")))
-        body = json.dumps(
-            {
-                "id": "chatcmpl-cut",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "gpt-4o-mini",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": '{"verdict": "ye'},
-                        "finish_reason": "length",
-                    }
-                ],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+CUT_BY_LENGTH = {
+    "id": "chatcmpl-cut",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": '{"verdict": "ye'},
+            "finish_reason": "length",
+        }
+    ],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+}
 
 
-@pytest.fixture(scope="module")
-def length_url() -> Iterator[str]:
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _LengthHandler)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{http.server_port}/v1"
-    http.shutdown()
-    http.server_close()
+@pytest.fixture
+def length_url(canned: CannedServer) -> str:
+    canned.answer = lambda request: json_answer(CUT_BY_LENGTH)
+    return canned.base_url
 
 
 def test_a_raw_parse_cut_by_the_length_limit_is_not_our_error(
@@ -151,7 +114,7 @@ def test_a_raw_parse_cut_by_the_length_limit_is_not_our_error(
 ) -> None:
     instrument()
     caplog.set_level(logging.DEBUG, logger="otel_openai_retry")
-    client = openai.OpenAI(api_key=API_KEY, base_url=length_url)
+    client = sync_client(length_url)
     raw = client.chat.completions.with_raw_response.parse(
         model="gpt-4o-mini", messages=MESSAGES, response_format=Answer
     )
@@ -172,7 +135,7 @@ def test_parse_cut_by_the_length_limit_fails_as_the_sdk_does_and_says_only_its_t
 ) -> None:
     """Without the raw response the SDK raises inside the call: the caller gets the SDK's own
     exception, the span its type only, not the exception's message."""
-    client = openai.OpenAI(api_key=API_KEY, base_url=length_url, max_retries=0)
+    client = sync_client(length_url, max_retries=0)
     with pytest.raises(openai.LengthFinishReasonError) as bare:
         client.chat.completions.parse(
             model="gpt-4o-mini", messages=MESSAGES, response_format=Answer

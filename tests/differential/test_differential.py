@@ -259,7 +259,7 @@ def differential(rig: Rig, scenario: Scenario) -> None:
 
 def known(flavor: Flavor, kind: Kind, *faults: Fault, max_retries: int | None = None) -> Scenario:
     """A script that is always played (``test_known_scripts``), each its own test: the cases
-    where differences between the bare SDK and ours were found (issue 12), checked by every run
+    where differences between the bare SDK and ours were found, checked by every run
     whatever the generated scripts happen to be."""
     return Scenario(flavor, kind, max_retries, faults)
 

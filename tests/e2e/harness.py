@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -24,6 +23,7 @@ import yaml
 from google.protobuf import json_format
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from ..helpers import clean_environment, last_json_line, run_python
 from .otlp_receiver import WireSpan, wire_spans
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -92,11 +92,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def clean_environment() -> dict[str, str]:
-    """The test process's environment without any OTEL_* variable a developer may have set."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-
-
 def run_scenario(
     *names: str,
     endpoint: str,
@@ -106,36 +101,24 @@ def run_scenario(
     extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run scenario_app.py in a fresh process, configured only by environment variables."""
-    env = clean_environment()
-    env.update(POLICY_ENV)
-    env.update(
-        {
-            "OTEL_SERVICE_NAME": service,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
-            "OTEL_METRICS_EXPORTER": metrics_exporter,
-            "OTEL_LOGS_EXPORTER": "none",
-            # Export quickly; shutdown flushes anyway.
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "OTEL_METRIC_EXPORT_INTERVAL": "500",
-            "NO_PROXY": "*",
-        }
-    )
-    env.update(extra_env or {})
-    done = subprocess.run(
-        [sys.executable, str(SCENARIO_APP), *names],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO_ROOT,
-    )
-    assert done.returncode == 0, f"scenario_app.py {names} failed:\n{done.stderr}"
+    env = {
+        **POLICY_ENV,
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_METRICS_EXPORTER": metrics_exporter,
+        "OTEL_LOGS_EXPORTER": "none",
+        # Export quickly; shutdown flushes anyway.
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        "NO_PROXY": "*",
+        **(extra_env or {}),
+    }
+    done = run_python(str(SCENARIO_APP), *names, env=env, cwd=REPO_ROOT)
     # An exporter that could not deliver logs an error but the process still exits 0.
     for line in done.stderr.splitlines():
         assert "Failed to export" not in line and "Traceback" not in line, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = last_json_line(done)
     result["stderr"] = done.stderr
     return result
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from .harness import REPO_ROOT, clean_environment
+from ..helpers import run_python
+from .harness import REPO_ROOT
 from .otlp_receiver import OTLPReceiver
 from .span_tree import CLIENT
 
@@ -14,18 +13,15 @@ OUTCOMES = {"success", "non_retryable", "exhausted"}
 
 
 def test_traffic_generator_exports_traces_and_metrics(otlp_receiver: OTLPReceiver) -> None:
-    env = clean_environment()
-    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_receiver.http_endpoint
-    done = subprocess.run(
-        [sys.executable, "examples/compose/traffic.py", "--duration", "2", "--rate", "10"],
-        env=env,
+    done = run_python(
+        "examples/compose/traffic.py",
+        "--duration",
+        "2",
+        "--rate",
+        "10",
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.http_endpoint},
         cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "Failed to export" not in done.stderr, done.stderr
     calls_made = sum(int(n) for n in re.findall(r"^\s*(\d+)\s+\S", done.stdout, re.MULTILINE))
     logical = [s for s in otlp_receiver.spans() if s.kind == CLIENT]

@@ -44,14 +44,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import openai
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.metrics.export import (
-    HistogramDataPoint,
     InMemoryMetricReader,
-    NumberDataPoint,
 )
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
@@ -59,7 +56,7 @@ from opentelemetry.trace import StatusCode
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import Fault, RecordedRequest
 
-from ..helpers import Call, attrs, calls
+from ..helpers import Call, attrs, calls, counter_by_error, histogram_totals
 
 SEED = 20_240_607
 CALLS = 2_000
@@ -350,33 +347,6 @@ def run_threaded_calls(
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="chaos") as pool:
         return list(pool.map(one, range(count)))
-
-
-def _points(reader: InMemoryMetricReader, name: str) -> list[Any]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    return [
-        point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == name
-        for point in metric.data.data_points
-    ]
-
-
-def counter_by_error(reader: InMemoryMetricReader, name: str) -> Counter[str]:
-    by_error: Counter[str] = Counter()
-    for point in _points(reader, name):
-        assert isinstance(point, NumberDataPoint)
-        by_error[str((point.attributes or {}).get("error.type", "none"))] += int(point.value)
-    return by_error
-
-
-def histogram_totals(reader: InMemoryMetricReader, name: str) -> tuple[int, float]:
-    points = _points(reader, name)
-    assert all(isinstance(p, HistogramDataPoint) for p in points)
-    return sum(p.count for p in points), sum(p.sum for p in points)
 
 
 def _expected_outcome(kinds: list[str], attempts: int, policy: RetryPolicy) -> set[str]:

@@ -1,4 +1,4 @@
-"""Issue 7, part 6: every variable, each with bad values.
+"""Bad configuration: every variable the library or the auto import reads, each with bad values.
 
 - ``OTEL_OPENAI_RETRY_*``: a :class:`ConfigurationError` at instrument time naming the variable,
   the value and what is accepted — through ``instrument()`` and through the auto import — and
@@ -12,9 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -23,6 +20,8 @@ from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 from otel_openai_retry import ConfigurationError, OpenAIRetryInstrumentor, RetryPolicy
 from otel_openai_retry._policy import ENABLED_ENV_VAR, ENV_VARS
+
+from ..helpers import last_json_line, run_python
 
 OUR_VARIABLES = sorted([*ENV_VARS.values(), ENABLED_ENV_VAR])
 NUMBER = "a number of seconds >= 0"
@@ -151,24 +150,10 @@ AUTO_ALL_BAD = textwrap.dedent(
 )
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(extra)
-    return environ
-
-
 def test_the_auto_import_refuses_every_bad_value_before_changing_anything() -> None:
     cases = [[var, value] for var, value, _ in BAD_VALUES]
-    done = subprocess.run(
-        [sys.executable, "-c", AUTO_ALL_BAD, json.dumps(cases)],
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    done = run_python("-c", AUTO_ALL_BAD, json.dumps(cases), timeout=120)
+    report = last_json_line(done)
     assert report["untouched"], "no bad value may patch the SDK or install a provider"
     for (var, value, error, message), (_, _, accepted) in zip(
         report["results"], BAD_VALUES, strict=True
@@ -223,19 +208,16 @@ AUTO_CALL = textwrap.dedent(
 
 
 def _run_auto(env: dict[str, str]) -> dict[str, Any]:
-    environ = _clean_env(
-        OTEL_OPENAI_RETRY_INITIAL_WAIT="0.005", OTEL_OPENAI_RETRY_MAX_WAIT="0.02", **env
+    done = run_python(
+        "-c",
+        AUTO_CALL,
+        env={
+            "OTEL_OPENAI_RETRY_INITIAL_WAIT": "0.005",
+            "OTEL_OPENAI_RETRY_MAX_WAIT": "0.02",
+            **env,
+        },
     )
-    done = subprocess.run(
-        [sys.executable, "-c", AUTO_CALL],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = last_json_line(done)
     report["stderr"] = done.stderr
     return report
 

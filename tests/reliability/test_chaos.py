@@ -1,4 +1,4 @@
-"""Issue 7, part 1: 2,000 calls at concurrency 200 against seeded random faults, audited exactly.
+"""Chaos: 2,000 calls at concurrency 200 against seeded random faults, audited exactly.
 
 Async (one event loop) and sync (200 threads). The fake server runs in a process of its own
 (``FakeServerProcess``) so its work does not take the client's GIL; ``chaos.py`` has the fault mix,
@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_openai_retry.testing import FakeServerProcess
 
-from ..helpers import API_KEY, Instrument
+from ..helpers import Instrument, async_client, sync_client
 from .chaos import (
     CALLS,
     CHAOS_POLICY,
@@ -87,14 +87,13 @@ async def test_chaos_run_async(
     instrument: Instrument,
 ) -> None:
     # The SDK's first call in a process builds its models (tens of ms): not part of the run.
-    async with openai.AsyncOpenAI(api_key=API_KEY, base_url=remote.base_url) as warm:
+    async with async_client(remote.base_url) as warm:
         await warm.chat.completions.create(model="gpt-4o-mini", messages=WARM_UP)
     remote.reset()
     instrument(policy=CHAOS_POLICY)
     remote.script(*chaos_faults(SEED, CALLS * CHAOS_POLICY.max_attempts))
-    client = openai.AsyncOpenAI(
-        api_key=API_KEY,
-        base_url=remote.base_url,
+    client = async_client(
+        remote.base_url,
         timeout=CLIENT_TIMEOUT_S,
         http_client=openai.DefaultAsyncHttpxClient(limits=LIMITS),
     )
@@ -128,14 +127,13 @@ def test_chaos_run_threads(
     ledger: SpanLedger,
     instrument: Instrument,
 ) -> None:
-    with openai.OpenAI(api_key=API_KEY, base_url=remote.base_url) as warm:
+    with sync_client(remote.base_url) as warm:
         warm.chat.completions.create(model="gpt-4o-mini", messages=WARM_UP)
     remote.reset()
     instrument(policy=CHAOS_POLICY)
     remote.script(*chaos_faults(SEED + 1, CALLS * CHAOS_POLICY.max_attempts))
-    client = openai.OpenAI(
-        api_key=API_KEY,
-        base_url=remote.base_url,
+    client = sync_client(
+        remote.base_url,
         timeout=CLIENT_TIMEOUT_S,
         http_client=openai.DefaultHttpxClient(limits=LIMITS),
     )
@@ -179,16 +177,15 @@ async def test_chaos_run_with_adaptive_pacing(
     """The same audit with the default policy's pacing on: every 429 (with OpenAI's rate-limit
     headers, so the pacer sends at the announced rate rather than backing off toward a crawl)
     closes the gate for everyone for its hint, and the wait shows as ``retry.throttle_s``."""
-    async with openai.AsyncOpenAI(api_key=API_KEY, base_url=remote.base_url) as warm:
+    async with async_client(remote.base_url) as warm:
         await warm.chat.completions.create(model="gpt-4o-mini", messages=WARM_UP)
     remote.reset()
     policy = dataclasses.replace(CHAOS_POLICY, adaptive=True)
     instrument(policy=policy)
     faults = chaos_faults(SEED + 2, ADAPTIVE_CALLS * 3, rate_limit_headers=True)
     remote.script(*faults)
-    client = openai.AsyncOpenAI(
-        api_key=API_KEY,
-        base_url=remote.base_url,
+    client = async_client(
+        remote.base_url,
         timeout=CLIENT_TIMEOUT_S,
         http_client=openai.DefaultAsyncHttpxClient(limits=LIMITS),
     )

@@ -1,4 +1,4 @@
-"""Issue 7, part 3: the collector is down or hung; calls are unchanged, shutdown is bounded.
+"""The collector is down or hung: calls are unchanged, shutdown is bounded.
 
 OTLP exporters (HTTP and gRPC) are pointed at a closed port (refused at once) and at a port that
 accepts and never answers (every export waits for its timeout). Calls must return what they
@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -44,14 +40,13 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
+from otel_openai_retry import OpenAIRetryInstrumentor
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from ..helpers import API_KEY, calls
+from ..helpers import FAST, async_client, calls, last_json_line, run_python, sync_client
 from .collectors import Blackhole, closed_port
 
 EXPORT_TIMEOUT_S = 0.5
-FAST = RetryPolicy(initial_wait=0.005, max_wait=0.02)
 CALLS_EACH = 6
 """Per client kind (sync, async): 500 then a dropped connection then success, and one 400."""
 SHUTDOWN_BOUND_S = 2 * EXPORT_TIMEOUT_S + 0.5
@@ -162,7 +157,7 @@ MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
 
 
 def sync_workload(server: FakeOpenAIServer) -> list[float]:
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
     latencies = []
     for _ in range(CALLS_EACH):
         server.script(Fault.server_error(500), Fault.drop())
@@ -179,7 +174,7 @@ def sync_workload(server: FakeOpenAIServer) -> list[float]:
 
 async def async_workload(server: FakeOpenAIServer) -> list[float]:
     latencies = []
-    async with openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url) as client:
+    async with async_client(server) as client:
         for _ in range(CALLS_EACH):
             server.script(Fault.server_error(500), Fault.drop())
             started = time.monotonic()
@@ -293,27 +288,22 @@ def test_auto_import_with_the_collector_down_exits_promptly(collector: str) -> N
     with contextlib.ExitStack() as stack:
         hole = stack.enter_context(Blackhole()) if collector == "hung" else None
         port = hole.port if hole is not None else closed_port()
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        environ.update(
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
-            OTEL_EXPORTER_OTLP_TIMEOUT=str(AUTO_EXPORT_TIMEOUT_S),  # seconds, in the Python SDK
-            OTEL_BSP_SCHEDULE_DELAY="50",
-            OTEL_METRIC_EXPORT_INTERVAL="100",
-            OTEL_LOGS_EXPORTER="none",
-            OTEL_OPENAI_RETRY_INITIAL_WAIT="0.005",
-            OTEL_OPENAI_RETRY_MAX_WAIT="0.02",
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", AUTO_SCRIPT],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        done = run_python(
+            "-c",
+            AUTO_SCRIPT,
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+                # seconds, in the Python SDK
+                "OTEL_EXPORTER_OTLP_TIMEOUT": str(AUTO_EXPORT_TIMEOUT_S),
+                "OTEL_BSP_SCHEDULE_DELAY": "50",
+                "OTEL_METRIC_EXPORT_INTERVAL": "100",
+                "OTEL_LOGS_EXPORTER": "none",
+                "OTEL_OPENAI_RETRY_INITIAL_WAIT": "0.005",
+                "OTEL_OPENAI_RETRY_MAX_WAIT": "0.02",
+            },
         )
         exited_at = time.time()
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = last_json_line(done)
     assert result["replies"] == ["Echo: hi"] * 5
     assert result["requests"] == 15
     assert result["calls_s"] < 5 * AUTO_EXPORT_TIMEOUT_S

@@ -1,4 +1,4 @@
-"""Issue 7, part 2: hostile retry headers never crash, never oversleep, never retry a "no".
+"""Hostile retry headers never crash, never oversleep, never retry a "no".
 
 Property-based, in two layers:
 
@@ -37,7 +37,7 @@ from otel_openai_retry._decisions import Verdict
 from otel_openai_retry._pacing import MAX_HINT_RATE, MIN_RATE, AdaptiveLimiter, refill_rate
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from ..helpers import API_KEY, Instrument, attrs, one_call
+from ..helpers import FAST, Instrument, async_client, attrs, one_call, sync_client
 
 NOW = time.time()
 LAST_DATE = 253402300799  # 9999-12-31T23:59:59Z, the last instant an HTTP date can name
@@ -351,7 +351,7 @@ def test_a_400_digit_ratelimit_header_reaches_nobody(
         Fault(status_code=status, headers=tuple(hostile.items())),
         Fault.ok(),
     )
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
     client.chat.completions.create(model="huge", messages=[{"role": "user", "content": "x"}])
     client.chat.completions.create(model="huge", messages=[{"role": "user", "content": "x"}])
     # Call 1: the 429, the hostile answer (retried if a 429), the ok; call 2: one request.
@@ -414,7 +414,7 @@ def test_hostile_headers_through_the_real_sdk(
     server.script(Fault(status_code=status, headers=tuple(headers)))
     # A model per example: each gets pacing state of its own (state is per base URL and model).
     model = f"hostile-{next(_models)}"
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, timeout=2.0)
+    client = sync_client(server, timeout=2.0)
     try:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
         error: BaseException | None = None
@@ -454,9 +454,9 @@ def test_hostile_headers_through_the_real_sdk(
 async def test_a_refused_hint_does_not_hold_up_the_next_call(
     fault: Fault, server: FakeOpenAIServer, instrument: Instrument
 ) -> None:
-    instrument(policy=RetryPolicy(initial_wait=0.01, max_wait=0.05))
+    instrument(policy=FAST)
     server.script(fault)
-    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = async_client(server)
     messages: list[openai.types.chat.ChatCompletionMessageParam] = [
         {"role": "user", "content": "x"}
     ]
@@ -475,7 +475,7 @@ def test_an_absurd_date_from_the_server_reaches_the_caller_as_the_sdks_error(
 ) -> None:
     instrument(policy=E2E_POLICY)
     server.script(Fault.status(429, headers={"retry-after": HUGE_ZONE}))
-    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
+    client = sync_client(server)
     # Retried (no usable hint) and answered, or given up on: both are fine.
     with contextlib.suppress(openai.RateLimitError):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

@@ -1,5 +1,5 @@
-"""Issue 7, part 4: lifecycle — instrument and uninstrument at awkward moments, every kind of
-client, cancellation mid-attempt and mid-sleep, a deadline hit mid-attempt.
+"""Lifecycle: instrument and uninstrument at awkward moments, every kind of client, cancellation
+mid-attempt and mid-sleep, a deadline hit mid-attempt.
 
 Every test also counts spans started and ended (:class:`SpanLedger`): whatever happens, no span
 is left open.
@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
 
 import openai
 import pytest
@@ -22,11 +24,20 @@ from opentelemetry.trace import StatusCode
 from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from ..helpers import API_KEY, Instrument, attrs, calls, one_call
+from ..helpers import (
+    API_KEY,
+    FAST,
+    Instrument,
+    Sdk,
+    async_client,
+    attrs,
+    calls,
+    one_call,
+    sync_client,
+)
 from .azure import azure_clients
 from .chaos import SpanLedger
 
-FAST = RetryPolicy(initial_wait=0.005, max_wait=0.02)
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "lifecycle"}
 ]
@@ -40,14 +51,6 @@ def ledger(tracer_provider: TracerProvider) -> Iterator[SpanLedger]:
     tracer_provider.add_span_processor(ledger)
     yield ledger
     assert ledger.started == ledger.ended, "every span that started has ended"
-
-
-def async_client(server: FakeOpenAIServer, **kwargs: object) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
-
-
-def sync_client(server: FakeOpenAIServer, **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(api_key=API_KEY, base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
 
 
 # -- instrument / uninstrument ----------------------------------------------------------------
@@ -164,16 +167,15 @@ async def test_clients_created_before_instrumenting(
     assert server.request_count == 10
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_copy_and_with_options_clients(
-    kind: str,
+    sdk: Sdk,
     server: FakeOpenAIServer,
     exporter: InMemorySpanExporter,
     instrument: Instrument,
     ledger: SpanLedger,
 ) -> None:
-    instrument(policy=RetryPolicy(initial_wait=0.005, max_wait=0.02, max_attempts=4))
-    base = sync_client(server) if kind == "sync" else async_client(server)
+    instrument(policy=replace(FAST, max_attempts=4))
+    base = sdk.client(server)
     variants: list[tuple[str, openai.OpenAI | openai.AsyncOpenAI, int]] = [
         ("copy()", base.copy(), 4),
         ("with_options(timeout=)", base.with_options(timeout=5.0), 4),
@@ -186,9 +188,7 @@ async def test_copy_and_with_options_clients(
         server.reset()
         server.script(*[Fault.server_error(500)] * 5)
         with pytest.raises(openai.InternalServerError):
-            result = client.chat.completions.create(model="m", messages=MESSAGES)
-            if not isinstance(result, openai.types.chat.ChatCompletion):
-                await result
+            await sdk(partial(client.chat.completions.create, model="m", messages=MESSAGES))
         assert server.request_count == attempts, label
         call = one_call(exporter.get_finished_spans())
         assert call.attr("retry.attempts") == attempts, label

@@ -1,4 +1,4 @@
-"""Issue 7, part 5: no secret ever leaves in telemetry, whatever the call went through.
+"""No secret ever leaves in telemetry, whatever the call went through.
 
 Calls that fail in every way (each status, dropped connection, timeout, deadline, exhausted,
 Retry-After too long, cancelled, a stream cut in the middle, an internal telemetry error) and
@@ -36,11 +36,10 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from otel_openai_retry import RetryPolicy, _internal
-from otel_openai_retry._internal import set_raise_internal_errors
+from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from ..helpers import API_KEY, Instrument
+from ..helpers import API_KEY, Instrument, sync_client
 from .azure import AzureRouting, azure_clients
 
 DEFAULT_HEADER = "hush-default-3e1f9a0b"
@@ -197,20 +196,17 @@ async def test_no_secret_in_spans_events_metrics_or_logs(
     tracer_provider: TracerProvider,
     instrument: Instrument,
     monkeypatch: pytest.MonkeyPatch,
+    production_errors: None,  # the internal error must be logged (once), not raised
 ) -> None:
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     tracer_provider.add_span_processor(FailOnBoom())
     instrument(policy=POLICY)
-    set_raise_internal_errors(False)  # the internal error must be logged (once), not raised
-    try:
-        with captured_logs() as (records, log_exporter):
-            ended = await make_every_kind_of_call(server)
-            logged = [logging.Formatter().format(r) for r in records]
-            log_records = log_exporter.get_finished_logs()
-            exported_logs = [r.to_json() for r in log_records]
-            exported_logs_otlp = encode_logs(log_records).SerializeToString()
-    finally:
-        set_raise_internal_errors(True)
+    with captured_logs() as (records, log_exporter):
+        ended = await make_every_kind_of_call(server)
+        logged = [logging.Formatter().format(r) for r in records]
+        log_records = log_exporter.get_finished_logs()
+        exported_logs = [r.to_json() for r in log_records]
+        exported_logs_otlp = encode_logs(log_records).SerializeToString()
 
     assert ended == [
         *["APIConnectionError", "ok"],
@@ -408,21 +404,16 @@ def test_an_internal_error_log_does_not_quote_the_failed_call(
     tracer_provider: TracerProvider,
     instrument: Instrument,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    production_errors: None,
 ) -> None:
     """Our one log line for an internal error is raised while the call's exception is being
     handled: the traceback it logs must not carry that exception (and its header) along."""
     tracer_provider.add_span_processor(FailOnBoom())
     instrument(policy=POLICY)
     caplog.set_level(logging.DEBUG, logger="otel_openai_retry")
-    monkeypatch.setattr(_internal, "_already_logged", set())  # once per process: this test's
-    set_raise_internal_errors(False)
-    try:
-        client = openai.OpenAI(api_key=REJECTED + "\n", base_url=server.base_url)
-        with pytest.raises(openai.APIConnectionError):
-            client.chat.completions.create(model="boom", messages=MESSAGES)
-    finally:
-        set_raise_internal_errors(True)
+    client = sync_client(server, api_key=REJECTED + "\n")
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="boom", messages=MESSAGES)
     ours = [r for r in caplog.records if r.name.startswith("otel_openai_retry")]
     assert any("internal error" in r.getMessage() for r in ours)
     for record in ours:

@@ -1,9 +1,9 @@
-"""Issue 7, part 7: telemetry that fails must not touch the call, and is logged once.
+"""Telemetry that fails must not touch the call, and is logged once.
 
 A span processor that raises (on start, on end), a meter whose instruments raise, and exporters
 that raise (behind the SDK's simple and batch processors). The suite re-raises the library's
-internal errors (tests/conftest.py); here that is turned off, as in production, and the
-library's "logged once" memory is emptied, so each test sees its own first log.
+internal errors (tests/conftest.py); here ``production_errors`` logs them once, as in
+production, from an empty "logged once" memory, so each test sees its own first log.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import openai
@@ -28,30 +29,27 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy, _internal
+from otel_openai_retry import OpenAIRetryInstrumentor
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from ..helpers import API_KEY, Instrument, calls
-from .chaos import SpanLedger, counter_by_error, histogram_totals
+from ..helpers import (
+    FAST,
+    Instrument,
+    Sdk,
+    async_client,
+    calls,
+    counter_by_error,
+    histogram_totals,
+)
+from .chaos import SpanLedger
 
-POLICY = RetryPolicy(max_attempts=4, initial_wait=0.002, max_wait=0.01)
+POLICY = replace(FAST, max_attempts=4)
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
     {"role": "user", "content": "broken telemetry"}
 ]
 REPLY = "Echo: broken telemetry"
 ROUND = 4
 """Calls per round: each fails twice (500, dropped connection) then succeeds."""
-
-
-@pytest.fixture
-def production_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Internal errors logged and swallowed, as in production, with a fresh "logged once"."""
-    monkeypatch.setattr(_internal, "_already_logged", set())
-    _internal.set_raise_internal_errors(False)
-    try:
-        yield
-    finally:
-        _internal.set_raise_internal_errors(True)
 
 
 class Raising(SpanProcessor):
@@ -105,32 +103,24 @@ def ours(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "otel_openai_retry"]
 
 
-async def one_round(server: FakeOpenAIServer, kind: str) -> None:
+async def one_round(server: FakeOpenAIServer, sdk: Sdk) -> None:
     """ROUND calls that each need three attempts, a 400, and a stream; all as a user expects."""
-    if kind == "sync":
-        client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
-        for _ in range(ROUND):
-            server.script(Fault.server_error(500), Fault.drop())
-            reply = client.chat.completions.create(model="m", messages=MESSAGES)
-            assert reply.choices[0].message.content == REPLY
-        server.script(Fault.status(400))
-        with pytest.raises(openai.BadRequestError):
-            client.chat.completions.create(model="m", messages=MESSAGES)
-        server.script(Fault.server_error(503))
-        chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
-    else:
-        aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-        for _ in range(ROUND):
-            server.script(Fault.server_error(500), Fault.drop())
-            reply = await aclient.chat.completions.create(model="m", messages=MESSAGES)
-            assert reply.choices[0].message.content == REPLY
-        server.script(Fault.status(400))
-        with pytest.raises(openai.BadRequestError):
-            await aclient.chat.completions.create(model="m", messages=MESSAGES)
-        server.script(Fault.server_error(503))
-        stream = await aclient.chat.completions.create(model="m", messages=MESSAGES, stream=True)
-        chunks = [chunk async for chunk in stream]
+    client = sdk.client(server)
+    for _ in range(ROUND):
+        server.script(Fault.server_error(500), Fault.drop())
+        reply = await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
+        assert reply.choices[0].message.content == REPLY
+    server.script(Fault.status(400))
+    with pytest.raises(openai.BadRequestError):
+        await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
+    server.script(Fault.server_error(503))
+    chunks = await sdk.drain(
+        lambda: client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+
+
+ASYNC = Sdk(is_async=True)
 
 
 REQUESTS_PER_ROUND = ROUND * 3 + 1 + 2
@@ -147,9 +137,8 @@ def assert_logged_once(caplog: pytest.LogCaptureFixture, before_second_round: li
 # -- a span processor that raises --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_span_processor_failing_on_end_leaves_calls_unaffected_and_is_logged_once(
-    kind: str,
+    sdk: Sdk,
     server: FakeOpenAIServer,
     tracer_provider: TracerProvider,
     instrument: Instrument,
@@ -158,9 +147,9 @@ async def test_a_span_processor_failing_on_end_leaves_calls_unaffected_and_is_lo
 ) -> None:
     tracer_provider.add_span_processor(Raising(on_end=True))
     instrument(policy=POLICY)
-    await one_round(server, kind)
+    await one_round(server, sdk)
     first = ours(caplog)
-    await one_round(server, kind)
+    await one_round(server, sdk)
     assert_logged_once(caplog, first)
     assert server.request_count == 2 * REQUESTS_PER_ROUND, "every retry made"
 
@@ -176,7 +165,7 @@ async def test_every_span_ends_when_a_span_processor_fails_on_end(
     tracer_provider.add_span_processor(ledger)  # before the broken one: it sees every end
     tracer_provider.add_span_processor(Raising(on_end=True))
     instrument(policy=POLICY)
-    await one_round(server, "async")
+    await one_round(server, ASYNC)
     assert ledger.started == ledger.ended
     found = calls(exporter.get_finished_spans())
     assert len(found) == CALLS_PER_ROUND
@@ -192,15 +181,14 @@ async def test_metrics_stay_exact_when_a_span_processor_fails(
 ) -> None:
     tracer_provider.add_span_processor(Raising(on_end=True))
     instrument(policy=POLICY)
-    await one_round(server, "async")
+    await one_round(server, ASYNC)
     assert sum(counter_by_error(metric_reader, "retry.attempts").values()) == REQUESTS_PER_ROUND
     duration = histogram_totals(metric_reader, "gen_ai.client.operation.duration")
     assert duration[0] == CALLS_PER_ROUND
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_span_processor_failing_on_start_keeps_the_retry_policy(
-    kind: str,
+    sdk: Sdk,
     server: FakeOpenAIServer,
     tracer_provider: TracerProvider,
     instrument: Instrument,
@@ -210,12 +198,8 @@ async def test_a_span_processor_failing_on_start_keeps_the_retry_policy(
     tracer_provider.add_span_processor(Raising(on_start=True))
     instrument(policy=POLICY)  # four attempts
     server.script(*[Fault.server_error(500)] * 3)
-    if kind == "sync":
-        client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url)
-        reply = client.chat.completions.create(model="m", messages=MESSAGES)
-    else:
-        aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
-        reply = await aclient.chat.completions.create(model="m", messages=MESSAGES)
+    client = sdk.client(server)
+    reply = await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
     assert reply.choices[0].message.content == REPLY
     assert server.request_count == 4
     assert len(ours(caplog)) == 1
@@ -231,7 +215,7 @@ async def test_a_span_processor_failing_on_start_does_not_fail_the_call(
     """Call after call is answered, and the failure is logged once, not once per call."""
     tracer_provider.add_span_processor(Raising(on_start=True))
     instrument(policy=POLICY)
-    aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    aclient = async_client(server)
     for _ in range(3):
         server.script(Fault.server_error(500))
         reply = await aclient.chat.completions.create(model="m", messages=MESSAGES)
@@ -262,7 +246,7 @@ async def test_attempts_stay_in_the_callers_trace_when_the_logical_span_cannot_s
     tracer_provider.add_span_processor(RaisingOnClientSpans())
     instrument(policy=POLICY)
     server.script(Fault.rate_limit(retry_after_ms=5))
-    aclient = openai.AsyncOpenAI(api_key=API_KEY, base_url=server.base_url)
+    aclient = async_client(server)
     with tracer_provider.get_tracer("app").start_as_current_span("handler") as handler:
         await aclient.chat.completions.create(model="m", messages=MESSAGES)
     spans = {span.name: span for span in exporter.get_finished_spans()}
@@ -296,16 +280,15 @@ def broken_meter(
     instrumentor.uninstrument()
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_meter_that_raises_leaves_calls_unaffected_and_is_logged_once(
-    kind: str,
+    sdk: Sdk,
     server: FakeOpenAIServer,
     broken_meter: OpenAIRetryInstrumentor,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await one_round(server, kind)
+    await one_round(server, sdk)
     first = ours(caplog)
-    await one_round(server, kind)
+    await one_round(server, sdk)
     assert_logged_once(caplog, first)
     assert server.request_count == 2 * REQUESTS_PER_ROUND
 
@@ -318,7 +301,7 @@ async def test_a_meter_that_raises_leaves_no_span_open(
 ) -> None:
     ledger = SpanLedger()
     tracer_provider.add_span_processor(ledger)
-    await one_round(server, "async")
+    await one_round(server, ASYNC)
     assert ledger.started == ledger.ended
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == REQUESTS_PER_ROUND
@@ -345,7 +328,7 @@ async def test_an_exporter_that_raises_is_the_sdks_business(
         else BatchSpanProcessor(raising, schedule_delay_millis=10)
     )
     instrument(policy=POLICY)
-    await one_round(server, "async")
+    await one_round(server, ASYNC)
     await asyncio.to_thread(tracer_provider.force_flush)
     assert raising.calls >= 1
     assert ours(caplog) == []

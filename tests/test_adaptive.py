@@ -86,7 +86,7 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
     assert throttled <= first_wave + 0.3 * 200, counts
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == server.request_count
-    throttles = [attrs(a).get("retry.throttle_s") for c in found for a in c.attempts]
+    throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
     assert any(isinstance(t, float) and t > 0 for t in throttles), "pacing engaged"
 
 
@@ -104,7 +104,7 @@ async def test_pacing_off_means_no_throttle(
     found = calls(exporter.get_finished_spans())
     assert len(found) == 60
     assert sum(len(c.attempts) for c in found) == server.request_count
-    assert not any("retry.throttle_s" in attrs(a) for c in found for a in c.attempts)
+    assert not any("openai_retry.throttle" in attrs(a) for c in found for a in c.attempts)
 
 
 async def test_budget_limits_retries_into_an_outage(
@@ -116,7 +116,7 @@ async def test_budget_limits_retries_into_an_outage(
     assert not any(results)
     # 300 first attempts; retries at most 10 % of requests plus the reserve of 100 per window
     assert server.request_count <= 300 + (0.1 * 300 + 100) / 0.9 + 2
-    outcomes = [c.attr("retry.outcome") for c in calls(exporter.get_finished_spans())]
+    outcomes = [c.attr("openai_retry.outcome") for c in calls(exporter.get_finished_spans())]
     assert outcomes.count("budget_exhausted") >= 150
     assert set(outcomes) <= {"budget_exhausted", "exhausted"}
 

@@ -53,7 +53,9 @@ SCRIPT = textwrap.dedent(
         "error": error,
         "spans": sorted(s.name for s in spans),
         "outcome": [
-            dict(s.attributes).get("retry.outcome") for s in spans if s.name.startswith("chat")
+            dict(s.attributes).get("openai_retry.outcome")
+            for s in spans
+            if s.name.startswith("chat")
         ],
     }))
     """

@@ -14,13 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from otel_openai_retry import Outcome, RetryPolicy
-from otel_openai_retry._call_state import Strategies
 from otel_openai_retry._decisions import (
     classify,
     error_type,
     parse_retry_after,
     retry_after_wait,
 )
+from otel_openai_retry._strategies import Strategies
 
 POLICY = RetryPolicy()
 NOW = 1_700_000_000.0

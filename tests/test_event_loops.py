@@ -77,8 +77,10 @@ def test_retries_and_pacing_waits_run_on_the_callers_loop(
 
     assert len(contents) == 6 and all(contents)
     found = calls(exporter.get_finished_spans())
-    assert [c.attr("retry.attempts") for c in found] == [3, 1, 1, 1, 1, 1]
-    assert all(c.attr("retry.outcome") == "success" for c in found)
-    throttled = [a for c in found for a in c.attempts if "retry.throttle_s" in (a.attributes or {})]
+    assert [c.attr("openai_retry.attempts") for c in found] == [3, 1, 1, 1, 1, 1]
+    assert all(c.attr("openai_retry.outcome") == "success" for c in found)
+    throttled = [
+        a for c in found for a in c.attempts if "openai_retry.throttle" in (a.attributes or {})
+    ]
     assert throttled, "the calls after the 429 were paced, on this loop"
     assert server.request_count == 8

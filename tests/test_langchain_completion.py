@@ -197,7 +197,7 @@ async def test_async_drop_in_retries_and_awaits_on_retry(
 
     assert reply_text(response) == f"Echo: {PROMPT}"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 3
+    assert call.attr("openai_retry.attempts") == 3
     assert [type(r.exception) for r in handler.seen.retries] == EXCEPTIONS
     assert [r.attempt for r in handler.seen.retries] == [1, 2]
     assert_retries_match(call, handler.seen, run_manager.run_id)
@@ -240,7 +240,7 @@ async def test_drop_in_streams_for_open_ai_chat_as_v0_chunks(
     assert all(isinstance(chunk, dict) for chunk in chunks)
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "Echo: Say hello"
     assert len(handler.seen.retries) == 2
-    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "success"
+    assert one_call(exporter.get_finished_spans()).attr("openai_retry.outcome") == "success"
 
 
 @pytest.mark.usefixtures("core")
@@ -251,7 +251,7 @@ async def test_without_run_manager_it_still_retries(
     response = await acompletion_with_retry(community_openai(server), **COMPLETION_CALL)
     assert reply_text(response) == f"Echo: {PROMPT}"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 3
+    assert call.attr("openai_retry.attempts") == 3
     assert call.attr("langchain.run_id") is None
 
 

@@ -131,7 +131,7 @@ async def test_every_retry_reaches_async_and_sync_handlers_with_the_llm_run_id(
 
     assert reply == "Echo: Say hello"
     call_ = one_call(exporter.get_finished_spans())
-    assert call_.attr("retry.attempts") == 3
+    assert call_.attr("openai_retry.attempts") == 3
     assert call_.attr("gen_ai.request.stream") is (True if how.endswith("stream") else None)
     (run_id,) = async_handler.seen.llm_runs
     assert sync_handler.seen.llm_runs == [run_id]
@@ -204,8 +204,8 @@ async def test_max_retries_zero_means_one_attempt_and_no_on_retry(
     assert server.request_count == 1
     assert handler.seen.retries == []
     call_ = one_call(exporter.get_finished_spans())
-    assert call_.attr("retry.attempts") == 1
-    assert call_.attr("retry.outcome") == "exhausted"
+    assert call_.attr("openai_retry.attempts") == 1
+    assert call_.attr("openai_retry.outcome") == "exhausted"
 
 
 async def test_max_retries_counts_retries(
@@ -217,7 +217,7 @@ async def test_max_retries_counts_retries(
         await chat(server, max_retries=1).ainvoke("Say hello", config={"callbacks": [handler]})
     assert server.request_count == 2
     assert [r.attempt for r in handler.seen.retries] == [1]
-    assert one_call(exporter.get_finished_spans()).attr("retry.attempts") == 2
+    assert one_call(exporter.get_finished_spans()).attr("openai_retry.attempts") == 2
 
 
 async def test_default_max_retries_leaves_the_library_policy_in_charge(
@@ -254,7 +254,7 @@ async def test_concurrent_runs_each_see_only_their_own_retries(
         mine = [r for r in handler.seen.retries if str(r.run_id) == call_.attr("langchain.run_id")]
         assert len(mine) == len(call_.attempts) - 1
         for retry, attempt in zip(mine, call_.attempts, strict=False):
-            assert retry.sleep == attrs(attempt)["retry.sleep_s"]
+            assert retry.sleep == attrs(attempt)["openai_retry.sleep"]
 
 
 @pytest.mark.parametrize("how", ["ainvoke", "astream"])
@@ -301,7 +301,7 @@ async def test_langchain_tracer_records_one_retry_event_per_retry(
     (run,) = tracer.traced_runs
     events = [e for e in run.events if e["name"] == "retry"]
     assert len(events) == len(call_.attempts) - 1 == 2
-    sleeps = [attrs(a)["retry.sleep_s"] for a in call_.attempts[:-1]]
+    sleeps = [attrs(a)["openai_retry.sleep"] for a in call_.attempts[:-1]]
     assert [e["kwargs"]["attempt"] for e in events] == [1, 2]
     assert [e["kwargs"]["outcome"] for e in events] == ["failed", "failed"]
     assert [e["kwargs"]["exception_type"] for e in events] == [

@@ -128,12 +128,12 @@ def bridge_on(instrument: Instrument) -> Iterator[None]:
 def assert_retries_match(call: Call, seen: Seen, run_id: UUID | None = None) -> None:
     """One ``on_retry`` per failed attempt that a retry followed, describing that attempt."""
     retried = call.attempts[:-1]
-    assert [r.attempt for r in seen.retries] == [attrs(a)["retry.attempt"] for a in retried]
+    assert [r.attempt for r in seen.retries] == [attrs(a)["openai_retry.attempt"] for a in retried]
     for retry, attempt in zip(seen.retries, retried, strict=True):
         exception = retry.exception
         assert exception is not None
         assert attrs(attempt)["error.type"] == f"openai.{type(exception).__name__}"
-        assert retry.sleep == attrs(attempt)["retry.sleep_s"]
+        assert retry.sleep == attrs(attempt)["openai_retry.sleep"]
     if run_id is not None:
         assert {r.run_id for r in seen.retries} <= {run_id}
         assert call.attr("langchain.run_id") == str(run_id)

@@ -78,8 +78,10 @@ async def test_metrics_match_the_calls_made(
         "gen_ai.client.operation.duration",
         "gen_ai.client.token.usage",
         "gen_ai.client.operation.time_to_first_chunk",
-        "retry.attempts",
-        "retry.sleep.duration",
+        "openai_retry.client.call.retries",
+        "openai_retry.client.call.retry_delay",
+        "openai_retry.client.failed_attempts",
+        "openai_retry.client.rate_limiting.requests",  # the 429 engaged pacing
     }
     base = {
         "gen_ai.operation.name": "chat",
@@ -105,27 +107,37 @@ async def test_metrics_match_the_calls_made(
     assert by_type["input"].count == 2, "tokens from the successful attempts only"
     assert tuple(by_type["input"].explicit_bounds) == TOKEN_BUCKETS
 
-    attempts = metrics["retry.attempts"]
-    assert attempts.unit == "{attempt}"
-    counts = {(p.attributes or {}).get("error.type"): p.value for p in counter_points(attempts)}
-    assert counts == {
-        None: 2,
-        "openai.RateLimitError": 1,
-        "openai.InternalServerError": 1,
-        "openai.BadRequestError": 1,
+    failed = metrics["openai_retry.client.failed_attempts"]
+    assert failed.unit == "{attempt}"
+    counts = {
+        (
+            (p.attributes or {})["error.type"],
+            (p.attributes or {})["http.response.status_code"],
+        ): p.value
+        for p in counter_points(failed)
     }
-    assert sum(counts.values()) == server.request_count == 5
+    assert counts == {
+        ("openai.RateLimitError", 429): 1,
+        ("openai.InternalServerError", 500): 1,
+        ("openai.BadRequestError", 400): 1,
+    }
+    retries = histogram_points(metrics["openai_retry.client.call.retries"])
+    assert metrics["openai_retry.client.call.retries"].unit == "{retry}"
+    assert sum(p.count for p in retries) == 3, "once per call, 0 included"
+    assert sum(p.count for p in retries) + sum(p.sum for p in retries) == server.request_count == 5
+    assert tuple(retries[0].explicit_bounds) == (0, 1, 2, 3, 4, 5, 10, 100, 1000)
 
-    sleeps = histogram_points(metrics["retry.sleep.duration"])
-    assert metrics["retry.sleep.duration"].unit == "s"
+    delays = histogram_points(metrics["openai_retry.client.call.retry_delay"])
+    assert metrics["openai_retry.client.call.retry_delay"].unit == "s"
     span_sleeps = [
-        attrs(a)["retry.sleep_s"]
+        attrs(a)["openai_retry.sleep"]
         for call in calls(exporter.get_finished_spans())
         for a in call.attempts
-        if "retry.sleep_s" in attrs(a)
+        if "openai_retry.sleep" in attrs(a)
     ]
-    assert sum(p.count for p in sleeps) == len(span_sleeps) == 2
-    assert sum(p.sum for p in sleeps) == pytest.approx(sum(span_sleeps))  # type: ignore[arg-type]
+    assert len(span_sleeps) == 2
+    assert sum(p.count for p in delays) == 1, "only the call that retried"
+    assert sum(p.sum for p in delays) == pytest.approx(sum(span_sleeps))  # type: ignore[arg-type]
 
     ttfc = histogram_points(metrics["gen_ai.client.operation.time_to_first_chunk"])
     assert [p.count for p in ttfc] == [1]

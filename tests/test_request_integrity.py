@@ -72,8 +72,8 @@ def test_a_read_once_upload_is_never_retried(
         call = one_call(exporter.get_finished_spans())
         assert call.span.name == "POST /files"
         assert len(call.attempts) == 1
-        assert call.attr("retry.attempts") == 1
-        assert call.attr("retry.outcome") == "non_retryable"
+        assert call.attr("openai_retry.attempts") == 1
+        assert call.attr("openai_retry.outcome") == "non_retryable"
 
 
 async def test_a_seekable_upload_is_rewound_before_every_retry(
@@ -153,8 +153,8 @@ def test_a_client_closed_during_a_sleep_makes_no_attempt_that_was_never_sent(
     closer.join()
 
     call = one_call(exporter.get_finished_spans())
-    assert server.request_count == len(call.attempts) == call.attr("retry.attempts") == 1
-    assert call.attr("retry.outcome") == "non_retryable"
+    assert server.request_count == len(call.attempts) == call.attr("openai_retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "non_retryable"
     assert call.attr("error.type") == "RuntimeError"
 
 
@@ -189,8 +189,8 @@ def test_a_request_the_transport_refuses_is_no_attempt(
     assert server.request_count == 0
     call = one_call(exporter.get_finished_spans())
     assert call.attempts == []
-    assert call.attr("retry.attempts") == 0
-    assert call.attr("retry.outcome") == "non_retryable"
+    assert call.attr("openai_retry.attempts") == 0
+    assert call.attr("openai_retry.outcome") == "non_retryable"
 
 
 def test_a_key_the_sdk_resolves_late_is_refused_once_not_retried(
@@ -207,7 +207,7 @@ def test_a_key_the_sdk_resolves_late_is_refused_once_not_retried(
     assert server.request_count == 0
     call = one_call(exporter.get_finished_spans())
     assert len(call.attempts) == 1  # made before the refusal could be known
-    assert call.attr("retry.outcome") == "non_retryable"
+    assert call.attr("openai_retry.outcome") == "non_retryable"
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def test_a_hook_sees_each_failed_attempt_with_the_sleep_on_its_span(
     assert 0.02 <= seen[0].sleep <= 0.022
     assert 0 < seen[0].elapsed <= seen[1].elapsed
     call = one_call(exporter.get_finished_spans())
-    slept = [a.attributes["retry.sleep_s"] for a in call.attempts[:2] if a.attributes]
+    slept = [a.attributes["openai_retry.sleep"] for a in call.attempts[:2] if a.attributes]
     assert slept == [d.sleep for d in seen]
     assert server.request_count == 3
 

@@ -52,8 +52,8 @@ async def test_429_twice_then_success_honours_retry_after_ms(
     assert completion.choices[0].message.content
     call = one_call(exporter.get_finished_spans())
     assert call.span.name == "chat gpt-4o-mini"
-    assert call.attr("retry.attempts") == 3
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.attempts") == 3
+    assert call.attr("openai_retry.outcome") == "success"
     assert call.attr("gen_ai.operation.name") == "chat"
     assert call.attr("gen_ai.provider.name") == "openai"
     assert call.attr("gen_ai.request.model") == "gpt-4o-mini"
@@ -73,9 +73,9 @@ async def test_429_twice_then_success_honours_retry_after_ms(
         assert attempt.status.status_code is StatusCode.ERROR
         assert a["error.type"] == "openai.RateLimitError"
         assert a["http.response.status_code"] == 429
-        assert a["retry.attempt"] == number
-        assert a["retry.retry_after_s"] == pytest.approx(0.05)
-        sleep = a["retry.sleep_s"]
+        assert a["openai_retry.attempt"] == number
+        assert a["openai_retry.retry_after"] == pytest.approx(0.05)
+        sleep = a["openai_retry.sleep"]
         assert isinstance(sleep, float)
         assert 0.050 <= sleep <= 0.055
         sleeps.append(sleep)
@@ -86,14 +86,14 @@ async def test_429_twice_then_success_honours_retry_after_ms(
     last = attrs(call.attempts[2])
     assert last["http.response.status_code"] == 200
     assert last["http.request.resend_count"] == 2
-    assert "retry.sleep_s" not in last and "error.type" not in last
-    assert call.attr("retry.total_sleep_s") == pytest.approx(sum(sleeps))
+    assert "openai_retry.sleep" not in last and "error.type" not in last
+    assert call.attr("openai_retry.total_sleep") == pytest.approx(sum(sleeps))
 
     # The sleep is the gap between attempt spans, not inside them.
     for before, after in zip(call.attempts, call.attempts[1:], strict=False):
         assert before.end_time is not None and after.start_time is not None
         gap = (after.start_time - before.end_time) / 1e9
-        assert gap >= attrs(before)["retry.sleep_s"]  # type: ignore[operator]
+        assert gap >= attrs(before)["openai_retry.sleep"]  # type: ignore[operator]
     assert wall >= sum(sleeps) >= 0.1
 
     assert [r.retry_count for r in server.requests] == [0, 1, 2]
@@ -108,15 +108,15 @@ async def test_400_is_not_retried(
     with pytest.raises(openai.BadRequestError):
         await sdk(chat(sdk.client(server)))
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "non_retryable"
-    assert call.attr("retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "non_retryable"
+    assert call.attr("openai_retry.attempts") == 1
     assert call.attr("error.type") == "openai.BadRequestError"
     assert call.span.status.status_code is StatusCode.ERROR
     assert call.span.events == ()
     description = call.span.status.description
     assert description is not None and description.startswith("openai.BadRequestError: HTTP 400")
     assert attrs(call.attempts[0])["http.response.status_code"] == 400
-    assert "retry.sleep_s" not in attrs(call.attempts[0])
+    assert "openai_retry.sleep" not in attrs(call.attempts[0])
     assert server.request_count == 1
 
 
@@ -134,7 +134,7 @@ async def test_other_4xx_are_not_retried(
         await sdk(chat(sdk.client(server)))
     assert raised.value.status_code == status
     assert server.request_count == 1
-    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
+    assert one_call(exporter.get_finished_spans()).attr("openai_retry.outcome") == "non_retryable"
 
 
 async def test_exhausted_attempts_raise_the_sdk_error_not_retry_error(
@@ -151,12 +151,13 @@ async def test_exhausted_attempts_raise_the_sdk_error_not_retry_error(
     with pytest.raises(openai.InternalServerError):
         await sdk(chat(sdk.client(server)))
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 3
-    assert call.attr("retry.outcome") == "exhausted"
+    assert call.attr("openai_retry.attempts") == 3
+    assert call.attr("openai_retry.outcome") == "exhausted"
     assert call.attr("error.type") == "openai.InternalServerError"
     assert server.request_count == 3
-    assert "retry.sleep_s" in attrs(call.attempts[0]) and "retry.sleep_s" in attrs(call.attempts[1])
-    assert "retry.sleep_s" not in attrs(call.attempts[2]), "no sleep follows the last attempt"
+    assert "openai_retry.sleep" in attrs(call.attempts[0])
+    assert "openai_retry.sleep" in attrs(call.attempts[1])
+    assert "openai_retry.sleep" not in attrs(call.attempts[2]), "no sleep follows the last attempt"
     for attempt in call.attempts:
         assert attrs(attempt)["error.type"] == "openai.InternalServerError"
         assert attrs(attempt)["http.response.status_code"] == 500
@@ -171,8 +172,8 @@ async def test_explicit_max_retries_zero_means_one_attempt(
         await sdk(chat(sdk.client(server, max_retries=0)))
     assert server.request_count == 1
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "exhausted"
-    assert call.attr("retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "exhausted"
+    assert call.attr("openai_retry.attempts") == 1
 
 
 async def test_explicit_max_retries_per_request_counts_retries(
@@ -183,7 +184,7 @@ async def test_explicit_max_retries_per_request_counts_retries(
     with pytest.raises(openai.InternalServerError):
         await sdk(chat(sdk.client(server).with_options(max_retries=1)))
     assert server.request_count == 2
-    assert one_call(exporter.get_finished_spans()).attr("retry.attempts") == 2
+    assert one_call(exporter.get_finished_spans()).attr("openai_retry.attempts") == 2
 
 
 async def test_retry_after_beyond_the_limit_gives_up_without_sleeping(
@@ -196,9 +197,9 @@ async def test_retry_after_beyond_the_limit_gives_up_without_sleeping(
         await sdk(chat(sdk.client(server)))
     assert time.monotonic() - started < 600 / 10, "gave up instead of waiting the 600 s asked"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "retry_after_too_long"
-    assert call.attr("retry.total_sleep_s") == 0.0
-    assert attrs(call.attempts[0])["retry.retry_after_s"] == 600.0
+    assert call.attr("openai_retry.outcome") == "retry_after_too_long"
+    assert call.attr("openai_retry.total_sleep") == 0.0
+    assert attrs(call.attempts[0])["openai_retry.retry_after"] == 600.0
     assert server.request_count == 1
 
 
@@ -212,8 +213,8 @@ async def test_sleep_that_would_cross_the_deadline_is_not_taken(
         await sdk(chat(sdk.client(server)))
     assert time.monotonic() - started < 2, "fails at once, without sleeping the 2 s asked"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "deadline"
-    assert call.attr("retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "deadline"
+    assert call.attr("openai_retry.attempts") == 1
     assert server.request_count == 1
 
 
@@ -227,7 +228,7 @@ async def test_deadline_bounds_an_attempt_that_hangs(
         await sdk(chat(sdk.client(server)))
     assert time.monotonic() - started < 3.0, "cut at the deadline, not the server's 3 s"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "deadline"
+    assert call.attr("openai_retry.outcome") == "deadline"
     assert attrs(call.attempts[0])["error.type"] == "openai.APITimeoutError"
 
 
@@ -247,14 +248,14 @@ async def test_cancelled_during_sleep_stops_at_once_and_ends_spans(
         await task
     assert time.monotonic() < server.requests[0].received_at + 5, "not after the 5 s sleep"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "cancelled"
-    assert call.attr("retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "cancelled"
+    assert call.attr("openai_retry.attempts") == 1
     assert call.span.status.status_code is StatusCode.ERROR
     assert server.request_count == 1
     # The 5 s sleep was chosen (on the attempt) but not all taken (on the call).
-    chosen = attrs(call.attempts[0])["retry.sleep_s"]
+    chosen = attrs(call.attempts[0])["openai_retry.sleep"]
     assert isinstance(chosen, float) and chosen >= 5.0
-    total = call.attr("retry.total_sleep_s")
+    total = call.attr("openai_retry.total_sleep")
     assert isinstance(total, float) and 0 < total < chosen
 
 
@@ -271,7 +272,7 @@ async def test_cancelled_during_an_attempt_ends_both_spans(
     with pytest.raises(asyncio.CancelledError):
         await task
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "cancelled"
+    assert call.attr("openai_retry.outcome") == "cancelled"
     assert attrs(call.attempts[0])["error.type"] == "asyncio.CancelledError"
 
 
@@ -301,8 +302,8 @@ async def test_retryable_failures_are_retried(
     server.script(fault)
     await sdk(chat(sdk.client(server)))
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 2
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.attempts") == 2
+    assert call.attr("openai_retry.outcome") == "success"
     assert attrs(call.attempts[0])["error.type"] == error
     assert server.request_count == 2
 
@@ -315,7 +316,7 @@ async def test_server_saying_do_not_retry_wins(
     with pytest.raises(openai.InternalServerError):
         await sdk(chat(sdk.client(server)))
     assert server.request_count == 1
-    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") == "non_retryable"
+    assert one_call(exporter.get_finished_spans()).attr("openai_retry.outcome") == "non_retryable"
 
 
 async def test_client_timeout_is_retried(
@@ -327,7 +328,7 @@ async def test_client_timeout_is_retried(
     call = one_call(exporter.get_finished_spans())
     assert attrs(call.attempts[0])["error.type"] == "openai.APITimeoutError"
     assert "http.response.status_code" not in attrs(call.attempts[0])
-    assert call.attr("retry.attempts") == 2
+    assert call.attr("openai_retry.attempts") == 2
 
 
 async def test_uninstrument_restores_the_sdk_exactly(
@@ -372,7 +373,7 @@ async def test_with_raw_response_gets_the_same_spans(
     )
     completion = raw.parse()
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 2
+    assert call.attr("openai_retry.attempts") == 2
     assert call.attr("gen_ai.response.id") == completion.id
     assert call.attr("gen_ai.usage.input_tokens") == completion.usage.prompt_tokens  # type: ignore[union-attr]
     assert call.attr("gen_ai.request.temperature") == 0.2
@@ -414,7 +415,7 @@ async def test_every_genai_endpoint_is_named_by_its_operation(
     assert resp["gen_ai.usage.output_tokens"] == response.usage.output_tokens
     models = by_name["GET /models"]
     assert "gen_ai.operation.name" not in models
-    assert models["retry.outcome"] == "success"
+    assert models["openai_retry.outcome"] == "success"
 
 
 async def test_no_secret_reaches_any_span(
@@ -452,8 +453,9 @@ async def test_attempt_spans_equal_requests_under_concurrency(
 def test_a_stop_iteration_from_the_attempt_reaches_the_caller_as_itself() -> None:
     """Drivers step tenacity directly (no generator), so Python does not turn a StopIteration
     raised by an attempt (an exhausted mock side effect, say) into a RuntimeError."""
-    from otel_openai_retry._call_state import CallState, Strategies
+    from otel_openai_retry._call_state import CallState
     from otel_openai_retry._loop import run_sync
+    from otel_openai_retry._strategies import Strategies
 
     def send(attempt: int) -> object:
         raise StopIteration

@@ -19,11 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_openai_retry import Outcome, RetryPolicy
 from otel_openai_retry._budget import RetryBudget
-from otel_openai_retry._call_state import CallState, Strategies
+from otel_openai_retry._call_state import CallState
 from otel_openai_retry._endpoints import LocalGuard
 from otel_openai_retry._hooks import RetryDetails
 from otel_openai_retry._loop import run_sync
 from otel_openai_retry._observers import CallSummary, Observer
+from otel_openai_retry._strategies import Strategies
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import API_KEY, FAST, MESSAGES, Instrument, attrs, calls, one_call, sync_client
@@ -120,7 +121,7 @@ def test_failed_calls_that_may_not_retry_leave_the_next_call_its_retry(
     assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).id
 
     call = one_call(exporter.get_finished_spans())
-    assert (call.attr("retry.attempts"), call.attr("retry.outcome")) == (2, "success")
+    assert (call.attr("openai_retry.attempts"), call.attr("openai_retry.outcome")) == (2, "success")
     assert server.request_count == 122
 
 
@@ -150,11 +151,11 @@ def test_a_hint_the_call_will_not_wait_for_holds_back_no_one(
 
     assert len(results) == 4
     first, *healthy = calls(exporter.get_finished_spans())
-    assert first.attr("retry.outcome") == "non_retryable"
+    assert first.attr("openai_retry.outcome") == "non_retryable"
     for call in healthy:
-        assert call.attr("retry.outcome") == "success"
+        assert call.attr("openai_retry.outcome") == "success"
         (attempt,) = call.attempts
-        held = attrs(attempt).get("retry.throttle_s", 0.0)
+        held = attrs(attempt).get("openai_retry.throttle", 0.0)
         # Pacing may space the callers out (the endpoint did answer 429), by a fraction of a
         # second at its starting rate; the refused hint would have held them for all of it.
         assert isinstance(held, float) and held < 1.0

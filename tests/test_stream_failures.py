@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -25,6 +26,7 @@ from otel_openai_retry._streams import StreamWatch
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import (
+    API_KEY,
     FAST,
     Call,
     CannedServer,
@@ -73,7 +75,7 @@ class Unreadable:
     def add(self, chunk: object) -> None:
         raise RuntimeError("unreadable chunk")
 
-    def fields(self) -> Any:
+    def fields(self, cut: bool = False) -> Any:
         raise RuntimeError("unreadable summary")
 
     def output_messages(self) -> str | None:
@@ -88,7 +90,7 @@ def durations(reader: InMemoryMetricReader) -> list[HistogramDataPoint]:
 def assert_ended_cleanly(call: Call, reader: InMemoryMetricReader) -> None:
     assert call.span.end_time is not None
     assert call.span.status.status_code is StatusCode.UNSET
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.outcome") == "success"
     assert "error.type" not in attrs(call.span)
     reasons = call.attr("gen_ai.response.finish_reasons")
     assert isinstance(reasons, tuple) and reasons and all(isinstance(r, str) for r in reasons)
@@ -198,7 +200,7 @@ def assert_parsed_body_recorded(
 ) -> None:
     assert call.span.end_time is not None and call.span.end_time >= before_parse
     assert call.span.status.status_code is StatusCode.UNSET
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.outcome") == "success"
     assert call.attr("gen_ai.response.id") == completion.id
     assert call.attr("gen_ai.response.model") == completion.model
     assert call.attr("gen_ai.response.finish_reasons") == ("stop",)
@@ -227,7 +229,7 @@ async def test_streaming_response_body_cut_midway_is_an_error(
 def assert_cut_body_is_an_error(call: Call, exc: BaseException) -> None:
     assert call.span.status.status_code is StatusCode.ERROR
     assert call.attr("error.type") == f"{type(exc).__module__}.{type(exc).__qualname__}"
-    assert call.attr("retry.outcome") == "error"
+    assert call.attr("openai_retry.outcome") == "error"
     assert call.attr("gen_ai.usage.output_tokens") is None
 
 
@@ -295,8 +297,8 @@ def assert_stream_failed(call: Call, kind: str) -> None:
     assert attrs(call.attempts[0])["http.response.status_code"] == 200
     assert call.span.status.status_code is StatusCode.ERROR
     assert call.attr("error.type") == kind
-    assert call.attr("retry.outcome") == "error"
-    assert call.attr("retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "error"
+    assert call.attr("openai_retry.attempts") == 1
 
 
 BEFORE_RETURN = {
@@ -330,7 +332,7 @@ def assert_retried_once(server: FakeOpenAIServer, call: Call) -> None:
     assert server.request_count == 2
     assert len(call.attempts) == 2
     assert call.attempts[0].status.status_code is StatusCode.ERROR
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.outcome") == "success"
     assert call.span.status.status_code is StatusCode.UNSET
 
 
@@ -370,7 +372,7 @@ def test_stream_closed_early_still_says_success(
         next(iter(stream))
     call = one_call(exporter.get_finished_spans())
     assert call.span.status.status_code is StatusCode.UNSET
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.outcome") == "success"
 
 
 def test_streaming_response_is_freed_as_soon_as_it_is_dropped(
@@ -396,3 +398,47 @@ def test_streaming_response_is_freed_as_soon_as_it_is_dropped(
     finally:
         gc.enable()
     assert len(logical_spans(exporter.get_finished_spans())) == 2
+
+
+def test_a_streaming_response_entered_and_dropped_still_ends_its_span(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """Entered, never read, never exited: once collected, the call ends as abandoned."""
+    instrument(policy=FAST)
+    client = sync_client(server)
+    manager = client.chat.completions.with_streaming_response.create(model=MODEL, messages=MESSAGES)
+    response = manager.__enter__()
+    del response, manager
+    for _ in range(3):
+        gc.collect()
+    call = one_call(exporter.get_finished_spans())
+    assert call.span.end_time is not None
+    assert call.attr("error.type") == "_OTHER"
+
+
+def test_a_stream_from_a_transport_that_never_closes_ends_when_read_to_its_end(
+    exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """A mock transport hands the SDK a body already in memory, whose close we never see: the
+    SDK finishing its chunks ends the call, not the garbage collector."""
+    chunks = [chunk(0, "a"), chunk(0, "b", "stop")]
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, content=body.encode()
+        )
+
+    instrument(policy=FAST)
+    client = openai.OpenAI(
+        api_key=API_KEY,
+        base_url="http://mock.test/v1",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(answer)),
+    )
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    received = list(stream)
+    assert len(received) == 2
+    call = one_call(exporter.get_finished_spans())  # ended while ``stream`` is still alive
+    assert call.attr("error.type") is None
+    assert call.attr("gen_ai.response.finish_reasons") == ("stop",)
+    del stream

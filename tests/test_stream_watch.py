@@ -156,7 +156,7 @@ def test_an_unreadable_result_still_ends_the_stream_once() -> None:
         def add(self, chunk: object) -> None:
             pass
 
-        def fields(self) -> object:
+        def fields(self, cut: bool = False) -> object:
             raise RuntimeError("unreadable")
 
         def output_messages(self) -> str | None:

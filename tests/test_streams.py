@@ -50,8 +50,8 @@ async def test_stream_retried_before_first_chunk_ends_after_last_chunk(
     assert len(call.attempts) == 2
     assert attrs(call.attempts[0])["error.type"] == "openai.InternalServerError"
     assert attrs(call.attempts[1])["http.response.status_code"] == 200
-    assert call.attr("retry.attempts") == 2
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.attempts") == 2
+    assert call.attr("openai_retry.outcome") == "success"
     assert call.attr("gen_ai.request.stream") is True
     assert call.attr("gen_ai.usage.input_tokens") == usage.prompt_tokens
     assert call.attr("gen_ai.usage.output_tokens") == usage.completion_tokens
@@ -84,8 +84,8 @@ async def test_failure_after_chunks_is_not_retried(
     call = one_call(exporter.get_finished_spans())
     assert call.span.status.status_code is StatusCode.ERROR
     assert call.attr("error.type") == "openai.APIConnectionError"
-    assert call.attr("retry.attempts") == 1
-    assert call.attr("retry.outcome") == "error"
+    assert call.attr("openai_retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "error"
 
 
 async def test_stream_abandoned_unread_ends_with_other(
@@ -147,7 +147,7 @@ async def test_chat_stream_helper(
     ) as stream:
         final = await stream.get_final_completion()
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 2
+    assert call.attr("openai_retry.attempts") == 2
     assert call.attr("gen_ai.response.id") == final.id
     assert final.usage is not None
     assert call.attr("gen_ai.usage.output_tokens") == final.usage.completion_tokens
@@ -185,7 +185,7 @@ async def test_responses_stream_and_helper(
     response = completed[0].response
     call = one_call(exporter.get_finished_spans())
     assert call.span.name == "chat gpt-4.1-mini"
-    assert call.attr("retry.attempts") == 2
+    assert call.attr("openai_retry.attempts") == 2
     assert call.attr("gen_ai.response.id") == response.id
     assert response.usage is not None
     assert call.attr("gen_ai.usage.input_tokens") == response.usage.input_tokens
@@ -210,7 +210,7 @@ async def test_with_streaming_response_stream(
         stream = await response.parse()
         chunks = [c async for c in stream]
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.attempts") == 2
+    assert call.attr("openai_retry.attempts") == 2
     assert call.attr("gen_ai.response.id") == chunks[0].id
 
 

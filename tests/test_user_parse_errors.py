@@ -74,7 +74,7 @@ async def test_a_raw_parse_that_fails_validation_is_not_our_error(
     body = raw.http_response.json()
     call = one_call(exporter.get_finished_spans())
     assert call.span.status.status_code is StatusCode.UNSET
-    assert call.attr("retry.outcome") == "success"
+    assert call.attr("openai_retry.outcome") == "success"
     assert call.attr("gen_ai.response.id") == body["id"]
     assert call.attr("gen_ai.usage.input_tokens") == body["usage"]["prompt_tokens"]
     assert call.attr("gen_ai.usage.output_tokens") == body["usage"]["completion_tokens"]

@@ -1,10 +1,7 @@
-"""What one logical call remembers between its attempts, and every decision tenacity asks of it.
-
-Tenacity decides whether to retry (:meth:`CallState.should_retry`), when to stop
-(:meth:`CallState.stop`) and how long to wait (:meth:`CallState.wait`); the pure rules behind
-those answers live in ``_decisions``, pacing and the budget in the call's endpoint guard. The
-state tells its observers (see ``_observers``) what happens, each one guarded: an observer's bug
-costs that observer's record, never the call.
+"""What one logical call remembers between its attempts, and every decision tenacity asks of it
+(:meth:`~CallState.should_retry`, :meth:`~CallState.stop`, :meth:`~CallState.wait`): the pure
+rules live in ``_decisions``, pacing and the budget in the call's endpoint guard. The state tells
+its observers what happens, each one guarded: an observer's bug costs only its own record.
 """
 
 from __future__ import annotations
@@ -18,42 +15,14 @@ from typing import Any
 import tenacity
 
 from ._decisions import Outcome, Verdict, classify, retry_after_wait
-from ._endpoints import NULL_GUARD, EndpointGuard
+from ._endpoints import NULL_GUARD, EndpointGuard, take_slot
 from ._hooks import RetryDetails
 from ._internal import report_internal_error
 from ._observers import CallObserver, CallSummary
-from ._policy import RetryPolicy
 from ._replay import BodyReplay
+from ._strategies import MAX_SLEEP, Strategies
 
-__all__ = ["MAX_SLEEP", "CallState", "Strategies"]
-
-MAX_SLEEP = 1e9
-"""Longest single sleep, in seconds (about 31 years): ``time.sleep`` and event loops refuse
-values past ~9.2e9, and a policy may accept hints longer than that."""
-
-
-class Strategies:
-    """Tenacity's strategies for one policy, built once: they carry no per-call state."""
-
-    __slots__ = ("backoff", "deadline_stop", "policy", "stop")
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-        self.backoff = tenacity.wait_random_exponential(
-            multiplier=policy.initial_wait, max=policy.max_wait
-        )
-        """Full-jitter exponential backoff: ``uniform(0, min(max_wait, initial * 2**(n-1)))``."""
-        self.deadline_stop: tenacity.stop.stop_base | None = (
-            tenacity.stop_before_delay(policy.timeout) if policy.timeout > 0 else None
-        )
-        self.stop = self.stop_after(policy.max_attempts)
-
-    def stop_after(self, max_attempts: int) -> tenacity.stop.stop_base:
-        """``stop_after_attempt(n) | stop_before_delay(deadline)``."""
-        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(max_attempts)
-        if self.deadline_stop is not None:
-            stop = stop | self.deadline_stop
-        return stop
+__all__ = ["CallState"]
 
 
 class CallState:
@@ -180,14 +149,10 @@ class CallState:
         at once and the server decides (the caller gets its answer, not our guess).
         """
         self.verdict = None  # whatever fails from here on is judged afresh
-        deadline = self.deadline
-        guard = self.guard
-        paced = guard.pacing()
-        now = time.monotonic()
-        delay = guard.slot_delay(now, math.inf if deadline is None else deadline)
-        if paced:
-            result = "rejected" if delay is None else "delayed" if delay > 0 else "acquired"
-            self._queued = (result, now)
+        deadline, now = self.deadline, time.monotonic()
+        delay, queued = take_slot(self.guard, now, math.inf if deadline is None else deadline)
+        if queued is not None:
+            self._queued = (queued, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
 
     def will_send(self) -> bool:
@@ -212,14 +177,16 @@ class CallState:
         return attempt
 
     def record_success(
-        self, retry_state: tenacity.RetryCallState, attempt: int, result: Any
+        self, retry_state: tenacity.RetryCallState | None, attempt: int, result: Any
     ) -> None:
+        """``retry_state`` is ``None`` for a first attempt (tenacity not built yet)."""
         for observer in self.observers:
             try:
                 observer.attempt_succeeded(attempt, result)
             except Exception:
                 report_internal_error("observer attempt_succeeded")
-        retry_state.set_result(result)
+        if retry_state is not None:
+            retry_state.set_result(result)
 
     def record_failure(
         self, retry_state: tenacity.RetryCallState, attempt: int, exc: BaseException
@@ -286,13 +253,17 @@ class CallState:
             except Exception:
                 report_internal_error("observer finished")
 
-    def release(self, retrying: tenacity.Retrying, retry_state: tenacity.RetryCallState) -> None:
+    def release(
+        self, retrying: tenacity.Retrying | None, retry_state: tenacity.RetryCallState | None
+    ) -> None:
         """At the end of the call, drop what would tie its objects into reference cycles, so that
         they are freed now rather than by the garbage collector: tenacity's last actions (bound
         to its retrying object), and every reference to an attempt's exception, whose traceback
         holds the frames that hold this state."""
-        retrying.iter_state.reset()
-        retry_state.outcome = None
+        if retrying is not None:
+            retrying.iter_state.reset()
+        if retry_state is not None:
+            retry_state.outcome = None
         self.retry_details = None
         self.sendable = None  # bound to the caller's side, which holds this state
 

@@ -22,7 +22,7 @@ from ._budget import RetryBudget
 from ._pacing import AdaptiveLimiter
 from ._policy import RetryPolicy
 
-__all__ = ["NULL_GUARD", "EndpointGuard", "Endpoints", "LocalGuard", "PacingKey"]
+__all__ = ["NULL_GUARD", "EndpointGuard", "Endpoints", "LocalGuard", "PacingKey", "take_slot"]
 
 MAX_ENDPOINTS = 512
 
@@ -82,6 +82,17 @@ class _NullGuard:
 
 
 NULL_GUARD: EndpointGuard = _NullGuard()
+
+
+def take_slot(guard: EndpointGuard, now: float, latest: float) -> tuple[float | None, str | None]:
+    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`) and, while sends are
+    paced, how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot
+    would come after ``latest``)."""
+    paced = guard.pacing()
+    delay = guard.slot_delay(now, latest)
+    if not paced:
+        return delay, None
+    return delay, "rejected" if delay is None else "delayed" if delay > 0 else "acquired"
 
 
 class LocalGuard:

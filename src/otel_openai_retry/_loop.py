@@ -15,7 +15,9 @@ every call the state drops what would make its objects a reference cycle, so a c
 spans included, are freed as it returns.
 
 A retrying object is made per call because tenacity keeps per-call state in it: one shared by
-concurrent tasks loses their exceptions.
+concurrent tasks loses their exceptions. It is made only once a first attempt has failed:
+tenacity's first step is always an attempt, and most calls succeed at once, so they never need it
+(it is then built as if at the call's start, so the deadline and statistics are the same).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractContextManager
 from typing import Any
 
 import anyio
@@ -38,22 +41,75 @@ def _give_up(retry_state: tenacity.RetryCallState) -> None:
     """Tenacity's last step when it stops retrying: the driver raises the outcome itself."""
 
 
-def _begin(state: CallState) -> tuple[tenacity.Retrying, tenacity.RetryCallState]:
-    retrying = tenacity.Retrying(
-        stop=state.stop,
-        wait=state.wait,
-        retry=state.should_retry,
-        before_sleep=state.before_sleep,
-        retry_error_callback=_give_up,
-    )
-    retrying.begin()
-    return retrying, tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+_FIRST = tenacity.DoAttempt()
+"""Tenacity's first step, taken without it."""
 
 
-def _result(retry_state: tenacity.RetryCallState) -> Any:
-    """The last attempt's result, or its exception raised again."""
-    assert retry_state.outcome is not None
-    return retry_state.outcome.result()
+class _Steps:
+    """Tenacity's side of one call: its objects, made only once the first attempt has failed
+    (as if made when the call started, so the deadline and statistics are the same)."""
+
+    __slots__ = ("_retry_state", "_retrying", "state")
+
+    def __init__(self, state: CallState) -> None:
+        self.state = state
+        self._retrying: tenacity.Retrying | None = None
+        self._retry_state: tenacity.RetryCallState | None = None
+
+    def next(self) -> object:
+        """What to do now: an attempt, a sleep, or (anything else) stop."""
+        if self._retrying is None or self._retry_state is None:
+            return _FIRST
+        return self._retrying.iter(self._retry_state)
+
+    def failed(self, attempt: int, exc: BaseException) -> None:
+        retry_state = self._retry_state
+        if retry_state is None:
+            state = self.state
+            retrying = self._retrying = tenacity.Retrying(
+                stop=state.stop,
+                wait=state.wait,
+                retry=state.should_retry,
+                before_sleep=state.before_sleep,
+                retry_error_callback=_give_up,
+            )
+            retrying.begin()
+            retrying.statistics["start_time"] = state.started
+            retry_state = self._retry_state = tenacity.RetryCallState(
+                retrying, fn=None, args=(), kwargs={}
+            )
+            retry_state.start_time = state.started  # the deadline counts from the call's start
+        self.state.record_failure(retry_state, attempt, exc)
+
+    def succeeded(self, attempt: int, result: Any) -> bool:
+        """Whether the call is over: a first attempt's success leaves nothing to decide."""
+        self.state.record_success(self._retry_state, attempt, result)
+        return self._retry_state is None
+
+    def refused(self, result: Any) -> None:
+        """The SDK's own answer to a request the transport would not send."""
+        if self._retry_state is not None:
+            self._retry_state.set_result(result)
+
+    def retrying(self) -> list[Awaitable[object]]:
+        assert self._retry_state is not None
+        return self.state.retrying(self._retry_state)
+
+    def sleeping(self, seconds: float) -> AbstractContextManager[None]:
+        assert self._retry_state is not None
+        return self.state.sleeping(self._retry_state, seconds)
+
+    def result(self, result: Any) -> Any:
+        """The call's result: the first attempt's, or tenacity's last outcome (raised again if
+        it is an exception)."""
+        retry_state = self._retry_state
+        if retry_state is None:
+            return result
+        assert retry_state.outcome is not None
+        return retry_state.outcome.result()
+
+    def release(self) -> None:
+        self.state.release(self._retrying, self._retry_state)
 
 
 async def run_async(
@@ -62,13 +118,14 @@ async def run_async(
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> Any:
     """Run one logical call; ``send(attempt)`` performs one HTTP attempt (``0``: not one)."""
-    retrying, retry_state = _begin(state)
+    steps = _Steps(state)
+    result: Any = None
     try:
         while True:
-            do = retrying.iter(retry_state)
+            do = steps.next()
             if isinstance(do, tenacity.DoAttempt):
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
-                    retry_state.set_result(await send(0))
+                    steps.refused(result := await send(0))
                     break
                 throttle = state.pacing_delay()
                 if throttle > 0:
@@ -77,25 +134,22 @@ async def run_async(
                 try:
                     result = await send(number)
                 except BaseException as exc:
-                    state.record_failure(retry_state, number, exc)
+                    steps.failed(number, exc)
                 else:
-                    state.record_success(retry_state, number, result)
+                    if steps.succeeded(number, result):
+                        break
             elif isinstance(do, tenacity.DoSleep):
-                for waiting in state.retrying(retry_state):  # before the reset
-                    try:
-                        await waiting
-                    except Exception:  # an observer's bug must not lose the user's call
-                        report_internal_error("retry hook")
-                with state.sleeping(retry_state, do):
+                await _wait_for(steps.retrying())  # before the reset
+                with steps.sleeping(do):
                     await sleep(do)
             else:
                 break  # tenacity is done: its outcome is the call's
-        result = _result(retry_state)
+        result = steps.result(result)
     except BaseException as exc:
         state.finish(exc)
         raise
     finally:
-        state.release(retrying, retry_state)
+        steps.release()
     state.finish(None)
     return result
 
@@ -106,13 +160,14 @@ def run_sync(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     """The synchronous twin of :func:`run_async`: the same lines without ``await``."""
-    retrying, retry_state = _begin(state)
+    steps = _Steps(state)
+    result: Any = None
     try:
         while True:
-            do = retrying.iter(retry_state)
+            do = steps.next()
             if isinstance(do, tenacity.DoAttempt):
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
-                    retry_state.set_result(send(0))
+                    steps.refused(result := send(0))
                     break
                 throttle = state.pacing_delay()
                 if throttle > 0:
@@ -121,24 +176,34 @@ def run_sync(
                 try:
                     result = send(number)
                 except BaseException as exc:
-                    state.record_failure(retry_state, number, exc)
+                    steps.failed(number, exc)
                 else:
-                    state.record_success(retry_state, number, result)
+                    if steps.succeeded(number, result):
+                        break
             elif isinstance(do, tenacity.DoSleep):
-                for waiting in state.retrying(retry_state):  # before the reset
+                for waiting in steps.retrying():  # before the reset
                     discard(waiting)
-                with state.sleeping(retry_state, do):
+                with steps.sleeping(do):
                     sleep(do)
             else:
                 break  # tenacity is done: its outcome is the call's
-        result = _result(retry_state)
+        result = steps.result(result)
     except BaseException as exc:
         state.finish(exc)
         raise
     finally:
-        state.release(retrying, retry_state)
+        steps.release()
     state.finish(None)
     return result
+
+
+async def _wait_for(pending: list[Awaitable[object]]) -> None:
+    """What observers returned before a sleep; an observer's bug must not lose the user's call."""
+    for waiting in pending:
+        try:
+            await waiting
+        except Exception:
+            report_internal_error("retry hook")
 
 
 def discard(waiting: Awaitable[object]) -> None:

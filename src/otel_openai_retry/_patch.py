@@ -20,15 +20,15 @@ from typing import Any
 
 import wrapt
 from openai._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
-from openai._constants import DEFAULT_MAX_RETRIES
 from openai._models import FinalRequestOptions
 from openai._streaming import AsyncStream, Stream
 from openai._types import NotGiven
 
+from ._attempt_options import cap_timeout, max_attempts, sent_header_values
 from ._attributes import describe_request
 from ._call_state import CallState
 from ._endpoints import EndpointGuard
-from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper, is_explicit
+from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper
 from ._internal import report_internal_error
 from ._loop import run_async, run_sync
 from ._observers import add_observer_factory, observers_for_call, remove_observer_factory
@@ -64,6 +64,7 @@ class Patch:
         _installed.append(patch)
         patch._wrap(AsyncAPIClient, "request", _async_request_wrapper(runtime))
         patch._wrap(SyncAPIClient, "request", _sync_request_wrapper(runtime))
+        patch._wrap(BaseClient, "_build_request", _build_request_wrapper)
         patch._wrap(AsyncAPIClient, "_process_response", _process_response_wrapper)
         patch._wrap(SyncAPIClient, "_process_response", _process_response_wrapper)
         patch._wrap(AsyncStream, "__stream__", stream_method_wrapper)
@@ -91,6 +92,7 @@ class _Call:
     """One intercepted ``request``: what every attempt shares, for both drivers."""
 
     __slots__ = (
+        "built_headers",
         "cast_to",
         "client",
         "deadline",
@@ -120,6 +122,8 @@ class _Call:
             # One key for every attempt, as the SDK's own loop does.
             options = options.model_copy(update={"idempotency_key": client._idempotency_key()})
         self.client = client
+        self.built_headers: list[object] = []
+        """The headers of the request last built for an attempt (no cycle back to this call)."""
         self.cast_to = cast_to
         self.options = options
         self.stream = stream
@@ -143,14 +147,14 @@ class _Call:
             runtime.telemetry,
             info,
             options.json_data,
-            functools.partial(_sent_header_values, client, options),  # no cycle through self
+            functools.partial(sent_header_values, client, options, self.built_headers),
         )
         self.guard: EndpointGuard = runtime.endpoints.guard(server.base_url, str(model))
         self.headers_sendable = headers_sendable(client, options)
         self.state = CallState(
             runtime.strategies,
             (self.spans, *others),
-            _max_attempts(client, options, runtime),
+            max_attempts(client, options, runtime.strategies),
             self.guard,
             capture_body(getattr(options, "content", None), options.files),
             self.sendable,
@@ -178,7 +182,7 @@ class _Call:
             configured = (
                 self.client.timeout if isinstance(options.timeout, NotGiven) else options.timeout
             )
-            update["timeout"] = _cap_timeout(configured, self.deadline - time.monotonic())
+            update["timeout"] = cap_timeout(configured, self.deadline - time.monotonic())
         return options.model_copy(update=update)
 
     def response_received(self, response: Any, stream: bool) -> None:
@@ -193,52 +197,10 @@ class _Call:
         }
 
 
-def _sent_header_values(client: BaseClient[Any, Any], options: FinalRequestOptions) -> list[object]:
-    """The values of the headers a call sends: the client's credentials (``auth_headers``, kept
-    out of ``default_headers`` by newer SDKs, and the key itself), its default headers and the
-    request's own. Read only when an error is recorded."""
-    values: list[object] = [getattr(client, "api_key", None)]
-    for source in (getattr(client, "auth_headers", None), client.default_headers, options.headers):
-        if isinstance(source, Mapping):
-            values.extend(source.values())
-    return [value for value in values if isinstance(value, str) and value]
-
-
 def _bind(
     cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None
 ) -> tuple[Any, FinalRequestOptions, bool, Any]:
     return cast_to, options, stream, stream_cls
-
-
-def _max_attempts(
-    client: BaseClient[Any, Any], options: FinalRequestOptions, runtime: Runtime
-) -> int:
-    """A ``max_retries`` the user set, on the request or the client, wins: N retries, N + 1
-    attempts, 2 included. A client built before we were installed left no record: there, only a
-    count other than the SDK's default can be told apart from it."""
-    if isinstance(options.max_retries, int) and options.max_retries >= 0:
-        return options.max_retries + 1
-    max_retries = client.max_retries
-    if not isinstance(max_retries, int) or max_retries < 0:
-        return runtime.strategies.policy.max_attempts
-    explicit = is_explicit(client)
-    if explicit or (explicit is None and max_retries != DEFAULT_MAX_RETRIES):
-        return max_retries + 1
-    return runtime.strategies.policy.max_attempts
-
-
-def _cap_timeout(configured: Any, remaining: float) -> Any:
-    """The attempt's timeout, never beyond the call's deadline."""
-    remaining = max(remaining, 0.001)
-    if configured is None:
-        return remaining
-    if isinstance(configured, (int, float)):
-        return min(float(configured), remaining)
-    parts = {}
-    for name in ("connect", "read", "write", "pool"):
-        value = getattr(configured, name, None)
-        parts[name] = remaining if value is None else min(value, remaining)
-    return type(configured)(**parts)
 
 
 def _async_request_wrapper(runtime: Runtime) -> Callable[..., Awaitable[Any]]:
@@ -290,6 +252,19 @@ def _sync_request_wrapper(runtime: Runtime) -> Callable[..., Any]:
 
         return run_sync(call.state, send, runtime.sync_sleep)
 
+    return request
+
+
+def _build_request_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Keep the headers of the request the SDK built for an attempt: credentials resolved per
+    request (an Azure AD token provider) are in no option, and newer SDKs strip them from the
+    request an error carries, which is what an error body's echo must be checked against."""
+    request = wrapped(*args, **kwargs)
+    call = _current_call.get()
+    if call is not None:
+        call.built_headers[:] = (getattr(request, "headers", None),)
     return request
 
 

@@ -16,12 +16,12 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._call_state import Strategies
 from ._content import capture_enabled
 from ._endpoints import Endpoints
 from ._metrics import Instruments
 from ._policy import RetryPolicy
 from ._semconv import metric_names
+from ._strategies import Strategies
 from ._telemetry import Telemetry
 from .version import __version__
 

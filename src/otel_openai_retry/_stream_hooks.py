@@ -62,6 +62,7 @@ async def _observe_async(watch: StreamWatch, inner: AsyncIterator[Any]) -> Async
                 item = await inner.__anext__()
             except StopAsyncIteration:
                 watch.end_read(None)
+                watch.closed()  # read to its end, even by a transport that never closes
                 break
             except BaseException as exc:
                 watch.end_read(exc)
@@ -86,6 +87,7 @@ def _observe_sync(watch: StreamWatch, inner: Iterator[Any]) -> Iterator[Any]:
                 item = next(inner)
             except StopIteration:
                 watch.end_read(None)
+                watch.closed()  # read to its end, even by a transport that never closes
                 break
             except BaseException as exc:
                 watch.end_read(exc)
@@ -114,9 +116,14 @@ def observe_parse(watch: StreamWatch, api_response: object) -> None:
     if watch.sse or not isinstance(api_response, BaseAPIResponse):
         return
     original = api_response.parse  # type: ignore[attr-defined]
+    # Weakly: the watch's finalizer on the httpx response must not be kept from ever firing by
+    # a strong path from the watch back to that response (a response dropped unread).
+    response_ref = weakref.ref(api_response)
 
     def remove() -> None:
-        vars(api_response).pop("parse", None)
+        hooked = response_ref()
+        if hooked is not None:
+            vars(hooked).pop("parse", None)
 
     def unhook() -> None:
         remove()

@@ -134,7 +134,7 @@ def ours_succeeds_where_bare_succeeds(run: OursRun) -> None:
 
 def _gave_up_on_a_long_hint(run: OursRun) -> bool:
     return any(
-        (span.attributes or {}).get("retry.outcome") == "retry_after_too_long"
+        (span.attributes or {}).get("openai_retry.outcome") == "retry_after_too_long"
         for span in logical_spans(run.spans)
     )
 
@@ -194,7 +194,7 @@ def logical_span_tells_the_callers_outcome(run: OursRun) -> None:
         assert span.status.status_code is not StatusCode.ERROR, (attributes, run.where())
         return
     assert span.status.status_code is StatusCode.ERROR, (attributes, run.where())
-    assert attributes.get("retry.outcome") != "success", (attributes, run.where())
+    assert attributes.get("openai_retry.outcome") != "success", (attributes, run.where())
 
 
 def retries_taken_is_true(run: OursRun) -> None:

@@ -8,13 +8,14 @@ to calls by the prompt, which is unique per call and echoed in the answer.
 
 The audit (:func:`audit`) checks, call by call, what a user would check: the right answer or the
 right ``openai`` exception, one attempt span per request with the error that request caused, the
-retry summary on the logical span, and that each ``retry.sleep_s`` is the gap to the next attempt.
-Then the totals: attempt spans = requests = the sum of the ``retry.attempts`` counter, every span
-that started has ended, one sleep histogram point per sleep.
+retry summary on the logical span, and that each ``openai_retry.sleep`` is the gap to the next
+attempt. Then the totals: attempt spans = requests = calls + the sum of
+``openai_retry.client.call.retries``, failed attempts by ``error.type`` = the failures served,
+every span that started has ended, and the retry delays add up to the sleeps and pacing waits.
 
 About "the gap": between one attempt's failure and the next attempt's start there is the sleep,
-plus any pacing wait (``retry.throttle_s`` on the next attempt, when the policy paces), plus the
-time the event loop or the GIL takes to resume the caller. The last part belongs to the machine,
+plus any pacing wait (``openai_retry.throttle`` on the next attempt, when the policy paces), plus
+the time the event loop or the GIL takes to resume the caller. The last part belongs to the machine,
 not the library: at 200 concurrent calls on 2 cores it reaches tens of milliseconds now and then,
 and hundreds when another process competes for the cores. So no bound here is a constant: each is
 a quantity measured in the same run. A :class:`SchedulingProbe` runs alongside, sleeping 1 ms at
@@ -258,7 +259,7 @@ class ChaosFigures:
     metric_sum: int = 0
     successes: int = 0
     sleep_errors: list[float] = field(default_factory=list)
-    """Per sleep: gap between the attempt spans - retry.sleep_s - retry.throttle_s."""
+    """Per sleep: gap between the attempt spans - openai_retry.sleep - openai_retry.throttle."""
     unexplained: list[float] = field(default_factory=list)
     """The same, less the scheduler's stalls the probe saw during that gap and the probe's
     resolution: above 0, a delay the machine does not explain (checked on event loops only)."""
@@ -286,7 +287,7 @@ class ChaosFigures:
         return (
             f"chaos run ({self.mode}): calls={self.calls} requests={self.requests} "
             f"attempt_spans={self.attempt_spans} logical_spans={self.logical_spans} "
-            f"retry.attempts sum={self.metric_sum} sleeps={len(ordered)} "
+            f"openai_retry.attempts sum={self.metric_sum} sleeps={len(ordered)} "
             f"sleep error: largest={ms(self.largest_sleep_error_s)} p99={ms(p99)} "
             f"p50={ms(p50)} smallest={ms(ordered[0] if ordered else 0.0)}, "
             f"largest beyond the scheduler's stalls={ms(self.largest_unexplained_s)} "
@@ -448,8 +449,8 @@ def _audit_call(
 
     # The logical span.
     logical = attrs(call.span)
-    assert logical["retry.attempts"] == len(journal), where
-    outcome_name = logical["retry.outcome"]
+    assert logical["openai_retry.attempts"] == len(journal), where
+    outcome_name = logical["openai_retry.outcome"]
     allowed = _expected_outcome(kinds, len(journal), context.policy)
     assert outcome_name in allowed, (outcome_name, where)
     figures.outcomes[str(outcome_name)] += 1
@@ -464,7 +465,7 @@ def _audit_call(
         _audit_attempt(number, call, request, kind, context, where)
         for number, (request, kind) in enumerate(zip(journal, kinds, strict=True), start=1)
     )
-    total = logical["retry.total_sleep_s"]
+    total = logical["openai_retry.total_sleep"]
     assert isinstance(total, float) and abs(total - sleeps) < 1e-9, where
     return sleeps
 
@@ -475,7 +476,7 @@ def _audit_attempt(
     """One attempt span against the request it sent; returns the sleep that followed it."""
     span = call.attempts[number - 1]
     a = attrs(span)
-    assert a["retry.attempt"] == number, where
+    assert a["openai_retry.attempt"] == number, where
     assert a.get("error.type") == KINDS[kind][1], (number, a, where)
     if kind in ("drop", "timeout"):
         assert "http.response.status_code" not in a, where
@@ -484,11 +485,11 @@ def _audit_attempt(
     hint = None
     if kind == "429":
         hint = float(dict(request.fault.headers)["retry-after-ms"]) / 1000
-        assert a["retry.retry_after_s"] == hint, where
+        assert a["openai_retry.retry_after"] == hint, where
     if number == len(call.attempts):
-        assert "retry.sleep_s" not in a, where
+        assert "openai_retry.sleep" not in a, where
         return 0.0
-    sleep = a["retry.sleep_s"]
+    sleep = a["openai_retry.sleep"]
     assert isinstance(sleep, float), where
     policy = context.policy
     if hint is not None:
@@ -498,7 +499,7 @@ def _audit_attempt(
 
     # The gap to the next attempt: the sleep, plus the pacing wait the next attempt records.
     following = call.attempts[number]
-    throttle = attrs(following).get("retry.throttle_s", 0.0)
+    throttle = attrs(following).get("openai_retry.throttle", 0.0)
     assert isinstance(throttle, float)
     assert span.end_time is not None and following.start_time is not None
     failed_at, next_at = span.end_time / 1e9, following.start_time / 1e9
@@ -525,14 +526,28 @@ def _audit_totals(
     """Spans, the span ledger and the metrics, against the server's count."""
     assert figures.attempt_spans == figures.requests
     assert ledger.started == ledger.ended == len(spans), (ledger.started, ledger.ended, len(spans))
-    by_error = counter_by_error(reader, "retry.attempts")
-    figures.metric_sum = sum(by_error.values())
+    # Attempts = calls + retries, with one retries measurement per call.
+    retries_count, retries_sum = histogram_totals(reader, "openai_retry.client.call.retries")
+    assert retries_count == figures.calls
+    figures.metric_sum = figures.calls + int(retries_sum)
     assert figures.metric_sum == figures.requests
     served: Counter[str] = Counter()
     for kind, count in figures.faults.items():
-        served[KINDS[kind][1] or "none"] += count
-    assert by_error == served, "retry.attempts by error.type = what the server served"
-    sleep_count, sleep_sum = histogram_totals(reader, "retry.sleep.duration")
-    assert sleep_count == len(figures.sleep_errors) == figures.requests - figures.calls
-    assert abs(sleep_sum - sleep_total) < 1e-6
+        error = KINDS[kind][1]
+        if error is not None:
+            served[error] += count
+    failed = counter_by_error(reader, "openai_retry.client.failed_attempts")
+    assert failed == served, "failed attempts by error.type = the failures the server served"
+    # Retry delay: per call that slept or waited, its sleeps and pacing waits.
+    logical = [attrs(s) for s in spans if not s.name.startswith("attempt ")]
+    waited = [
+        a
+        for a in logical
+        if int(str(a["openai_retry.attempts"])) > 1 or "openai_retry.total_throttle" in a
+    ]
+    throttle_total = sum(float(str(a.get("openai_retry.total_throttle", 0.0))) for a in logical)
+    delay_count, delay_sum = histogram_totals(reader, "openai_retry.client.call.retry_delay")
+    assert delay_count == len(waited)
+    assert len(figures.sleep_errors) == figures.requests - figures.calls
+    assert abs(delay_sum - (sleep_total + throttle_total)) < 1e-6
     assert histogram_totals(reader, "gen_ai.client.operation.duration")[0] == figures.calls

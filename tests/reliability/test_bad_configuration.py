@@ -57,6 +57,10 @@ BAD_VALUES: list[tuple[str, str, str]] = [
         for value in ("-0.1", "nan", "inf", "10%", "none", "off")
     ],
     *[
+        ("OTEL_OPENAI_RETRY_ATTEMPT_SPANS", value, "all (a span for every attempt) or retried")
+        for value in ("none", "first", "true", "al l", "retried,all", "\uff41ll")
+    ],
+    *[
         (var, value, BOOLEAN)
         for var in ("OTEL_OPENAI_RETRY_ADAPTIVE", ENABLED_ENV_VAR)
         for value in ("maybe", "2", "enabled", "truee", "y", "-1", "yes please")

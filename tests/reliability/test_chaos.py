@@ -176,7 +176,7 @@ async def test_chaos_run_with_adaptive_pacing(
 ) -> None:
     """The same audit with the default policy's pacing on: every 429 (with OpenAI's rate-limit
     headers, so the pacer sends at the announced rate rather than backing off toward a crawl)
-    closes the gate for everyone for its hint, and the wait shows as ``retry.throttle_s``."""
+    closes the gate for everyone for its hint, and the wait shows as ``openai_retry.throttle``."""
     async with async_client(remote.base_url) as warm:
         await warm.chat.completions.create(model="gpt-4o-mini", messages=WARM_UP)
     remote.reset()
@@ -211,6 +211,6 @@ async def test_chaos_run_with_adaptive_pacing(
     )
     report_figures(figures.line())
     assert figures.calls == ADAPTIVE_CALLS
-    throttled = [s for s in spans if (s.attributes or {}).get("retry.throttle_s")]
+    throttled = [s for s in spans if (s.attributes or {}).get("openai_retry.throttle")]
     assert throttled, "the pacer held some attempts back"
     assert figures.largest_unexplained_s <= 0, figures.line()

@@ -32,9 +32,10 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_openai_retry import OpenAIRetryInstrumentor, Outcome, RetryPolicy
-from otel_openai_retry._call_state import CallState, Strategies
+from otel_openai_retry._call_state import CallState
 from otel_openai_retry._decisions import Verdict
 from otel_openai_retry._pacing import MAX_HINT_RATE, MIN_RATE, AdaptiveLimiter, refill_rate
+from otel_openai_retry._strategies import Strategies
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import FAST, Instrument, async_client, attrs, one_call, sync_client
@@ -428,13 +429,13 @@ def test_hostile_headers_through_the_real_sdk(
         assert requests == 1, "the server said not to retry"
     if requests == 1:
         assert type(error) is STATUS_ERRORS[status], error
-        assert call.attr("retry.outcome") in ("non_retryable", "retry_after_too_long")
-        assert "retry.sleep_s" not in attrs(call.attempts[0])
+        assert call.attr("openai_retry.outcome") in ("non_retryable", "retry_after_too_long")
+        assert "openai_retry.sleep" not in attrs(call.attempts[0])
     else:
         assert requests == 2 and error is None
-        assert call.attr("retry.outcome") == "success"
-        sleep = attrs(call.attempts[0])["retry.sleep_s"]
-        throttle = attrs(call.attempts[1]).get("retry.throttle_s", 0.0)
+        assert call.attr("openai_retry.outcome") == "success"
+        sleep = attrs(call.attempts[0])["openai_retry.sleep"]
+        throttle = attrs(call.attempts[1]).get("openai_retry.throttle", 0.0)
         assert isinstance(sleep, float) and isinstance(throttle, float)
         assert 0 <= sleep <= E2E_CAP and throttle <= E2E_CAP
 
@@ -479,4 +480,4 @@ def test_an_absurd_date_from_the_server_reaches_the_caller_as_the_sdks_error(
     # Retried (no usable hint) and answered, or given up on: both are fine.
     with contextlib.suppress(openai.RateLimitError):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
-    assert one_call(exporter.get_finished_spans()).attr("retry.outcome") is not None
+    assert one_call(exporter.get_finished_spans()).attr("openai_retry.outcome") is not None

@@ -123,7 +123,7 @@ async def test_uninstrumenting_while_calls_are_in_flight(
     found = calls(exporter.get_finished_spans())
     assert len(found) == 21
     assert sorted(len(c.attempts) for c in found) == [1] * 11 + [2] * 10
-    assert all(c.attr("retry.outcome") == "success" for c in found)
+    assert all(c.attr("openai_retry.outcome") == "success" for c in found)
 
     # After uninstrumenting: the SDK's own loop, no spans.
     exporter.clear()
@@ -191,8 +191,8 @@ async def test_copy_and_with_options_clients(
             await sdk(partial(client.chat.completions.create, model="m", messages=MESSAGES))
         assert server.request_count == attempts, label
         call = one_call(exporter.get_finished_spans())
-        assert call.attr("retry.attempts") == attempts, label
-        assert call.attr("retry.outcome") == "exhausted", label
+        assert call.attr("openai_retry.attempts") == attempts, label
+        assert call.attr("openai_retry.outcome") == "exhausted", label
 
 
 # -- Azure --------------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ async def test_azure_clients_are_retried_and_named_azure(
     assert [len(c.attempts) for c in found] == [3, 2]
     for call in found:
         assert call.attr("gen_ai.provider.name") == "azure.ai.openai"
-        assert call.attr("retry.outcome") == "success"
+        assert call.attr("openai_retry.outcome") == "success"
         assert call.attr("server.address") == "127.0.0.1"
 
 
@@ -273,11 +273,11 @@ async def test_cancelling_many_calls_mid_attempt_and_mid_sleep(
     kinds = sorted(str(attrs(c.attempts[0]).get("error.type")) for c in cancelled)
     assert kinds == ["asyncio.CancelledError"] * 10 + ["openai.RateLimitError"] * 10
     for call in cancelled:
-        assert call.attr("retry.outcome") == "cancelled"
-        assert call.attr("retry.attempts") == 1
+        assert call.attr("openai_retry.outcome") == "cancelled"
+        assert call.attr("openai_retry.attempts") == 1
         assert call.span.status.status_code is StatusCode.ERROR
         assert len(call.attempts) == 1
-    assert all(c.attr("retry.outcome") == "success" for c in found if c not in cancelled)
+    assert all(c.attr("openai_retry.outcome") == "success" for c in found if c not in cancelled)
 
 
 async def test_cancelling_a_call_waiting_for_its_pacing_slot(
@@ -306,7 +306,7 @@ async def test_cancelling_a_call_waiting_for_its_pacing_slot(
     assert server.request_count == 1, "the waiting call sent nothing"
     found = calls(exporter.get_finished_spans())
     assert sorted(len(c.attempts) for c in found) == [0, 1]
-    assert all(c.attr("retry.outcome") == "cancelled" for c in found)
+    assert all(c.attr("openai_retry.outcome") == "cancelled" for c in found)
 
 
 # -- deadline -------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_deadline_hit_mid_attempt_sync(
         sync_client(server).chat.completions.create(model="m", messages=MESSAGES)
     assert time.monotonic() - started < hang_s, "the deadline cut the attempt short"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "deadline"
+    assert call.attr("openai_retry.outcome") == "deadline"
     assert attrs(call.attempts[-1])["error.type"] == "openai.APITimeoutError"
     assert server.request_count == len(call.attempts)
 
@@ -347,7 +347,7 @@ async def test_deadline_hit_mid_attempt_of_a_stream(
         )
     assert time.monotonic() - started < hang_s, "the deadline cut the attempt short"
     call = one_call(exporter.get_finished_spans())
-    assert call.attr("retry.outcome") == "deadline"
+    assert call.attr("openai_retry.outcome") == "deadline"
     # How many timed-out attempts fit before the deadline depends on how fast the machine gets
     # there (a loaded one may start a last attempt with milliseconds left): what holds is that
     # every attempt after the 500 timed out, and that each was a request the server received.

@@ -528,3 +528,27 @@ def test_a_credential_echoed_as_the_error_code_is_in_no_telemetry(
     ]
     exported = "\n".join(s.to_json() for s in spans)
     assert IDENTIFIER_KEY not in exported
+
+
+def test_a_token_resolved_per_request_and_echoed_is_in_no_telemetry(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """An Azure AD token provider's token is in no option: only the request the SDK built for
+    the attempt carries it, and the SDK strips it from the request its error keeps."""
+    token_piece = "SECRETaadTOKENpayload0123456789"
+    instrument(policy=POLICY)
+    client = openai.AzureOpenAI(
+        azure_endpoint=f"http://127.0.0.1:{server.port}",
+        api_version="2024-10-21",
+        azure_ad_token_provider=lambda: f"eyJhbGciOiJSUzI1NiJ9.{token_piece}.sig",
+        azure_deployment="prod-gpt",
+        http_client=openai.DefaultHttpxClient(transport=AzureRouting()),
+        max_retries=0,
+    )
+    server.script(Fault.status(400, error_code=token_piece))
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    assert raised.value.code == token_piece, "the server really echoed it"
+    spans = exporter.get_finished_spans()
+    assert spans
+    assert token_piece not in "\n".join(s.to_json() for s in spans)

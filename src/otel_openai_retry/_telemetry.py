@@ -7,7 +7,9 @@ stream ends. A plain call and a stream end through the same result path
 (:meth:`CallTelemetry._record_result`).
 
 Every span start, span end and measurement is guarded on its own (``_spans``, and inside
-:class:`~otel_openai_retry._metrics.Instruments`).
+:class:`~otel_openai_retry._metrics.Instruments`); the call state guards each observer method it
+calls, so only the entry points it does not call (the response, the stream's end) guard
+themselves.
 """
 
 from __future__ import annotations
@@ -115,11 +117,9 @@ class CallTelemetry:
 
     # -- attempts --------------------------------------------------------------------------
 
-    @guarded
     def paced(self, result: str, waited: float) -> None:
         self._instruments.paced(self._metric_attributes, result, waited)
 
-    @guarded
     def attempt_started(self, attempt: int, throttle: float) -> None:
         self._attempt_started = time.monotonic()
         self._attempts.started(attempt, throttle)
@@ -143,7 +143,6 @@ class CallTelemetry:
             install(watch, response)
             self._watch = watch
 
-    @guarded
     def attempt_succeeded(self, attempt: int, result: Any) -> None:
         self._attempts.succeeded()
         watch = self._watch
@@ -167,20 +166,17 @@ class CallTelemetry:
                 attributes["gen_ai.output.messages"] = output_messages
             self._result_attributes = attributes
 
-    @guarded
     def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None:
         self._watch = None  # a response that failed after all is not the call's stream
         kind = error_type(exc)
         self._instruments.failed_attempt(self._metric_attributes, kind, verdict.status_code)
         self._attempts.failed(exc, kind, verdict)
 
-    @guarded
     def retrying(self, details: RetryDetails, retry_state: object) -> None:
         self._attempts.retrying(details.sleep)
 
     # -- the end of the call ----------------------------------------------------------------
 
-    @guarded
     def finished(self, summary: CallSummary, exc: BaseException | None) -> None:
         """The retry loop is done; the span ends now, or with the stream it returned."""
         watch, self._watch = self._watch, None

@@ -21,7 +21,7 @@ from .helpers import CannedServer, Instrument, Sdk
 
 set_raise_internal_errors(True)  # a bug in our telemetry fails the test; see production_errors
 
-_SLOW = ("e2e/", "differential/", "reliability/test_chaos.py")
+_SLOW = ("e2e/", "differential/", "interop/", "reliability/test_chaos.py")
 """Where the runs that take most of the suite's time live: marked ``slow`` in one place."""
 
 

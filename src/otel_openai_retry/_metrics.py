@@ -179,15 +179,9 @@ class Instruments:
     # -- per call ----------------------------------------------------------------------------
 
     def call_ended(
-        self,
-        attributes: Attributes,
-        seconds: float,
-        error_type: str | None,
-        inference: bool,
-        retries: int,
-        delay: float,
+        self, attributes: Attributes, seconds: float, error_type: str | None, inference: bool
     ) -> None:
-        """Duration (both generations, as chosen), retries, and the delay if there was one."""
+        """The call's duration, in the generation(s) chosen."""
         failed = attributes if error_type is None else _with(attributes, "error.type", error_type)
         older = self._older_duration
         if older is not None:
@@ -197,6 +191,9 @@ class Instruments:
             _measure(current, seconds, failed)
         elif older is None:
             _measure(self._operation_duration, seconds, failed)
+
+    def retries(self, attributes: Attributes, retries: int, delay: float) -> None:
+        """Once per call: its retries, and its time without an attempt in flight if any."""
         _measure(self._call_retries, retries, attributes)
         if retries or delay > 0:
             _measure(self._retry_delay, delay, attributes)

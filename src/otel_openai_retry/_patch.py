@@ -23,10 +23,12 @@ from openai._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
 from openai._models import FinalRequestOptions
 from openai._streaming import AsyncStream, Stream
 from openai._types import NotGiven
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from ._attempt_options import cap_timeout, max_attempts, sent_header_values
 from ._attributes import describe_request
 from ._call_state import CallState
+from ._companion import CompanionTelemetry, peer_span
 from ._endpoints import EndpointGuard
 from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper
 from ._internal import report_internal_error
@@ -143,11 +145,13 @@ class _Call:
         others = observers_for_call(is_async)
         for observer in others:  # before the span starts, so that samplers see them
             info.attributes.update(observer.span_attributes)
-        self.spans = CallTelemetry(
-            runtime.telemetry,
-            info,
-            options.json_data,
-            functools.partial(sent_header_values, client, options, self.built_headers),
+        telemetry = runtime.telemetry if is_instrumentation_enabled() else runtime.quiet
+        sent = functools.partial(sent_header_values, client, options, self.built_headers)
+        outer = peer_span()
+        self.spans: CallTelemetry | CompanionTelemetry = (
+            CallTelemetry(telemetry, info, options.json_data, sent)
+            if outer is None
+            else CompanionTelemetry(telemetry, info, outer, sent)
         )
         self.guard: EndpointGuard = runtime.endpoints.guard(server.base_url, str(model))
         self.headers_sendable = headers_sendable(client, options)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import anyio
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry.metrics import MeterProvider, NoOpMeter
+from opentelemetry.trace import NoOpTracer, TracerProvider
 
 from ._content import capture_enabled
 from ._endpoints import Endpoints
@@ -37,6 +37,8 @@ class Runtime:
     strategies: Strategies
     telemetry: Telemetry
     endpoints: Endpoints
+    quiet: Telemetry
+    """For calls made under ``suppress_instrumentation()``: no span, no measurement."""
     async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     """The running loop's own sleep (asyncio, uvloop or trio, through anyio)."""
     sync_sleep: Callable[[float], None] = time.sleep
@@ -66,4 +68,5 @@ def build_runtime(
             every_attempt=policy.attempt_spans == "all",
         ),
         endpoints=Endpoints(policy),
+        quiet=Telemetry(NoOpTracer(), Instruments(NoOpMeter("otel_openai_retry")), False),
     )

@@ -202,14 +202,8 @@ class CallTelemetry:
     def _end(self, exc: BaseException | None, kind: str | None) -> None:
         instruments = self._instruments
         attributes = self._metric_attributes
-        instruments.call_ended(
-            attributes,
-            time.monotonic() - self._started,
-            kind,
-            self._inference,
-            self._retries,
-            self._delay,
-        )
+        instruments.call_ended(attributes, time.monotonic() - self._started, kind, self._inference)
+        instruments.retries(attributes, self._retries, self._delay)
         if kind is not None and self._inference and not self._usage_recorded:
             instruments.no_usage(attributes)
         logical = self.span

@@ -1,6 +1,7 @@
 """``import otel_openai_retry.auto``: the one line an application adds.
 
-Reads ``OTEL_OPENAI_RETRY_ENABLED``; unless it is false, sets up the OpenTelemetry SDK from the
+Reads ``OTEL_OPENAI_RETRY_ENABLED``; unless it is false (or ``openai_retry`` is among
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``), sets up the OpenTelemetry SDK from the
 standard ``OTEL_*`` variables when the application has not installed providers itself, then
 instruments the OpenAI SDK with the policy from ``OTEL_OPENAI_RETRY_*``. Retries work even when
 telemetry is disabled (``OTEL_SDK_DISABLED=true``). Importing it again changes nothing.
@@ -11,6 +12,8 @@ When LangChain is installed, its run managers are told about every retry too (se
 
 from __future__ import annotations
 
+import os
+
 from ._instrumentor import OpenAIRetryInstrumentor
 from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
 from ._sdk_setup import configure_sdk_if_needed
@@ -18,8 +21,19 @@ from ._sdk_setup import configure_sdk_if_needed
 __all__: list[str] = []
 
 
+DISABLED_ENV_VAR = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
+"""The instrumentations ``opentelemetry-instrument`` leaves out, by entry point name."""
+
+
+def _disabled() -> bool:
+    """``openai_retry`` among the disabled instrumentations, read as ``opentelemetry-instrument``
+    reads the variable (comma-separated names, each stripped)."""
+    names = {name.strip() for name in os.environ.get(DISABLED_ENV_VAR, "").split(",")}
+    return "openai_retry" in names
+
+
 def _activate() -> None:
-    if not parse_bool(ENABLED_ENV_VAR, default=True):
+    if not parse_bool(ENABLED_ENV_VAR, default=True) or _disabled():
         return
     instrumentor = OpenAIRetryInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:

@@ -1,0 +1,108 @@
+"""Companion mode: another instrumentation's inference span already covers the call.
+
+The GenAI conventions (semantic-conventions-genai, "Handling existing inference spans") ask an
+instrumentation that finds an inference span active for the call to make no second span and
+record no second GenAI metric, and allow it to enrich the existing span. So, beneath a peer's
+span, ours adds only what the peer cannot know: one span per attempt, the retry summary on the
+peer's span while it still records, and our own ``openai_retry.*`` metrics. The peer ends its
+span, records the GenAI metrics and says how the call failed.
+
+Which peers are recognised is kept here, in :data:`PEER_CONTEXT_KEYS`: a context key whose value
+a peer sets for the span of the inference it is making.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
+
+from ._attempt_spans import AttemptSpans
+from ._attributes import RequestInfo
+from ._decisions import Verdict, error_type
+from ._error_recording import SentHeaders
+from ._hooks import RetryDetails
+from ._observers import CallSummary
+from ._semconv import ATTEMPTS, OUTCOME, TOTAL_SLEEP, TOTAL_THROTTLE
+from ._spans import set_attributes
+from ._telemetry import Telemetry
+
+__all__ = ["PEER_CONTEXT_KEYS", "CompanionTelemetry", "peer_span"]
+
+PEER_CONTEXT_KEYS = ("opentelemetry.genai.client.inference.context",)
+"""``opentelemetry-util-genai`` (the official OpenAI instrumentation, ``genai-openai``): set
+while its inference span is current, holding the inference's shared data."""
+
+
+def peer_span() -> Span | None:
+    """The current span, when a recognised peer has made it for the inference being called."""
+    for key in PEER_CONTEXT_KEYS:
+        if otel_context.get_value(key) is not None:
+            span = trace.get_current_span()
+            return span if span.get_span_context().is_valid else None
+    return None
+
+
+class CompanionTelemetry:
+    """The first observer of a call beneath a peer's inference span (see the module)."""
+
+    __slots__ = ("_attempts", "_instruments", "_metric_attributes", "_outer")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        info: RequestInfo,
+        outer: Span,
+        sent_headers: SentHeaders | None = None,
+    ) -> None:
+        self._outer = outer
+        self._instruments = telemetry.instruments
+        self._metric_attributes = info.metric_attributes
+        # Attempts nest under the peer's span: it is current while the SDK runs.
+        self._attempts = AttemptSpans(
+            telemetry.tracer,
+            trace.set_span_in_context(outer),
+            telemetry.every_attempt,
+            sent_headers,
+        )
+
+    def paced(self, result: str, waited: float) -> None:
+        self._instruments.paced(self._metric_attributes, result, waited)
+
+    def attempt_started(self, attempt: int, throttle: float) -> None:
+        self._attempts.started(attempt, throttle)
+
+    def response_received(self, response: Any, stream: bool) -> None:
+        self._attempts.answered(response.status_code)
+
+    def attempt_succeeded(self, attempt: int, result: Any) -> None:
+        self._attempts.succeeded()
+
+    def attempt_failed(self, attempt: int, exc: BaseException, verdict: Verdict) -> None:
+        kind = error_type(exc)
+        self._instruments.failed_attempt(self._metric_attributes, kind, verdict.status_code)
+        self._attempts.failed(exc, kind, verdict)
+
+    def retrying(self, details: RetryDetails, retry_state: object) -> None:
+        self._attempts.retrying(details.sleep)
+
+    def finished(self, summary: CallSummary, exc: BaseException | None) -> None:
+        self._attempts.finished()
+        self._instruments.retries(
+            self._metric_attributes,
+            max(0, summary.attempts - 1),
+            summary.total_sleep + summary.total_throttle,
+        )
+        outer = self._outer
+        if outer.is_recording():
+            attributes: dict[str, AttributeValue] = {
+                ATTEMPTS: summary.attempts,
+                TOTAL_SLEEP: summary.total_sleep,
+                OUTCOME: summary.outcome.value,
+            }
+            if summary.total_throttle > 0:
+                attributes[TOTAL_THROTTLE] = summary.total_throttle
+            set_attributes(outer, attributes)

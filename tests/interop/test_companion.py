@@ -1,0 +1,167 @@
+"""Beside the official OpenAI instrumentation: one inference span per call, attempts beneath it.
+
+The peer comes from PyPI into a directory of its own (``peers.py``) and runs with ours in a fresh
+process, against the fake server, in both instrumentation orders, sync and async, with a retried
+plain call and a retried stream.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from ..helpers import last_json_line, run_python
+from .peers import PEERS, install
+
+SCRIPT = """
+import asyncio, json, sys
+import openai
+from openai._base_client import AsyncAPIClient, SyncAPIClient
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+PEER_IMPORTS
+
+order, flavour = sys.argv[1], sys.argv[2]
+memory = InMemorySpanExporter()
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
+reader = InMemoryMetricReader()
+meter_provider = MeterProvider(metric_readers=[reader])
+originals = (SyncAPIClient.request, AsyncAPIClient.request)
+
+
+def ours():
+    OpenAIRetryInstrumentor().instrument(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        policy=RetryPolicy(initial_wait=0.01, max_wait=0.02),
+    )
+
+
+def peer():
+    PEER_INSTRUMENT
+
+
+def peer_off():
+    PEER_UNINSTRUMENT
+
+
+for step in (ours, peer) if order == "ours-first" else (peer, ours):
+    step()
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+async def calls_async(server):
+    client = openai.AsyncOpenAI(api_key="sk-x", base_url=server.base_url)
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    server.script(Fault.server_error(500))
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    return [chunk async for chunk in stream]
+
+
+def calls_sync(server):
+    client = openai.OpenAI(api_key="sk-x", base_url=server.base_url)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    server.script(Fault.server_error(500))
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    return list(stream)
+
+
+with FakeOpenAIServer() as server:
+    server.script(Fault.server_error(500), Fault.rate_limit(retry_after_ms=5))
+    chunks = asyncio.run(calls_async(server)) if flavour == "async" else calls_sync(server)
+    requests = server.request_count
+
+spans = memory.get_finished_spans()
+by_id = {s.context.span_id: s for s in spans}
+metrics = {}
+for resource in reader.get_metrics_data().resource_metrics:
+    for scope in resource.scope_metrics:
+        for metric in scope.metrics:
+            total = 0
+            for point in metric.data.data_points:
+                total += point.count if isinstance(point, HistogramDataPoint) else point.value
+            metrics[metric.name] = metrics.get(metric.name, 0) + total
+
+for step in (peer_off, OpenAIRetryInstrumentor().uninstrument) if order == "ours-first" else (
+    OpenAIRetryInstrumentor().uninstrument, peer_off
+):
+    step()
+
+print(json.dumps({
+    "requests": requests,
+    "chunks": len(chunks),
+    "restored": (SyncAPIClient.request, AsyncAPIClient.request) == originals,
+    "spans": [
+        {
+            "name": s.name,
+            "kind": s.kind.name,
+            "scope": s.instrumentation_scope.name,
+            "parent": by_id[s.parent.span_id].name
+            if s.parent and s.parent.span_id in by_id
+            else None,
+            "attempts": (s.attributes or {}).get("openai_retry.attempts"),
+            "outcome": (s.attributes or {}).get("openai_retry.outcome"),
+        }
+        for s in sorted(spans, key=lambda s: s.start_time)
+    ],
+    "metrics": metrics,
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def official() -> str:
+    return os.fspath(install(PEERS["official"]))
+
+
+def run(site: str, order: str, flavour: str) -> Any:
+    peer = PEERS["official"]
+    script = (
+        SCRIPT.replace("PEER_IMPORTS", peer.imports)
+        .replace("PEER_INSTRUMENT", peer.instrument)
+        .replace("PEER_UNINSTRUMENT", peer.uninstrument)
+    )
+    path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+    return last_json_line(
+        run_python("-c", script, order, flavour, env={"PYTHONPATH": path}, timeout=120)
+    )
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("order", ["ours-first", "peer-first"])
+def test_one_inference_span_per_call_with_every_attempt_beneath_it(
+    official: str, order: str, flavour: str
+) -> None:
+    report = run(official, order, flavour)
+    assert report["requests"] == 5, "3 attempts for the plain call, 2 for the stream"
+    assert report["chunks"] > 0
+    spans = report["spans"]
+    inference = [s for s in spans if s["kind"] == "CLIENT"]
+    assert [(s["name"], s["scope"]) for s in inference] == [
+        ("chat gpt-4o-mini", "opentelemetry.instrumentation.genai.openai"),
+    ] * 2, "the peer's span only: none of ours beside it"
+    attempts = [s for s in spans if s["name"].startswith("attempt ")]
+    assert len(attempts) == report["requests"], "attempt spans = requests received"
+    assert {s["parent"] for s in attempts} == {"chat gpt-4o-mini"}
+    assert Counter(s["name"] for s in attempts) == {"attempt 1": 2, "attempt 2": 2, "attempt 3": 1}
+    assert [(s["attempts"], s["outcome"]) for s in inference] == [(3, "success"), (2, "success")]
+    metrics = report["metrics"]
+    assert metrics["gen_ai.client.operation.duration"] == 2, "once per call: the peer's"
+    assert metrics["gen_ai.client.token.usage"] == 4, "input and output, once per call"
+    assert metrics["openai_retry.client.call.retries"] == 2
+    assert metrics["openai_retry.client.failed_attempts"] == 3
+    assert report["restored"] is True

@@ -7,8 +7,10 @@ span, ours adds only what the peer cannot know: one span per attempt, the retry 
 peer's span while it still records, and our own ``openai_retry.*`` metrics. The peer ends its
 span, records the GenAI metrics and says how the call failed.
 
-Which peers are recognised is kept here, in :data:`PEER_CONTEXT_KEYS`: a context key whose value
-a peer sets for the span of the inference it is making.
+Which peers are recognised is kept here: a context key whose value a peer sets for the span of
+the inference it is making (:data:`PEER_CONTEXT_KEYS`, the conventions' way), or, for peers that
+set none, the instrumentation scope of the span current when the SDK's ``request`` runs
+(:data:`PEER_SCOPES`).
 """
 
 from __future__ import annotations
@@ -30,19 +32,32 @@ from ._semconv import ATTEMPTS, OUTCOME, TOTAL_SLEEP, TOTAL_THROTTLE
 from ._spans import set_attributes
 from ._telemetry import Telemetry
 
-__all__ = ["PEER_CONTEXT_KEYS", "CompanionTelemetry", "peer_span"]
+__all__ = ["PEER_CONTEXT_KEYS", "PEER_SCOPES", "CompanionTelemetry", "peer_span"]
 
 PEER_CONTEXT_KEYS = ("opentelemetry.genai.client.inference.context",)
 """``opentelemetry-util-genai`` (the official OpenAI instrumentation, ``genai-openai``): set
 while its inference span is current, holding the inference's shared data."""
 
 
+PEER_SCOPES = frozenset(
+    {
+        "opentelemetry.instrumentation.openai.v1",  # OpenLLMetry (traceloop)
+    }
+)
+"""Instrumentation scopes of peers whose CLIENT span is current while the SDK runs."""
+
+
 def peer_span() -> Span | None:
     """The current span, when a recognised peer has made it for the inference being called."""
+    span = trace.get_current_span()
+    if not span.get_span_context().is_valid:
+        return None
     for key in PEER_CONTEXT_KEYS:
         if otel_context.get_value(key) is not None:
-            span = trace.get_current_span()
-            return span if span.get_span_context().is_valid else None
+            return span
+    scope = getattr(span, "instrumentation_scope", None)
+    if getattr(scope, "name", None) in PEER_SCOPES and span.is_recording():
+        return span
     return None
 
 

@@ -25,6 +25,8 @@ CACHE = REPO / ".cache" / "interop"
 class Peer:
     name: str
     packages: tuple[str, ...]
+    span: tuple[str, str]
+    """The name and the instrumentation scope of the peer's span for a chat call."""
     imports: str
     instrument: str
     """Python that instruments the peer, given ``tracer_provider`` and ``meter_provider``."""
@@ -35,7 +37,20 @@ PEERS = {
     "official": Peer(
         "official",
         ("opentelemetry-instrumentation-genai-openai==1.3b0", "opentelemetry-util-genai==1.3b0"),
+        ("chat gpt-4o-mini", "opentelemetry.instrumentation.genai.openai"),
         "from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor",
+        "OpenAIInstrumentor().instrument("
+        "tracer_provider=tracer_provider, meter_provider=meter_provider)",
+        "OpenAIInstrumentor().uninstrument()",
+    ),
+    "openllmetry": Peer(
+        "openllmetry",
+        (
+            "opentelemetry-instrumentation-openai==0.62.4",
+            "opentelemetry-semantic-conventions-ai==0.5.1",
+        ),
+        ("openai.chat", "opentelemetry.instrumentation.openai.v1"),
+        "from opentelemetry.instrumentation.openai import OpenAIInstrumentor",
         "OpenAIInstrumentor().instrument("
         "tracer_provider=tracer_provider, meter_provider=meter_provider)",
         "OpenAIInstrumentor().uninstrument()",

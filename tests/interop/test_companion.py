@@ -1,8 +1,8 @@
-"""Beside the official OpenAI instrumentation: one inference span per call, attempts beneath it.
+"""Beside another OpenAI instrumentation: one inference span per call, attempts beneath it.
 
-The peer comes from PyPI into a directory of its own (``peers.py``) and runs with ours in a fresh
-process, against the fake server, in both instrumentation orders, sync and async, with a retried
-plain call and a retried stream.
+Each peer (the official one, OpenLLMetry) comes from PyPI into a directory of its own
+(``peers.py``) and runs with ours in a fresh process, against the fake server, in both
+instrumentation orders, sync and async, with a retried plain call and a retried stream.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ..helpers import last_json_line, run_python
-from .peers import PEERS, install
+from .peers import PEERS, Peer, install
 
 SCRIPT = """
 import asyncio, json, sys
@@ -123,13 +123,13 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def official() -> str:
-    return os.fspath(install(PEERS["official"]))
+@pytest.fixture(scope="module", params=list(PEERS))
+def peer(request: pytest.FixtureRequest) -> tuple[Peer, str]:
+    chosen = PEERS[request.param]
+    return chosen, os.fspath(install(chosen))
 
 
-def run(site: str, order: str, flavour: str) -> Any:
-    peer = PEERS["official"]
+def run(peer: Peer, site: str, order: str, flavour: str) -> Any:
     script = (
         SCRIPT.replace("PEER_IMPORTS", peer.imports)
         .replace("PEER_INSTRUMENT", peer.instrument)
@@ -144,19 +144,20 @@ def run(site: str, order: str, flavour: str) -> Any:
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("order", ["ours-first", "peer-first"])
 def test_one_inference_span_per_call_with_every_attempt_beneath_it(
-    official: str, order: str, flavour: str
+    peer: tuple[Peer, str], order: str, flavour: str
 ) -> None:
-    report = run(official, order, flavour)
+    chosen, site = peer
+    report = run(chosen, site, order, flavour)
     assert report["requests"] == 5, "3 attempts for the plain call, 2 for the stream"
     assert report["chunks"] > 0
     spans = report["spans"]
     inference = [s for s in spans if s["kind"] == "CLIENT"]
-    assert [(s["name"], s["scope"]) for s in inference] == [
-        ("chat gpt-4o-mini", "opentelemetry.instrumentation.genai.openai"),
-    ] * 2, "the peer's span only: none of ours beside it"
+    assert [(s["name"], s["scope"]) for s in inference] == [chosen.span] * 2, (
+        "the peer's span only: none of ours beside it"
+    )
     attempts = [s for s in spans if s["name"].startswith("attempt ")]
     assert len(attempts) == report["requests"], "attempt spans = requests received"
-    assert {s["parent"] for s in attempts} == {"chat gpt-4o-mini"}
+    assert {s["parent"] for s in attempts} == {chosen.span[0]}
     assert Counter(s["name"] for s in attempts) == {"attempt 1": 2, "attempt 2": 2, "attempt 3": 1}
     assert [(s["attempts"], s["outcome"]) for s in inference] == [(3, "success"), (2, "success")]
     metrics = report["metrics"]

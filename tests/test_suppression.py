@@ -67,6 +67,8 @@ def test_the_auto_import_honours_the_disabled_instrumentations() -> None:
         "instrumented": False,
         "provider": "ProxyTracerProvider",  # no SDK set up either
     }
+    done = run_python("-c", SCRIPT, env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "*"})
+    assert last_json_line(done)["instrumented"] is False, "the wildcard disables every one"
     done = run_python("-c", SCRIPT, env={"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "openai"})
     assert last_json_line(done)["requests"] == 5
     assert last_json_line(done)["instrumented"] is True

@@ -15,6 +15,7 @@ set none, the instrumentation scope of the span current when the SDK's ``request
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -34,31 +35,51 @@ from ._telemetry import Telemetry
 
 __all__ = ["PEER_CONTEXT_KEYS", "PEER_SCOPES", "CompanionTelemetry", "peer_span"]
 
-PEER_CONTEXT_KEYS = ("opentelemetry.genai.client.inference.context",)
-"""``opentelemetry-util-genai`` (the official OpenAI instrumentation, ``genai-openai``): set
-while its inference span is current, holding the inference's shared data."""
-
-
-PEER_SCOPES = frozenset(
-    {
-        "opentelemetry.instrumentation.openai.v1",  # OpenLLMetry (traceloop)
-    }
+PEER_CONTEXT_KEYS = (
+    "opentelemetry.genai.client.inference.context",
+    "opentelemetry.genai.client.embedding.context",
+    "opentelemetry.genai.client.fetch_response.context",
+    "opentelemetry.genai.client.retrieval.context",
 )
-"""Instrumentation scopes of peers whose CLIENT span is current while the SDK runs."""
+"""``opentelemetry-util-genai`` (the official OpenAI instrumentation, ``genai-openai``): one key
+per kind of operation, set while its span for that operation is current."""
 
 
-def peer_span() -> Span | None:
-    """The current span, when a recognised peer has made it for the inference being called."""
+PEER_SCOPES = {
+    # OpenLLMetry (Traceloop's opentelemetry-instrumentation-openai)
+    "opentelemetry.instrumentation.openai.v1": "opentelemetry.instrumentation.openai",
+}
+"""Instrumentation scope of a peer whose span is current while the SDK runs (it sets no key) →
+the module of its instrumentor, to tell its span from others when sampling dropped it."""
+
+
+def peer_span(genai: bool) -> Span | None:
+    """The current span, when a recognised peer has made it for the call being made; ``genai``:
+    the call has GenAI meaning (scope-recognised peers instrument only those)."""
     span = trace.get_current_span()
     if not span.get_span_context().is_valid:
         return None
     for key in PEER_CONTEXT_KEYS:
         if otel_context.get_value(key) is not None:
             return span
+    if not genai:
+        return None
     scope = getattr(span, "instrumentation_scope", None)
-    if getattr(scope, "name", None) in PEER_SCOPES and span.is_recording():
-        return span
-    return None
+    if scope is not None:
+        return span if getattr(scope, "name", None) in PEER_SCOPES else None
+    # A span sampling dropped says nothing of who made it; a peer that is instrumented then
+    # still records its GenAI metrics, so ours must not record them a second time.
+    return span if not span.is_recording() and _scope_peer_instrumented() else None
+
+
+def _scope_peer_instrumented() -> bool:
+    for module_name in PEER_SCOPES.values():
+        module = sys.modules.get(module_name)
+        instrumentor = getattr(module, "OpenAIInstrumentor", None) if module else None
+        instance = getattr(instrumentor, "_instance", None)  # a BaseInstrumentor is a singleton
+        if getattr(instance, "is_instrumented_by_opentelemetry", False) is True:
+            return True
+    return False
 
 
 class CompanionTelemetry:

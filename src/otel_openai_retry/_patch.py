@@ -145,9 +145,10 @@ class _Call:
         others = observers_for_call(is_async)
         for observer in others:  # before the span starts, so that samplers see them
             info.attributes.update(observer.span_attributes)
-        telemetry = runtime.telemetry if is_instrumentation_enabled() else runtime.quiet
+        enabled = is_instrumentation_enabled()
+        telemetry = runtime.telemetry if enabled else runtime.quiet
         sent = functools.partial(sent_header_values, client, options, self.built_headers)
-        outer = peer_span()
+        outer = peer_span(info.operation is not None) if enabled else None
         self.spans: CallTelemetry | CompanionTelemetry = (
             CallTelemetry(telemetry, info, options.json_data, sent)
             if outer is None

@@ -27,9 +27,9 @@ DISABLED_ENV_VAR = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
 def _disabled() -> bool:
     """``openai_retry`` among the disabled instrumentations, read as ``opentelemetry-instrument``
-    reads the variable (comma-separated names, each stripped)."""
+    reads the variable (comma-separated names, each stripped; ``*`` for all of them)."""
     names = {name.strip() for name in os.environ.get(DISABLED_ENV_VAR, "").split(",")}
-    return "openai_retry" in names
+    return "openai_retry" in names or "*" in names
 
 
 def _activate() -> None:

@@ -29,9 +29,12 @@ from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 PEER_IMPORTS
 
-order, flavour = sys.argv[1], sys.argv[2]
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+order, flavour, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 memory = InMemorySpanExporter()
-tracer_provider = TracerProvider()
+tracer_provider = TracerProvider(sampler=ALWAYS_OFF if mode == "sampled-out" else ALWAYS_ON)
 tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
 reader = InMemoryMetricReader()
 meter_provider = MeterProvider(metric_readers=[reader])
@@ -67,7 +70,9 @@ async def calls_async(server):
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
-    return [chunk async for chunk in stream]
+    chunks = [chunk async for chunk in stream]
+    await client.embeddings.create(model="text-embedding-3-small", input="hi")
+    return chunks
 
 
 def calls_sync(server):
@@ -77,24 +82,32 @@ def calls_sync(server):
     stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
-    return list(stream)
+    chunks = list(stream)
+    client.embeddings.create(model="text-embedding-3-small", input="hi")
+    return chunks
 
 
 with FakeOpenAIServer() as server:
     server.script(Fault.server_error(500), Fault.rate_limit(retry_after_ms=5))
-    chunks = asyncio.run(calls_async(server)) if flavour == "async" else calls_sync(server)
+    if mode == "suppressed":
+        with suppress_instrumentation():
+            chunks = asyncio.run(calls_async(server)) if flavour == "async" else calls_sync(server)
+    else:
+        chunks = asyncio.run(calls_async(server)) if flavour == "async" else calls_sync(server)
     requests = server.request_count
 
 spans = memory.get_finished_spans()
 by_id = {s.context.span_id: s for s in spans}
 metrics = {}
-for resource in reader.get_metrics_data().resource_metrics:
+data = reader.get_metrics_data()
+for resource in data.resource_metrics if data is not None else ():
     for scope in resource.scope_metrics:
         for metric in scope.metrics:
             total = 0
             for point in metric.data.data_points:
                 total += point.count if isinstance(point, HistogramDataPoint) else point.value
-            metrics[metric.name] = metrics.get(metric.name, 0) + total
+            key = f"{scope.scope.name}:{metric.name}"
+            metrics[key] = metrics.get(key, 0) + total
 
 for step in (peer_off, OpenAIRetryInstrumentor().uninstrument) if order == "ours-first" else (
     OpenAIRetryInstrumentor().uninstrument, peer_off
@@ -115,6 +128,7 @@ print(json.dumps({
             else None,
             "attempts": (s.attributes or {}).get("openai_retry.attempts"),
             "outcome": (s.attributes or {}).get("openai_retry.outcome"),
+            "ours": sorted(k for k in (s.attributes or {}) if k.startswith("openai_retry.")),
         }
         for s in sorted(spans, key=lambda s: s.start_time)
     ],
@@ -129,7 +143,7 @@ def peer(request: pytest.FixtureRequest) -> tuple[Peer, str]:
     return chosen, os.fspath(install(chosen))
 
 
-def run(peer: Peer, site: str, order: str, flavour: str) -> Any:
+def run(peer: Peer, site: str, order: str, flavour: str, mode: str = "plain") -> Any:
     script = (
         SCRIPT.replace("PEER_IMPORTS", peer.imports)
         .replace("PEER_INSTRUMENT", peer.instrument)
@@ -137,7 +151,7 @@ def run(peer: Peer, site: str, order: str, flavour: str) -> Any:
     )
     path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
     return last_json_line(
-        run_python("-c", script, order, flavour, env={"PYTHONPATH": path}, timeout=120)
+        run_python("-c", script, order, flavour, mode, env={"PYTHONPATH": path}, timeout=120)
     )
 
 
@@ -148,21 +162,50 @@ def test_one_inference_span_per_call_with_every_attempt_beneath_it(
 ) -> None:
     chosen, site = peer
     report = run(chosen, site, order, flavour)
-    assert report["requests"] == 5, "3 attempts for the plain call, 2 for the stream"
+    assert report["requests"] == 6, "3 attempts for the plain call, 2 for the stream, 1 embedding"
     assert report["chunks"] > 0
     spans = report["spans"]
     inference = [s for s in spans if s["kind"] == "CLIENT"]
-    assert [(s["name"], s["scope"]) for s in inference] == [chosen.span] * 2, (
-        "the peer's span only: none of ours beside it"
-    )
+    assert {s["scope"] for s in inference} == {chosen.span[1]}, "the peer's spans only"
+    assert len(inference) == 3, "one per call: none of ours beside the peer's"
+    chat = [s for s in inference if s["name"] == chosen.span[0]]
     attempts = [s for s in spans if s["name"].startswith("attempt ")]
     assert len(attempts) == report["requests"], "attempt spans = requests received"
-    assert {s["parent"] for s in attempts} == {chosen.span[0]}
-    assert Counter(s["name"] for s in attempts) == {"attempt 1": 2, "attempt 2": 2, "attempt 3": 1}
-    assert [(s["attempts"], s["outcome"]) for s in inference] == [(3, "success"), (2, "success")]
+    assert {s["parent"] for s in attempts} <= {s["name"] for s in inference}
+    assert Counter(s["name"] for s in attempts) == {"attempt 1": 3, "attempt 2": 2, "attempt 3": 1}
+    assert [(s["attempts"], s["outcome"]) for s in chat] == [(3, "success"), (2, "success")]
     metrics = report["metrics"]
-    assert metrics["gen_ai.client.operation.duration"] == 2, "once per call: the peer's"
-    assert metrics["gen_ai.client.token.usage"] == 4, "input and output, once per call"
-    assert metrics["openai_retry.client.call.retries"] == 2
-    assert metrics["openai_retry.client.failed_attempts"] == 3
+    ours = {name.split(":", 1)[1] for name in metrics if name.startswith("otel_openai_retry:")}
+    assert ours == {
+        "openai_retry.client.call.retries",
+        "openai_retry.client.call.retry_delay",
+        "openai_retry.client.failed_attempts",
+        "openai_retry.client.rate_limiting.requests",
+    }, "no GenAI metric of ours: the peer records them, once"
+    assert metrics["otel_openai_retry:openai_retry.client.call.retries"] == 3
+    assert metrics["otel_openai_retry:openai_retry.client.failed_attempts"] == 3
     assert report["restored"] is True
+
+
+@pytest.mark.parametrize("order", ["ours-first", "peer-first"])
+def test_a_dropping_sampler_still_leaves_the_genai_metrics_to_the_peer(
+    peer: tuple[Peer, str], order: str
+) -> None:
+    chosen, site = peer
+    report = run(chosen, site, order, "sync", "sampled-out")
+    assert report["requests"] == 6
+    assert report["spans"] == []
+    ours = {n for n in report["metrics"] if n.startswith("otel_openai_retry:gen_ai.")}
+    assert ours == set(), "the peer's metrics do not depend on sampling: ours would be doubles"
+    assert report["metrics"]["otel_openai_retry:openai_retry.client.call.retries"] == 3
+
+
+def test_suppressed_calls_leave_nothing_of_ours_on_the_peers_spans(
+    peer: tuple[Peer, str],
+) -> None:
+    chosen, site = peer
+    report = run(chosen, site, "peer-first", "sync", "suppressed")
+    assert report["requests"] == 6, "the retries go on"
+    assert not [s for s in report["spans"] if s["scope"] == "otel_openai_retry"]
+    assert not [s["ours"] for s in report["spans"] if s["ours"]]
+    assert not [n for n in report["metrics"] if n.startswith("otel_openai_retry:")]

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit jaeger bench clean
+.PHONY: demo test lint typecheck package unit jaeger bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,20 @@ jaeger:
 		if [ $$status -eq 3 ]; then echo "make jaeger: Go not found; Jaeger e2e tests will skip"; \
 		else exit $$status; fi; }
 
+# The sdist and the wheel as PyPI would get them, built into an ignored directory; twine checks
+# their metadata and the README as PyPI renders it; then the wheel goes into a fresh virtualenv
+# with only its core dependencies and runs every Python block of the README there.
+DIST := .cache/dist
+package: $(STAMP)
+	rm -rf $(DIST)
+	$(BIN)/python -m build --quiet --outdir $(DIST) .
+	$(BIN)/twine check --strict $(DIST)/*
+	$(BIN)/python scripts/check_wheel.py $(DIST)
+
 unit: $(STAMP) jaeger
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: lint typecheck package unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

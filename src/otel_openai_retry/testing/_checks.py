@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,6 @@ __all__ = [
     "Evidence",
     "attempts_match_requests",
     "budget_kept",
-    "no_secret_in_telemetry",
     "retry_after_honoured",
     "should_retry_false_obeyed",
 ]
@@ -265,66 +263,3 @@ def attempts_match_requests(ev: Evidence) -> Verdict:
     if ev.every_attempt_has_a_span and failed != failed_spans:
         findings.append(f"{FAILED_ATTEMPTS} = {failed}; {failed_spans} attempt span(s) failed")
     return Verdict.of("attempt spans equal requests received", findings)
-
-
-def _texts(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [item for item in value if isinstance(item, str)]
-    return []
-
-
-def _places(span: ReadableSpan) -> Iterable[tuple[str, object]]:
-    yield "name", span.name
-    yield "status", span.status.description
-    for key, value in _attrs(span).items():
-        yield f"attribute {key}", value
-    for event in span.events:
-        yield f"event {event.name!r}", event.name
-        for key, value in (event.attributes or {}).items():
-            yield f"event {event.name!r} attribute {key}", value
-    for link in span.links:
-        for key, value in (link.attributes or {}).items():
-            yield f"link attribute {key}", value
-
-
-def _masked(secret: str) -> str:
-    return secret[:3] + "…" if len(secret) > 6 else "…"
-
-
-def secrets_sent(requests: Iterable[RecordedRequest]) -> set[str]:
-    """The credentials the client sent: Authorization (whole, and its token) and api-key."""
-    found: set[str] = set()
-    for request in requests:
-        for name in ("authorization", "api-key"):
-            value = request.headers.get(name)
-            if value:
-                found.add(value)
-                found.add(value.split(" ", 1)[-1])
-    return found
-
-
-def no_secret_in_telemetry(ev: Evidence, secrets: Iterable[str]) -> Verdict:
-    """None of ``secrets`` (and no credential the client sent) appears in any span name,
-    attribute, event, link or status of the test, nor in any metric attribute."""
-    wanted = {s for s in (*secrets, *secrets_sent(ev.requests)) if s and s.strip()}
-    findings: list[str] = []
-    for span in ev.spans:
-        for place, value in _places(span):
-            for text in _texts(value):
-                findings.extend(
-                    f"span {span.name!r}, {place}: holds the secret {_masked(secret)}"
-                    for secret in wanted
-                    if secret in text
-                )
-    leaked: Counter[tuple[str, str]] = Counter()
-    for name, point in ev.metrics:
-        for value in (getattr(point, "attributes", None) or {}).values():
-            for text in _texts(value):
-                leaked.update((name, secret) for secret in wanted if secret in text)
-    findings.extend(
-        f"metric {name}: an attribute holds the secret {_masked(secret)}" for name, secret in leaked
-    )
-    notes = [] if wanted else ["no credential was sent and none was given"]
-    return Verdict.of("no secret in any span", findings, notes)

@@ -15,11 +15,11 @@ from ._checks import (
     Evidence,
     attempts_match_requests,
     budget_kept,
-    no_secret_in_telemetry,
     retry_after_honoured,
     should_retry_false_obeyed,
 )
 from ._faults import Fault
+from ._secrets import no_secret_in_telemetry
 from ._server import FakeOpenAIServer
 from ._state import RecordedRequest
 from ._telemetry import RetryTelemetry

@@ -19,10 +19,14 @@ PUBLIC = {
         "set_on_retry_hooks",
     ],
     "otel_openai_retry.testing": [
+        "FakeOpenAI",
         "FakeOpenAIServer",
         "FakeServerProcess",
         "Fault",
         "RecordedRequest",
+        "RetryTelemetry",
+        "Verdict",
+        "set_testing",
     ],
     "otel_openai_retry.langchain": [
         "LangChainRetryInstrumentor",

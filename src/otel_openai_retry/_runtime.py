@@ -7,15 +7,14 @@ The instrumentor builds its runtime here, and so does anything else that drives 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import anyio
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider, NoOpMeter
 from opentelemetry.trace import NoOpTracer, TracerProvider
 
+from . import _sleeps
 from ._content import capture_enabled
 from ._endpoints import Endpoints
 from ._metrics import Instruments
@@ -39,9 +38,10 @@ class Runtime:
     endpoints: Endpoints
     quiet: Telemetry
     """For calls made under ``suppress_instrumentation()``: no span, no measurement."""
-    async_sleep: Callable[[float], Awaitable[None]] = anyio.sleep
-    """The running loop's own sleep (asyncio, uvloop or trio, through anyio)."""
-    sync_sleep: Callable[[float], None] = time.sleep
+    async_sleep: Callable[[float], Awaitable[None]] = _sleeps.async_sleep
+    """The running loop's own sleep (asyncio, uvloop or trio, through anyio); instant under
+    ``set_testing(True)``."""
+    sync_sleep: Callable[[float], None] = _sleeps.sync_sleep
 
 
 def build_runtime(

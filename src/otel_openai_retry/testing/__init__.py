@@ -15,9 +15,15 @@ Shipped with the package so that applications can test their own retry settings 
 
 ``python -m otel_openai_retry.testing --help`` runs it as a process; :class:`FakeServerProcess`
 runs that process and drives it with the same calls, for tests and benchmarks that measure time or
-CPU and so need the server off the client's GIL. Needs the ``testing`` extra
-(``pip install 'otel-openai-retry[testing]'``): its HTTP stack, aiohttp, is no dependency of the
-library itself.
+CPU and so need the server off the client's GIL.
+
+For pytest users the package's plugin does the wiring: ``def test_my_app(fake_openai): ...`` gets
+a running server with ``OPENAI_BASE_URL`` pointing at it, the library instrumented with in-memory
+telemetry and instant waits (:func:`set_testing`), and verdicts on the client and its telemetry
+together (:class:`FakeOpenAI`, :class:`RetryTelemetry`, :class:`Verdict`).
+
+Needs the ``testing`` extra (``pip install 'otel-openai-retry[testing]'``): its HTTP stack,
+aiohttp, is no dependency of the library itself.
 """
 
 try:
@@ -27,9 +33,22 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "otel_openai_retry.testing needs aiohttp: pip install 'otel-openai-retry[testing]'"
     ) from exc
 
+from .._sleeps import set_testing
 from ._faults import Fault
+from ._harness import FakeOpenAI
 from ._process import FakeServerProcess
 from ._server import FakeOpenAIServer
 from ._state import RecordedRequest
+from ._telemetry import RetryTelemetry
+from ._verdict import Verdict
 
-__all__ = ["FakeOpenAIServer", "FakeServerProcess", "Fault", "RecordedRequest"]
+__all__ = [
+    "FakeOpenAI",
+    "FakeOpenAIServer",
+    "FakeServerProcess",
+    "Fault",
+    "RecordedRequest",
+    "RetryTelemetry",
+    "Verdict",
+    "set_testing",
+]

@@ -30,6 +30,7 @@ EXTRAS_BY_IMPORT = {
     "langchain_core": "langchain",
     "langchain_openai": "langchain",
     "langchain_community": "langchain",
+    "pytest": "testing",
 }
 """A block that imports one of these needs the extra; the rest need only the core."""
 
@@ -153,9 +154,12 @@ def main(dist: Path) -> None:
             if extras:
                 run([*pip, f"{wheel}[{','.join(sorted(extras))}]"], env, work)
             for number, block in by_extras[extras]:
-                script = work / f"readme_block_{number}.py"
+                # A block of pytest tests (the plugin's) runs as a user runs it: under pytest.
+                tests = re.search(r"^def test_", block, flags=re.MULTILINE) is not None
+                script = work / f"{'test_' if tests else ''}readme_block_{number}.py"
                 script.write_text(block)
-                run([python, str(script)], env, work, timeout=120)
+                command = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
+                run(command if tests else [python, str(script)], env, work, timeout=120)
                 label = f"with [{','.join(sorted(extras))}]" if extras else "core only"
                 print(f"README Python block {number}/{len(blocks)}: ran ({label})")
     print(f"{wheel.name}: checked in {time.monotonic() - started:.0f} s")

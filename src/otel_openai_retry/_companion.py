@@ -21,7 +21,6 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
-from opentelemetry.util.types import AttributeValue
 
 from ._attempt_spans import AttemptSpans
 from ._attributes import RequestInfo
@@ -29,7 +28,6 @@ from ._decisions import Verdict, error_type
 from ._error_recording import SentHeaders
 from ._hooks import RetryDetails
 from ._observers import CallSummary
-from ._semconv import ATTEMPTS, OUTCOME, TOTAL_SLEEP, TOTAL_THROTTLE
 from ._spans import set_attributes
 from ._telemetry import Telemetry
 
@@ -132,13 +130,5 @@ class CompanionTelemetry:
             max(0, summary.attempts - 1),
             summary.total_sleep + summary.total_throttle,
         )
-        outer = self._outer
-        if outer.is_recording():
-            attributes: dict[str, AttributeValue] = {
-                ATTEMPTS: summary.attempts,
-                TOTAL_SLEEP: summary.total_sleep,
-                OUTCOME: summary.outcome.value,
-            }
-            if summary.total_throttle > 0:
-                attributes[TOTAL_THROTTLE] = summary.total_throttle
-            set_attributes(outer, attributes)
+        if self._outer.is_recording():
+            set_attributes(self._outer, summary.attributes())

@@ -22,6 +22,7 @@ import tenacity
 from ._decisions import Outcome, Verdict
 from ._hooks import RetryDetails
 from ._internal import report_internal_error
+from ._semconv import ATTEMPTS, OUTCOME, TOTAL_SLEEP, TOTAL_THROTTLE
 
 if TYPE_CHECKING:  # the loop stays free of OpenTelemetry at run time
     from opentelemetry.util.types import AttributeValue
@@ -46,6 +47,17 @@ class CallSummary:
     total_sleep: float
     total_throttle: float = 0.0
     """Seconds the call's attempts waited for pacing slots."""
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        """The retry summary, as it goes on the call's span (ours, or a peer's)."""
+        attributes: dict[str, AttributeValue] = {
+            ATTEMPTS: self.attempts,
+            TOTAL_SLEEP: self.total_sleep,
+            OUTCOME: self.outcome.value,
+        }
+        if self.total_throttle > 0:
+            attributes[TOTAL_THROTTLE] = self.total_throttle
+        return attributes
 
 
 class CallObserver(Protocol):

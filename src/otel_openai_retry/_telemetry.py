@@ -32,7 +32,7 @@ from ._metrics import Instruments
 from ._observers import CallSummary
 from ._operations import Operation, ResponseFields
 from ._results import parsed_body
-from ._semconv import ATTEMPTS, OUTCOME, TOTAL_SLEEP, TOTAL_THROTTLE
+from ._semconv import OUTCOME
 from ._spans import end_span, record_error, set_attributes, start_span
 from ._stream_hooks import install, observe_parse
 from ._streams import StreamEnd, StreamWatch
@@ -186,11 +186,7 @@ class CallTelemetry:
             self._attempts.finished()
             if self.recording:
                 attributes = self._result_attributes or {}
-                attributes[ATTEMPTS] = summary.attempts
-                attributes[TOTAL_SLEEP] = summary.total_sleep
-                if summary.total_throttle > 0:
-                    attributes[TOTAL_THROTTLE] = summary.total_throttle
-                attributes[OUTCOME] = summary.outcome.value
+                attributes.update(summary.attributes())
                 self._result_attributes = None
                 set_attributes(self.span, attributes)
         finally:

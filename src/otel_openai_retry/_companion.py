@@ -27,6 +27,7 @@ from ._attributes import RequestInfo
 from ._decisions import Verdict, error_type
 from ._error_recording import SentHeaders
 from ._hooks import RetryDetails
+from ._internal import guarded
 from ._observers import CallSummary
 from ._spans import set_attributes
 from ._telemetry import Telemetry
@@ -109,7 +110,9 @@ class CompanionTelemetry:
     def attempt_started(self, attempt: int, throttle: float) -> None:
         self._attempts.started(attempt, throttle)
 
+    @guarded
     def response_received(self, response: Any, stream: bool) -> None:
+        """Called from the SDK's response handling, not by the call state: guarded here."""
         self._attempts.answered(response.status_code)
 
     def attempt_succeeded(self, attempt: int, result: Any) -> None:

@@ -75,11 +75,10 @@ class Instruments:
         "_retry_delay",
         "_token_histogram",
         "_usage",
-        "names",
     )
 
     def __init__(self, meter: Meter, names: MetricNames | None = None) -> None:
-        self.names = names = names or MetricNames(older=True, current=False)
+        names = names or MetricNames(older=True, current=False)
 
         def histogram(
             name: str, unit: str, description: str, buckets: tuple[float, ...]

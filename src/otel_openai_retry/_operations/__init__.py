@@ -23,7 +23,7 @@ from ._choices import (
     choices_response,
     completion_input_messages,
 )
-from ._fields import ResponseFields, token_count, usage_tokens
+from ._fields import ResponseFields, usage_tokens
 from .embeddings import embeddings_request, embeddings_response, no_messages
 from .responses import (
     ResponseEvents,
@@ -40,7 +40,6 @@ __all__ = [
     "ResponseFields",
     "operation_for",
     "request_path",
-    "token_count",
     "usage_tokens",
 ]
 

@@ -72,18 +72,24 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
     exporter: InMemorySpanExporter,
     instrument: Instrument,
 ) -> None:
+    """The same crowd, into the same limit, without pacing and then with it, in one run: how
+    many 429s either way depends on the machine's scheduling, but pacing, on a quiet machine or
+    a loaded one, cuts them to a fraction (measured: 59-107 against 413-540 with two CPU hogs
+    beside the suite, no hints). The speed is measured in benchmarks/goodput.py, not here."""
+    unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
+    server.set_rate_limit(100, burst=10, hints=hints)
+    await run_many(server, 200, concurrency=50)
+    throttled_unpaced = server.status_counts().get("429", 0)
+    unpaced.uninstrument()
+    server.reset()
+    exporter.clear()
+
     instrument(policy=PERSISTENT)
     server.set_rate_limit(100, burst=10, hints=hints)
     results = await run_many(server, 200, concurrency=50)
-    assert all(results)  # the speed is measured in benchmarks/goodput.py, not here
+    assert all(results)
     counts = server.status_counts()
-    throttled = counts.get("429", 0)
-    # The first wave (50 at once into a burst of 10) is throttled before pacing can engage;
-    # after that, pacing keeps 429s to a fraction of the calls (typically 15 for 200 here, at
-    # the limit of goodput.py: 100 requests/s, burst 10). A tighter bucket (burst 5 at 200/s)
-    # made this count depend on the machine's scheduling jitter, not on the pacer.
-    first_wave = 50 - 10
-    assert throttled <= first_wave + 0.3 * 200, counts
+    assert counts.get("429", 0) <= 0.5 * throttled_unpaced, (counts, throttled_unpaced)
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == server.request_count
     throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]

@@ -55,9 +55,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--burst", type=int, default=10, help="token bucket size (default: 10)")
     parser.add_argument(
+        "--tpm",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="tokens-per-minute limit beside the requests one; each request is charged prompt "
+        "characters / 4 + max_tokens x n; over it, 429 type tokens (see --tpm-bucket)",
+    )
+    parser.add_argument(
+        "--tpm-bucket",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds of tokens the --tpm bucket holds (default: %(default)s)",
+    )
+    parser.add_argument(
         "--no-hints",
         action="store_true",
-        help="429s without retry-after-ms and x-ratelimit-* headers",
+        help="no retry-after-ms and x-ratelimit-* headers from --rate-limit and --tpm",
+    )
+    parser.add_argument(
+        "--quota-exhausted",
+        action="store_true",
+        help="answer every request 429 insufficient_quota",
+    )
+    parser.add_argument(
+        "--sized-usage",
+        action="store_true",
+        help="usage follows each request's size (as --tpm charges it) instead of word counts",
     )
     parser.add_argument(
         "--reject",
@@ -100,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         server.set_latency(args.latency)
         if args.rate_limit is not None:
             server.set_rate_limit(args.rate_limit, args.burst, hints=not args.no_hints)
+        if args.tpm is not None:
+            server.set_token_limit(args.tpm, args.tpm_bucket, hints=not args.no_hints)
+        server.set_quota_exhausted(args.quota_exhausted)
+        server.set_sized_usage(args.sized_usage)
         if args.reject is not None:
             server.set_random_rejections(args.reject, args.seed)
         # Flushed: the reader is usually a pipe, where nothing shows up until the buffer fills.

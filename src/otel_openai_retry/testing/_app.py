@@ -33,21 +33,35 @@ _Body = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class _Endpoint:
-    answer: Callable[[_Body], _bodies.JSON]
-    stream: Callable[[_Body], list[_bodies.SSEEvent]] | None = None
+    """``answer`` and ``stream`` take the body, and ``sized``: whether usage follows its size."""
+
+    answer: Callable[[_Body, bool], _bodies.JSON]
+    stream: Callable[[_Body, bool], list[_bodies.SSEEvent]] | None = None
     multipart: bool = False
     """The body is ``multipart/form-data``; ``answer`` gets its parts by field name."""
 
 
+def _sized(
+    build: Callable[..., _bodies.JSON | list[_bodies.SSEEvent]],
+) -> Callable[[_Body, bool], Any]:
+    return lambda body, sized: build(body, sized=sized)
+
+
+def _unsized(build: Callable[[_Body], _bodies.JSON]) -> Callable[[_Body, bool], _bodies.JSON]:
+    return lambda body, _: build(body)
+
+
 _ENDPOINTS: dict[tuple[str, str], _Endpoint] = {
     ("POST", "/v1/chat/completions"): _Endpoint(
-        _bodies.chat_completion, _bodies.chat_completion_events
+        _sized(_bodies.chat_completion), _sized(_bodies.chat_completion_events)
     ),
-    ("POST", "/v1/completions"): _Endpoint(_bodies.completion, _bodies.completion_events),
-    ("POST", "/v1/embeddings"): _Endpoint(_bodies.embeddings),
-    ("POST", "/v1/responses"): _Endpoint(_bodies.response, _bodies.response_events),
-    ("GET", "/v1/models"): _Endpoint(lambda _: _bodies.model_list()),
-    ("POST", "/v1/files"): _Endpoint(_bodies.file_object, multipart=True),
+    ("POST", "/v1/completions"): _Endpoint(
+        _sized(_bodies.completion), _sized(_bodies.completion_events)
+    ),
+    ("POST", "/v1/embeddings"): _Endpoint(_sized(_bodies.embeddings)),
+    ("POST", "/v1/responses"): _Endpoint(_sized(_bodies.response), _sized(_bodies.response_events)),
+    ("GET", "/v1/models"): _Endpoint(lambda _, __: _bodies.model_list()),
+    ("POST", "/v1/files"): _Endpoint(_unsized(_bodies.file_object), multipart=True),
 }
 _MODEL_PREFIX = "/v1/models/"
 
@@ -57,7 +71,7 @@ def _endpoint(method: str, path: str) -> _Endpoint | None:
         return _ENDPOINTS[method, path]
     if method == "GET" and path.startswith(_MODEL_PREFIX) and len(path) > len(_MODEL_PREFIX):
         model_id = path[len(_MODEL_PREFIX) :]
-        return _Endpoint(lambda _: _bodies.model(model_id))
+        return _Endpoint(lambda _, __: _bodies.model(model_id))
     return None
 
 
@@ -117,7 +131,12 @@ class FakeOpenAIApp:
                 request,
                 fault,
                 headers,
-                _bodies.error_body(fault.status_code, fault.message, code=fault.error_code),
+                _bodies.error_body(
+                    fault.status_code,
+                    fault.message,
+                    code=fault.error_code,
+                    error_type=fault.error_type,
+                ),
             )
 
         endpoint = _endpoint(request.method, request.path)
@@ -135,12 +154,13 @@ class FakeOpenAIApp:
                 request, fault, headers, _bodies.error_body(400, message), status=400
             )
         request_body: _Body = body if isinstance(body, Mapping) else {}
+        sized = self._state.conditions.sized_usage
         try:
             if endpoint.stream is not None and request_body.get("stream") is True:
                 return await self._send_events(
-                    request, fault, headers, endpoint.stream(request_body)
+                    request, fault, headers, endpoint.stream(request_body, sized)
                 )
-            payload = endpoint.answer(request_body)
+            payload = endpoint.answer(request_body, sized)
         except _bodies.InvalidRequestError as exc:
             error = _bodies.error_body(400, exc.message, exc.param)
             return await self._send_json(request, fault, headers, error, status=400)

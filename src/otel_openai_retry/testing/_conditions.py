@@ -1,15 +1,18 @@
-"""Server-wide conditions: a rate limit, random rejections, an outage, a base latency.
+"""Server-wide conditions: rate limits, an exhausted quota, random rejections, an outage, a base
+latency, and usage that follows the request's size.
 
 Scripts say what happens to the next few requests; conditions say how the server behaves for
 everyone, for as long as they are set — what load, soak and goodput benchmarks need. A request
 without a scripted fault gets its fault from here, so the journal records what was really sent.
 
-The rate limit is a token bucket that answers 429 the way OpenAI does: ``retry-after-ms`` (time
-until the next token) and ``x-ratelimit-{limit,remaining,reset}-requests`` on every response, or
-no hints at all when ``hints`` is false.
+The rate limits are OpenAI's two, requests and tokens (see ``_limits``): token buckets that answer
+429 the way OpenAI does, with ``retry-after-ms`` (time until the request fits) and
+``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` on every response, or no hints at all
+when ``hints`` is false.
 
 Random rejections answer 429 to a fixed fraction of requests whatever the send rate: a limit shared
 with other applications, which no pacing of ours can relieve. They carry ``retry-after-ms`` only.
+An exhausted quota answers every request ``insufficient_quota``, which no wait cures.
 """
 
 from __future__ import annotations
@@ -21,23 +24,9 @@ import time
 from dataclasses import dataclass
 
 from ._faults import Fault
+from ._limits import Gate, RateLimit, TokenLimit, requests_gate, tokens_gate
 
-__all__ = ["Conditions", "RandomRejections", "RateLimit"]
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """A token bucket: ``rate`` requests per second, up to ``burst`` at once."""
-
-    rate: float
-    burst: int = 10
-    hints: bool = True
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.rate) and self.rate > 0):
-            raise ValueError(f"rate must be > 0 requests per second, got {self.rate}")
-        if self.burst < 1:
-            raise ValueError(f"burst must be >= 1, got {self.burst}")
+__all__ = ["Conditions", "RandomRejections"]
 
 
 @dataclass(frozen=True)
@@ -56,10 +45,6 @@ class RandomRejections:
             raise ValueError(f"retry_after_ms must be >= 0, got {self.retry_after_ms}")
 
 
-def _milliseconds(seconds: float) -> str:
-    return f"{max(seconds, 0.0) * 1000:.0f}ms"
-
-
 class Conditions:
     """The current conditions; thread-safe, consulted once per request without a scripted fault."""
 
@@ -70,13 +55,15 @@ class Conditions:
     def clear(self) -> None:
         with self._lock:
             self._latency = 0.0
-            self._rate_limit: RateLimit | None = None
+            self._requests: Gate | None = None
+            self._tokens: Gate | None = None
+            self._quota_exhausted = False
             self._rejections: RandomRejections | None = None
             self._random = random.Random()
-            self._tokens = 0.0
-            self._updated = 0.0
             self._outage_until = 0.0
             self._outage_status = 503
+            # Usage follows the request's size (``_bodies.estimate``) rather than word counts.
+            self.sized_usage = False
 
     def set_latency(self, seconds: float) -> None:
         if not (math.isfinite(seconds) and seconds >= 0):
@@ -85,10 +72,22 @@ class Conditions:
             self._latency = seconds
 
     def set_rate_limit(self, limit: RateLimit | None) -> None:
+        """The requests limit (``None``: none); a new one starts full."""
         with self._lock:
-            self._rate_limit = limit
-            self._tokens = float(limit.burst) if limit is not None else 0.0
-            self._updated = time.monotonic()
+            self._requests = None if limit is None else requests_gate(limit)
+
+    def set_token_limit(self, limit: TokenLimit | None) -> None:
+        """The tokens limit (``None``: none); a new one starts full."""
+        with self._lock:
+            self._tokens = None if limit is None else tokens_gate(limit)
+
+    def set_quota_exhausted(self, exhausted: bool) -> None:
+        with self._lock:
+            self._quota_exhausted = exhausted
+
+    def set_sized_usage(self, sized: bool) -> None:
+        with self._lock:
+            self.sized_usage = sized
 
     def set_random_rejections(
         self, fraction: float | None, seed: int | None = None, retry_after_ms: int = 100
@@ -108,37 +107,50 @@ class Conditions:
             self._outage_until = time.monotonic() + seconds
             self._outage_status = status
 
-    def decide(self, now: float) -> Fault:
+    def decide(self, now: float, model: str | None = None, tokens: int = 0) -> Fault:
+        """The fault for a request of ``tokens`` estimated tokens to ``model``, charged to the
+        limits if they admit it."""
         with self._lock:
             if now < self._outage_until:
                 return Fault(self._outage_status)
+            if self._quota_exhausted:
+                return _QUOTA
             rejections = self._rejections
             if rejections is not None and self._random.random() < rejections.fraction:
                 return Fault(429, headers=(("retry-after-ms", str(rejections.retry_after_ms)),))
-            limit = self._rate_limit
-            if limit is None:
+            charges = [
+                (gate, cost)
+                for gate, cost in ((self._requests, 1), (self._tokens, tokens))
+                if gate is not None
+            ]
+            if not charges:
                 return Fault(delay_s=self._latency) if self._latency else _OK
-            self._tokens = min(limit.burst, self._tokens + (now - self._updated) * limit.rate)
-            self._updated = now
-            allowed = self._tokens >= 1.0
-            if allowed:
-                self._tokens -= 1.0
-            headers: list[tuple[str, str]] = []
-            if limit.hints:
-                headers += [
-                    ("x-ratelimit-limit-requests", str(limit.burst)),
-                    ("x-ratelimit-remaining-requests", str(math.floor(self._tokens))),
-                    (
-                        "x-ratelimit-reset-requests",
-                        _milliseconds((limit.burst - self._tokens) / limit.rate),
-                    ),
-                ]
-            if allowed:
-                return Fault(headers=tuple(headers), delay_s=self._latency)
-            if limit.hints:
-                wait_ms = math.ceil((1.0 - self._tokens) / limit.rate * 1000)
-                headers.append(("retry-after-ms", str(wait_ms)))
-            return Fault(429, headers=tuple(headers))
+            return self._charge(now, model, charges)
+
+    def _charge(self, now: float, model: str | None, charges: list[tuple[Gate, int]]) -> Fault:
+        for gate, _ in charges:
+            gate.refill(now)
+        too_large = [(gate, cost) for gate, cost in charges if gate.too_large(cost)]
+        waits = [(gate.wait(cost), gate, cost) for gate, cost in charges]
+        denied = [entry for entry in waits if entry[0] > 0]
+        if not too_large and not denied:
+            for gate, cost in charges:
+                gate.take(cost)
+        headers = [header for gate, _ in charges if gate.hints for header in gate.headers()]
+        if too_large:
+            # No retry hint: waiting never makes the request fit.
+            gate, cost = too_large[0]
+            message = gate.too_large_message(model, cost)
+            return Fault(429, headers=tuple(headers), message=message, error_type=gate.kind)
+        if not denied:
+            return Fault(headers=tuple(headers), delay_s=self._latency)
+        wait, gate, cost = max(denied, key=lambda entry: entry[0])
+        hinted = [entry[0] for entry in denied if entry[1].hints]
+        if hinted:
+            headers.append(("retry-after-ms", str(math.ceil(max(hinted) * 1000 - 1e-9))))
+        message = gate.reached(model, cost, wait)
+        return Fault(429, headers=tuple(headers), message=message, error_type=gate.kind)
 
 
 _OK = Fault.ok()
+_QUOTA = Fault.insufficient_quota()

@@ -15,6 +15,8 @@ that a server in another process is driven with the same calls as one in the tes
 ``POST /_fake/wait``     ``{"requests": N, "timeout": S}`` → ``{"arrived": bool}``, once ``N``
                          requests have arrived in all or ``S`` seconds have passed
 ``POST /_fake/conditions``  ``{"latency_s", "rate_limit": {"rate", "burst", "hints"} | null,
+                         "token_limit": {"per_minute", "bucket_seconds", "hints"} | null,
+                         "quota_exhausted": bool, "sized_usage": bool,
                          "random_rejections": {"fraction", "seed", "retry_after_ms"} | null,
                          "outage_s", "outage_status"}``, each optional
 ``POST /_fake/reset``    forget the script, the journal and the conditions
@@ -33,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._conditions import RateLimit
+from ._limits import RateLimit, TokenLimit
 from ._state import ServerState
 from ._wire import fault_from_json, record_to_json
 
@@ -110,6 +112,21 @@ def _set_conditions(state: ServerState, body: Mapping[str, Any]) -> None:
                 float(spec["rate"]), int(spec.get("burst", 10)), bool(spec.get("hints", True))
             )
         )
+    if "token_limit" in body:
+        tokens = body["token_limit"]
+        conditions.set_token_limit(
+            None
+            if tokens is None
+            else TokenLimit(
+                _integer(tokens["per_minute"]),
+                float(tokens.get("bucket_seconds", 60.0)),
+                bool(tokens.get("hints", True)),
+            )
+        )
+    if "quota_exhausted" in body:
+        conditions.set_quota_exhausted(_flag(body["quota_exhausted"]))
+    if "sized_usage" in body:
+        conditions.set_sized_usage(_flag(body["sized_usage"]))
     if "random_rejections" in body:
         rejections = body["random_rejections"]
         if rejections is None:
@@ -123,3 +140,19 @@ def _set_conditions(state: ServerState, body: Mapping[str, Any]) -> None:
             )
     if "outage_s" in body:
         conditions.start_outage(float(body["outage_s"]), int(body.get("outage_status", 503)))
+
+
+def _integer(value: Any) -> int:
+    """An integral number as an int; ``2.5`` or ``"2"`` is refused rather than rounded."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _flag(value: Any) -> bool:
+    """A JSON boolean; ``"false"`` would be truthy, so only ``true``/``false`` are taken."""
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value

@@ -17,10 +17,10 @@ __all__ = ["Fault"]
 class Fault:
     """One scripted answer of :class:`~otel_openai_retry.testing.FakeOpenAIServer`.
 
-    Build it with the class methods (:meth:`ok`, :meth:`rate_limit`, :meth:`status`,
-    :meth:`server_error`, :meth:`delay`, :meth:`drop`, :meth:`stream_break`); the fields are public
-    so that a test can combine them, e.g. ``dataclasses.replace(Fault.rate_limit(), delay_s=0.5)``
-    for a rate limit that is also slow.
+    Build it with the class methods (:meth:`ok`, :meth:`rate_limit`, :meth:`insufficient_quota`,
+    :meth:`status`, :meth:`server_error`, :meth:`delay`, :meth:`drop`, :meth:`stream_break`); the
+    fields are public so that a test can combine them, e.g.
+    ``dataclasses.replace(Fault.rate_limit(), delay_s=0.5)`` for a rate limit that is also slow.
 
     Attributes:
         status_code: HTTP status. Below 400 the endpoint's normal body is sent with it; from 400 on,
@@ -40,6 +40,8 @@ class Fault:
             that echoes the prompt as the real API's validation errors do.
         error_code: The ``error.code`` of an error answer instead of the default one, e.g. one
             that echoes a request header, as a hostile or broken proxy might.
+        error_type: The ``error.type`` of an error answer instead of the default one: a 429's
+            ``"tokens"`` or ``"requests"`` says which limit was hit, which a client may pace by.
     """
 
     status_code: int = 200
@@ -50,6 +52,7 @@ class Fault:
     break_after: int | None = None
     message: str | None = None
     error_code: str | None = None
+    error_type: str | None = None
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
@@ -80,11 +83,14 @@ class Fault:
         retry_after_ms: float | None = None,
         retry_after: float | str | None = None,
         retry_after_date_in: float | None = None,
+        *,
+        error_type: str | None = None,
     ) -> Fault:
         """A 429 with the retry hint(s) given, or none at all.
 
         ``retry_after`` may be a string so that hostile values (``"abc"``, ``"-1"``, ``"inf"``)
-        reach the client unchanged.
+        reach the client unchanged. ``error_type="tokens"`` says the tokens-per-minute limit was
+        hit (the body's type is ``"requests"`` otherwise).
         """
         headers: dict[str, str] = {}
         if retry_after_ms is not None:
@@ -99,7 +105,14 @@ class Fault:
             status_code=429,
             headers=tuple(headers.items()),
             retry_after_date_in=retry_after_date_in,
+            error_type=error_type,
         )
+
+    @classmethod
+    def insufficient_quota(cls) -> Fault:
+        """OpenAI's 429 for an account out of credit: ``insufficient_quota``, which waiting does
+        not cure, so a client must not retry it."""
+        return cls(status_code=429, error_code="insufficient_quota")
 
     @classmethod
     def status(
@@ -110,6 +123,7 @@ class Fault:
         should_retry: bool | None = None,
         message: str | None = None,
         error_code: str | None = None,
+        error_type: str | None = None,
     ) -> Fault:
         """Any status with any extra headers (hostile values included, sent as written);
         ``should_retry`` adds the ``x-should-retry`` header the SDK obeys."""
@@ -121,6 +135,7 @@ class Fault:
             headers=tuple(merged.items()),
             message=message,
             error_code=error_code,
+            error_type=error_type,
         )
 
     @classmethod
@@ -167,6 +182,8 @@ class Fault:
                 parts.append(f"message {self.message!r}")
             if self.error_code is not None:
                 parts.append(f"code {self.error_code!r}")
+            if self.error_type is not None:
+                parts.append(f"type {self.error_type!r}")
         if self.delay_s:
             parts.append(f"delay {_number(self.delay_s)}s")
         return f"Fault({', '.join(parts)})"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._child import end, error_of, first_line
 from ._faults import Fault
 from ._state import RecordedRequest
 from ._wire import fault_to_json, record_from_json
@@ -31,7 +31,6 @@ __all__ = ["FakeServerProcess"]
 
 _LISTENING = "listening on "
 _CALL_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 10.0
 
 # Loopback only: a proxy from the environment (``HTTP_PROXY``) must never see control calls.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -101,12 +100,12 @@ class FakeServerProcess:
             self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
         )
         try:
-            line = _first_line(process, self._startup_timeout)
+            line = first_line(process, self._startup_timeout)
         except BaseException:  # an interrupt while waiting must not leave the child behind
-            _end(process)
+            end(process)
             raise
         if not line.startswith(_LISTENING):
-            _end(process)
+            end(process)
             raise RuntimeError(
                 f"the fake server process did not start (exit code {process.returncode}): {line!r}"
             )
@@ -118,7 +117,7 @@ class FakeServerProcess:
         """Stop the child (SIGTERM, then SIGKILL if it lingers) and record its exit status."""
         process, self._process = self._process, None
         if process is not None:
-            self.returncode = _end(process)
+            self.returncode = end(process)
 
     def __enter__(self) -> Self:
         self.start()
@@ -195,6 +194,22 @@ class FakeServerProcess:
         spec = None if rate is None else {"rate": rate, "burst": burst, "hints": hints}
         self._call("conditions", {"rate_limit": spec})
 
+    def set_token_limit(
+        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool = True
+    ) -> None:
+        spec = (
+            None
+            if per_minute is None
+            else {"per_minute": per_minute, "bucket_seconds": bucket_seconds, "hints": hints}
+        )
+        self._call("conditions", {"token_limit": spec})
+
+    def set_quota_exhausted(self, exhausted: bool = True) -> None:
+        self._call("conditions", {"quota_exhausted": exhausted})
+
+    def set_sized_usage(self, sized: bool = True) -> None:
+        self._call("conditions", {"sized_usage": sized})
+
     def set_random_rejections(
         self, fraction: float | None, seed: int | None = None, *, retry_after_ms: int = 100
     ) -> None:
@@ -246,7 +261,7 @@ class FakeServerProcess:
         except urllib.error.HTTPError as exc:
             with exc:
                 text = exc.read().decode("utf-8", "replace")
-            raise ValueError(f"the fake server refused {name!r}: {_error_of(text)}") from None
+            raise ValueError(f"the fake server refused {name!r}: {error_of(text)}") from None
         except OSError as exc:
             code = self._running().poll()
             state = "is running" if code is None else f"exited with {code}"
@@ -258,38 +273,3 @@ class FakeServerProcess:
     def __repr__(self) -> str:
         where = self._base_url if self._process is not None else "not running"
         return f"<FakeServerProcess {where}>"
-
-
-def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
-    """The child's first line of output, or ``""`` if none came within ``timeout``.
-
-    A timer kills a child that stays silent, which ends the read: the pipe is only ever read
-    from this thread.
-    """
-    assert process.stdout is not None
-    watchdog = threading.Timer(timeout, process.kill)
-    watchdog.start()
-    try:
-        return process.stdout.readline().strip()
-    finally:
-        watchdog.cancel()
-
-
-def _error_of(text: str) -> str:
-    try:
-        return str(json.loads(text)["error"])
-    except (ValueError, KeyError, TypeError):
-        return text
-
-
-def _end(process: subprocess.Popen[str]) -> int:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
-    return process.returncode

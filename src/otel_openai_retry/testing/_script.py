@@ -6,6 +6,8 @@ written in Python with :class:`Fault` directly.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._faults import Fault
 
 __all__ = ["SCRIPT_HELP", "parse_script"]
@@ -19,6 +21,8 @@ comma-separated faults, applied to the next requests in order (later requests su
                             retry-after=N        `retry-after: N` (seconds, sent as written)
                             retry-after-date=N   `retry-after` as an HTTP date N seconds ahead
                             should-retry=BOOL    `x-should-retry: true|false`
+                            type=TYPE            the error body's type, e.g. 429:type=tokens
+  quota                   429 insufficient_quota (an account out of credit)
   drop                    close the connection without answering
   delay=S                 answer normally after S seconds
   break=N                 send N stream events, then cut the connection
@@ -44,14 +48,21 @@ def _parse(item: str) -> Fault:
         return Fault.ok()
     if word == "drop" and not value:
         return Fault.drop()
+    if word == "quota" and not value:
+        return Fault.insufficient_quota()
     if word == "delay":
         return Fault.delay(float(value))
     if word == "break":
         return Fault.stream_break(int(value))
 
     status, *options = item.split(":")
+    return Fault(status_code=int(status), **_options(options))
+
+
+def _options(options: list[str]) -> dict[str, Any]:
+    """The ``:NAME=VALUE`` options of a status, as :class:`Fault`'s keyword arguments."""
     headers: dict[str, str] = {}
-    date_in: float | None = None
+    fields: dict[str, Any] = {}
     for option in options:
         name, sep, option_value = option.partition("=")
         name = name.strip().lower()
@@ -61,15 +72,15 @@ def _parse(item: str) -> Fault:
         if name in ("retry-after-ms", "retry-after"):
             headers[name] = option_value
         elif name == "retry-after-date":
-            date_in = float(option_value)
+            fields["retry_after_date_in"] = float(option_value)
         elif name == "should-retry":
             if option_value.lower() not in ("true", "false"):
                 raise ValueError("should-retry takes true or false")
             headers["x-should-retry"] = option_value.lower()
+        elif name == "type":
+            fields["error_type"] = option_value
         else:
             raise ValueError(f"unknown option {name!r}")
-    if "retry-after" in headers and date_in is not None:
+    if "retry-after" in headers and "retry_after_date_in" in fields:
         raise ValueError("retry-after and retry-after-date both set `retry-after`")
-    return Fault(
-        status_code=int(status), headers=tuple(headers.items()), retry_after_date_in=date_in
-    )
+    return {**fields, "headers": tuple(headers.items())}

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ._app import FakeOpenAIApp
-from ._conditions import RateLimit
 from ._faults import Fault
+from ._limits import RateLimit, TokenLimit
+from ._serving import Running, Startup, cancel_leftovers
 from ._state import RecordedRequest, ServerState
 
 if TYPE_CHECKING:
@@ -33,22 +33,6 @@ _SHUTDOWN_TIMEOUT_S = 2.0
 _BACKLOG = 1024
 """Room for a burst of new connections (a test opening hundreds at once) while the loop is busy:
 an overflowing accept queue drops SYNs, which a client sees as a connect timeout, not a fault."""
-
-
-@dataclass(frozen=True)
-class _Running:
-    thread: threading.Thread
-    loop: asyncio.AbstractEventLoop
-    port: int
-
-
-class _Startup:
-    """The server thread's report to start(): the port it bound, or why it could not."""
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.port: int | None = None
-        self.error: BaseException | None = None
 
 
 class FakeOpenAIServer:
@@ -84,7 +68,7 @@ class FakeOpenAIServer:
         self._requested_port = port
         self._state = ServerState(on_request)
         self._lifecycle = threading.Lock()
-        self._running: _Running | None = None
+        self._running: Running | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -93,7 +77,7 @@ class FakeOpenAIServer:
         with self._lifecycle:
             if self._running is not None:
                 return
-            startup = _Startup()
+            startup = Startup()
             loop = asyncio.new_event_loop()
             thread = threading.Thread(
                 target=self._serve,
@@ -109,7 +93,7 @@ class FakeOpenAIServer:
                 raise RuntimeError(
                     f"FakeOpenAIServer could not listen on {self._host}:{self._requested_port}"
                 ) from startup.error
-            self._running = _Running(thread=thread, loop=loop, port=startup.port)
+            self._running = Running(thread=thread, loop=loop, port=startup.port)
 
     def stop(self) -> None:
         """Stop serving and join the thread; in-flight delayed answers are dropped. Idempotent."""
@@ -123,7 +107,7 @@ class FakeOpenAIServer:
             running.loop.call_soon_threadsafe(running.loop.stop)
             running.thread.join()
 
-    def _serve(self, loop: asyncio.AbstractEventLoop, startup: _Startup) -> None:
+    def _serve(self, loop: asyncio.AbstractEventLoop, startup: Startup) -> None:
         asyncio.set_event_loop(loop)
         try:
             app = FakeOpenAIApp(self._state)
@@ -149,7 +133,7 @@ class FakeOpenAIServer:
         finally:
             app.release_waiters()
             loop.run_until_complete(runner.cleanup())
-            _cancel_leftovers(loop)
+            cancel_leftovers(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -247,6 +231,31 @@ class FakeOpenAIServer:
             None if rate is None else RateLimit(rate, burst, hints)
         )
 
+    def set_token_limit(
+        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool = True
+    ) -> None:
+        """OpenAI's tokens-per-minute limit (``None`` removes it), beside the requests one: a
+        request must fit both. Each request is charged its estimate at admission (prompt
+        characters / 4, plus ``max_tokens``, ``max_completion_tokens`` or ``max_output_tokens``
+        times ``n``); the bucket holds ``bucket_seconds`` of tokens; over it, 429 with ``type:
+        tokens``. With ``hints``, answers carry ``retry-after-ms`` and
+        ``x-ratelimit-{limit,remaining,reset}-tokens``. See :meth:`set_sized_usage` for usage
+        that matches the charge.
+        """
+        self._state.conditions.set_token_limit(
+            None if per_minute is None else TokenLimit(per_minute, bucket_seconds, hints)
+        )
+
+    def set_quota_exhausted(self, exhausted: bool = True) -> None:
+        """Answer every request OpenAI's ``insufficient_quota`` 429 until set back to ``False``."""
+        self._state.conditions.set_quota_exhausted(exhausted)
+
+    def set_sized_usage(self, sized: bool = True) -> None:
+        """Report usage that follows each request's size: prompt tokens as the token limit
+        estimates them, completion tokens the request's maximum times ``n`` (16 per choice
+        when it sets none). Off, usage counts words, which tests find easier to read."""
+        self._state.conditions.set_sized_usage(sized)
+
     def set_random_rejections(
         self, fraction: float | None, seed: int | None = None, *, retry_after_ms: int = 100
     ) -> None:
@@ -270,12 +279,3 @@ class FakeOpenAIServer:
         running = self._running
         where = f"http://{self._host}:{running.port}/v1" if running else "not running"
         return f"<FakeOpenAIServer {where}>"
-
-
-def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel whatever the shutdown left behind, so that closing the loop warns about nothing."""
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ._bodies.estimate import request_tokens
 from ._conditions import Conditions
 from ._faults import Fault
 from ._form import FormPart, parse_form
@@ -92,6 +93,11 @@ def parse_retry_count(value: str | None) -> int | None:
         return None
 
 
+def _model_of(body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, Mapping) else None
+    return model if isinstance(model, str) and model else None
+
+
 class ServerState:
     """Fault queues and the request journal, safe to use from any thread."""
 
@@ -131,7 +137,9 @@ class ServerState:
             elif self._global:
                 fault = self._global.popleft()
             else:
-                fault = self.conditions.decide(time.monotonic())
+                fault = self.conditions.decide(
+                    time.monotonic(), _model_of(body), request_tokens(body)
+                )
             record = RecordedRequest(
                 method=method,
                 path=path,

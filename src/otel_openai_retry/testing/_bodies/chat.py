@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .estimate import completion_tokens, prompt_tokens
 from .shared import (
     DONE,
     FINGERPRINT,
@@ -36,10 +37,11 @@ class _Chat:
     n: int
     reply: str
     prompt_tokens: int
+    completion_tokens: int
 
     @property
     def usage(self) -> JSON:
-        return completion_usage(self.prompt_tokens, self.n * words(self.reply))
+        return completion_usage(self.prompt_tokens, self.completion_tokens)
 
     def chunk(self, choices: list[JSON], *, with_usage_key: bool, usage: JSON | None) -> JSON:
         chunk: JSON = {
@@ -56,7 +58,7 @@ class _Chat:
         return chunk
 
 
-def _chat(body: Mapping[str, Any]) -> _Chat:
+def _chat(body: Mapping[str, Any], sized: bool) -> _Chat:
     model = require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -67,18 +69,22 @@ def _chat(body: Mapping[str, Any]) -> _Chat:
         for m in messages
         if isinstance(m, Mapping) and m.get("role") == "user"
     ]
+    n = choices_count(body)
+    reply = reply_to(user_texts[-1] if user_texts else "")
     return _Chat(
         id=new_id("chatcmpl-"),
         created=int(time.time()),
         model=model,
-        n=choices_count(body),
-        reply=reply_to(user_texts[-1] if user_texts else ""),
-        prompt_tokens=max(1, sum(words(t) for t in texts)),
+        n=n,
+        reply=reply,
+        prompt_tokens=prompt_tokens(body) if sized else max(1, sum(words(t) for t in texts)),
+        completion_tokens=completion_tokens(body) if sized else n * words(reply),
     )
 
 
-def chat_completion(body: Mapping[str, Any]) -> JSON:
-    chat = _chat(body)
+def chat_completion(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
+    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts."""
+    chat = _chat(body, sized)
     return {
         "id": chat.id,
         "object": "chat.completion",
@@ -104,9 +110,9 @@ def chat_completion(body: Mapping[str, Any]) -> JSON:
     }
 
 
-def chat_completion_events(body: Mapping[str, Any]) -> list[SSEEvent]:
+def chat_completion_events(body: Mapping[str, Any], *, sized: bool = False) -> list[SSEEvent]:
     """Role chunk, one chunk per word, the finish chunk, then (if asked) the usage chunk."""
-    chat = _chat(body)
+    chat = _chat(body, sized)
     include_usage = wants_usage(body)
 
     def chunk(choices: list[JSON], usage: JSON | None = None) -> SSEEvent:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .estimate import completion_tokens, prompt_tokens
 from .shared import (
     DONE,
     FINGERPRINT,
@@ -48,10 +49,11 @@ class _Completion:
     model: str
     replies: list[str]
     prompt_tokens: int
+    completion_tokens: int
 
     @property
     def usage(self) -> JSON:
-        return completion_usage(self.prompt_tokens, sum(words(r) for r in self.replies))
+        return completion_usage(self.prompt_tokens, self.completion_tokens)
 
     def envelope(self, choices: list[JSON], usage: JSON | None) -> JSON:
         return {
@@ -65,22 +67,25 @@ class _Completion:
         }
 
 
-def _completion(body: Mapping[str, Any]) -> _Completion:
+def _completion(body: Mapping[str, Any], sized: bool) -> _Completion:
     model = require_model(body)
     prompts = _prompts(body)
     n = choices_count(body)
+    # One choice per prompt and per `n`, in that order, as the real endpoint numbers them.
+    replies = [reply_to(p) for p in prompts for _ in range(n)]
     return _Completion(
         id=new_id("cmpl-"),
         created=int(time.time()),
         model=model,
-        # One choice per prompt and per `n`, in that order, as the real endpoint numbers them.
-        replies=[reply_to(p) for p in prompts for _ in range(n)],
-        prompt_tokens=max(1, sum(words(p) for p in prompts)),
+        replies=replies,
+        prompt_tokens=prompt_tokens(body) if sized else max(1, sum(words(p) for p in prompts)),
+        completion_tokens=completion_tokens(body) if sized else sum(words(r) for r in replies),
     )
 
 
-def completion(body: Mapping[str, Any]) -> JSON:
-    comp = _completion(body)
+def completion(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
+    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts."""
+    comp = _completion(body, sized)
     choices = [
         {"index": index, "text": reply, "logprobs": None, "finish_reason": "stop"}
         for index, reply in enumerate(comp.replies)
@@ -88,8 +93,8 @@ def completion(body: Mapping[str, Any]) -> JSON:
     return comp.envelope(choices, comp.usage)
 
 
-def completion_events(body: Mapping[str, Any]) -> list[SSEEvent]:
-    comp = _completion(body)
+def completion_events(body: Mapping[str, Any], *, sized: bool = False) -> list[SSEEvent]:
+    comp = _completion(body, sized)
     include_usage = wants_usage(body)
 
     def chunk(choices: list[JSON], usage: JSON | None = None) -> SSEEvent:

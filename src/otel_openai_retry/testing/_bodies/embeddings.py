@@ -9,6 +9,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+from .estimate import prompt_tokens
 from .shared import JSON, InvalidRequestError, require_model, words
 
 __all__ = ["EMBEDDING_DIMENSIONS", "embeddings"]
@@ -51,8 +52,9 @@ def _vector(text: str, dimensions: int) -> list[float]:
     return list(struct.unpack(f"<{dimensions}f", packed))
 
 
-def embeddings(body: Mapping[str, Any]) -> JSON:
-    """One embedding per input, as floats or as base64 float32 (the SDK asks for base64)."""
+def embeddings(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
+    """One embedding per input, as floats or as base64 float32 (the SDK asks for base64); with
+    ``sized``, usage is the inputs' estimate (see ``estimate``), else their word counts."""
     model = require_model(body)
     inputs = _embedding_inputs(body)
     dimensions = body.get("dimensions", EMBEDDING_DIMENSIONS)
@@ -75,7 +77,7 @@ def embeddings(body: Mapping[str, Any]) -> JSON:
         if encoding == "base64":
             embedding = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": embedding})
-    tokens = sum(count for _, count in inputs)
+    tokens = prompt_tokens(body) if sized else sum(count for _, count in inputs)
     return {
         "object": "list",
         "data": data,

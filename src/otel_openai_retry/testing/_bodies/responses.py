@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .estimate import completion_tokens, prompt_tokens
 from .shared import (
     JSON,
     InvalidRequestError,
@@ -53,6 +54,7 @@ class _Response:
     model: str
     reply: str
     input_tokens: int
+    output_tokens: int
     request: Mapping[str, Any]
 
     def message(self, *, done: bool) -> JSON:
@@ -74,7 +76,7 @@ class _Response:
 
     @property
     def usage(self) -> JSON:
-        output_tokens = words(self.reply)
+        output_tokens = self.output_tokens
         return {
             "input_tokens": self.input_tokens,
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
@@ -118,27 +120,30 @@ class _Response:
         }
 
 
-def _response(body: Mapping[str, Any]) -> _Response:
+def _response(body: Mapping[str, Any], sized: bool) -> _Response:
     model = require_model(body)
     user_text, input_tokens = _response_texts(body)
+    reply = reply_to(user_text)
     return _Response(
         id=new_id("resp_"),
         message_id=new_id("msg_"),
         created_at=int(time.time()),
         model=model,
-        reply=reply_to(user_text),
-        input_tokens=input_tokens,
+        reply=reply,
+        input_tokens=prompt_tokens(body) if sized else input_tokens,
+        output_tokens=completion_tokens(body) if sized else words(reply),
         request=body,
     )
 
 
-def response(body: Mapping[str, Any]) -> JSON:
-    return _response(body).snapshot(done=True)
+def response(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
+    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts."""
+    return _response(body, sized).snapshot(done=True)
 
 
-def response_events(body: Mapping[str, Any]) -> list[SSEEvent]:
+def response_events(body: Mapping[str, Any], *, sized: bool = False) -> list[SSEEvent]:
     """The Responses event sequence for one text message, numbered by ``sequence_number``."""
-    resp = _response(body)
+    resp = _response(body, sized)
     where = {"item_id": resp.message_id, "output_index": 0, "content_index": 0}
 
     def payloads() -> Iterator[JSON]:

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import openai
 import pytest
@@ -181,6 +181,41 @@ def test_without_hints_the_token_limit_says_nothing_of_when(
     assert isinstance(refused.body, dict)
     assert refused.type == "tokens"
     assert "try again" not in refused.body["message"]
+
+
+@pytest.mark.parametrize(
+    ("hints", "hint_headers"),
+    [
+        ("ms", {"retry-after-ms"}),
+        ("seconds", {"retry-after"}),
+        ("headers", set()),
+        ("none", set()),
+    ],
+)
+def test_each_hint_mode_answers_as_such_a_server_does(
+    hints: Literal["ms", "seconds", "headers", "none"],
+    hint_headers: set[str],
+    client: OpenAI,
+    server: FakeOpenAIServer,
+) -> None:
+    server.set_token_limit(600, bucket_seconds=2, hints=hints)  # 20 tokens, 10 a second
+    server.set_rate_limit(1000, burst=50, hints=hints)
+
+    raw = _chat(client, 4, 19)
+    refused = _refused(client, 4, 9)  # 10 tokens: a second away
+
+    headers = refused.response.headers
+    assert {name for name in ("retry-after-ms", "retry-after") if name in headers} == hint_headers
+    if "retry-after" in hint_headers:  # whole seconds, never shorter than the wait
+        assert headers["retry-after"] == "1"
+    limits = {name for name in raw.headers if name.startswith("x-ratelimit-")}
+    assert bool(limits) == (hints != "none")
+    assert ("x-ratelimit-reset-tokens" in headers) == (hints != "none")
+
+
+def test_an_unknown_hint_mode_is_refused(server: FakeOpenAIServer) -> None:
+    with pytest.raises(ValueError, match="hints must be a bool or one of ms, seconds"):
+        server.set_rate_limit(10, hints="minutes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -375,6 +410,7 @@ def test_a_process_takes_the_token_conditions() -> None:
         FakeServerProcess() as process,
         OpenAI(api_key="sk-test", base_url=process.base_url, max_retries=0) as pclient,
     ):
+        process.set_rate_limit(1000, burst=50, hints="seconds")
         process.set_token_limit(600, bucket_seconds=2, hints=True)
         process.set_sized_usage()
         raw = _chat(pclient, 40, max_tokens=5)
@@ -383,6 +419,8 @@ def test_a_process_takes_the_token_conditions() -> None:
         assert _refused(pclient, 40, 5).type == "tokens"
         refused = process.requests[-1].fault
         assert (refused.status_code, refused.error_type) == (429, "tokens")
+        assert "retry-after-ms" in dict(refused.headers)  # the tokens limit's own mode
+        process.set_rate_limit(None)
 
         process.set_token_limit(None)
         process.set_quota_exhausted()
@@ -400,7 +438,7 @@ def test_a_process_takes_the_token_conditions() -> None:
 
 
 def test_the_command_line_sets_the_token_conditions() -> None:
-    options = ["--tpm", "600", "--tpm-bucket", "2", "--sized-usage"]
+    options = ["--tpm", "600", "--tpm-bucket", "2", "--sized-usage", "--hints", "seconds"]
     with (
         FakeServerProcess(options=options) as process,
         OpenAI(api_key="sk-test", base_url=process.base_url, max_retries=0) as pclient,
@@ -409,7 +447,10 @@ def test_the_command_line_sets_the_token_conditions() -> None:
         assert raw.headers["x-ratelimit-limit-tokens"] == "600"
         assert raw.headers["x-ratelimit-remaining-tokens"] == "5"
         assert raw.parse().usage.completion_tokens == 5
-        assert _refused(pclient, 40, 5).type == "tokens"
+        refused = _refused(pclient, 40, 5)
+        assert refused.type == "tokens"
+        assert refused.response.headers["retry-after"] == "1"
+        assert "retry-after-ms" not in refused.response.headers
 
     with (
         FakeServerProcess(options=["--quota-exhausted"]) as process,
@@ -427,5 +468,5 @@ def test_the_help_lists_the_token_options(capsys: pytest.CaptureFixture[str]) ->
         main(["--help"])
     out = capsys.readouterr().out
 
-    for option in ("--tpm ", "--tpm-bucket", "--quota-exhausted", "--sized-usage", "quota"):
+    for option in ("--tpm ", "--tpm-bucket", "--quota-exhausted", "--sized-usage", "--hints"):
         assert option in out

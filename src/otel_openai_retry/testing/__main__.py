@@ -13,6 +13,7 @@ import sys
 import threading
 from types import FrameType
 
+from ._limits import HINT_MODES, Hints
 from ._script import SCRIPT_HELP, parse_script
 from ._server import FakeOpenAIServer
 from ._state import RecordedRequest
@@ -75,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
         help="no retry-after-ms and x-ratelimit-* headers from --rate-limit and --tpm",
     )
     parser.add_argument(
+        "--hints",
+        choices=HINT_MODES,
+        default=None,
+        help="the hints of --rate-limit and --tpm: retry-after-ms (ms, the default), a "
+        "whole-second retry-after (seconds), x-ratelimit-* only (headers), or none",
+    )
+    parser.add_argument(
         "--quota-exhausted",
         action="store_true",
         help="answer every request 429 insufficient_quota",
@@ -123,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         server.script(*faults)
         server.set_latency(args.latency)
+        hints: bool | Hints = False if args.no_hints else args.hints or True
         if args.rate_limit is not None:
-            server.set_rate_limit(args.rate_limit, args.burst, hints=not args.no_hints)
+            server.set_rate_limit(args.rate_limit, args.burst, hints=hints)
         if args.tpm is not None:
-            server.set_token_limit(args.tpm, args.tpm_bucket, hints=not args.no_hints)
+            server.set_token_limit(args.tpm, args.tpm_bucket, hints=hints)
         server.set_quota_exhausted(args.quota_exhausted)
         server.set_sized_usage(args.sized_usage)
         if args.reject is not None:

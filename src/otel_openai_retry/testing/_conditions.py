@@ -7,8 +7,9 @@ without a scripted fault gets its fault from here, so the journal records what w
 
 The rate limits are OpenAI's two, requests and tokens (see ``_limits``): token buckets that answer
 429 the way OpenAI does, with ``retry-after-ms`` (time until the request fits) and
-``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` on every response, or no hints at all
-when ``hints`` is false.
+``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` on every response; or, by their
+``hints`` mode, a whole-second ``retry-after`` instead, the ``x-ratelimit-*`` headers alone, or
+no hint at all.
 
 Random rejections answer 429 to a fixed fraction of requests whatever the send rate: a limit shared
 with other applications, which no pacing of ours can relieve. They carry ``retry-after-ms`` only.
@@ -145,9 +146,12 @@ class Conditions:
         if not denied:
             return Fault(headers=tuple(headers), delay_s=self._latency)
         wait, gate, cost = max(denied, key=lambda entry: entry[0])
-        hinted = [entry[0] for entry in denied if entry[1].hints]
-        if hinted:
-            headers.append(("retry-after-ms", str(math.ceil(max(hinted) * 1000 - 1e-9))))
+        in_ms = [entry[0] for entry in denied if entry[1].mode == "ms"]
+        in_seconds = [entry[0] for entry in denied if entry[1].mode == "seconds"]
+        if in_ms:
+            headers.append(("retry-after-ms", str(math.ceil(max(in_ms) * 1000 - 1e-9))))
+        elif in_seconds:  # whole seconds, never shorter than the wait
+            headers.append(("retry-after", str(max(1, math.ceil(max(in_seconds) - 1e-9)))))
         message = gate.reached(model, cost, wait)
         return Fault(429, headers=tuple(headers), message=message, error_type=gate.kind)
 

@@ -15,6 +15,7 @@ that a server in another process is driven with the same calls as one in the tes
 ``POST /_fake/wait``     ``{"requests": N, "timeout": S}`` → ``{"arrived": bool}``, once ``N``
                          requests have arrived in all or ``S`` seconds have passed
 ``POST /_fake/conditions``  ``{"latency_s", "rate_limit": {"rate", "burst", "hints"} | null,
+                         (``hints``: true, false or a mode: ms, seconds, headers, none)
                          "token_limit": {"per_minute", "bucket_seconds", "hints"} | null,
                          "quota_exhausted": bool, "sized_usage": bool,
                          "random_rejections": {"fraction", "seed", "retry_after_ms"} | null,
@@ -35,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._limits import RateLimit, TokenLimit
+from ._limits import Hints, RateLimit, TokenLimit, hint_mode
 from ._state import ServerState
 from ._wire import fault_from_json, record_to_json
 
@@ -109,7 +110,7 @@ def _set_conditions(state: ServerState, body: Mapping[str, Any]) -> None:
             None
             if spec is None
             else RateLimit(
-                float(spec["rate"]), int(spec.get("burst", 10)), bool(spec.get("hints", True))
+                float(spec["rate"]), int(spec.get("burst", 10)), _hints(spec.get("hints", True))
             )
         )
     if "token_limit" in body:
@@ -120,7 +121,7 @@ def _set_conditions(state: ServerState, body: Mapping[str, Any]) -> None:
             else TokenLimit(
                 _integer(tokens["per_minute"]),
                 float(tokens.get("bucket_seconds", 60.0)),
-                bool(tokens.get("hints", True)),
+                _hints(tokens.get("hints", True)),
             )
         )
     if "quota_exhausted" in body:
@@ -149,6 +150,13 @@ def _integer(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _hints(value: Any) -> bool | Hints:
+    """A hint mode (``"ms"``, ``"seconds"``, ``"headers"``, ``"none"``) or a JSON boolean."""
+    if isinstance(value, bool):
+        return value
+    return hint_mode(str(value)) if isinstance(value, str) else hint_mode(_flag(value))
 
 
 def _flag(value: Any) -> bool:

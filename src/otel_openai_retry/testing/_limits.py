@@ -13,14 +13,44 @@ rate, and a 429's ``Used + Requested - Limit`` is what must drain before the req
 
 The requests limit keeps the headers it always had: its bucket's capacity as the limit, and
 resets in milliseconds.
+
+Servers differ in the hints they give, and a client must cope with each (``Hints``): ``"ms"``
+(``True``) is OpenAI's ``retry-after-ms`` with the ``x-ratelimit-*`` headers; ``"seconds"`` a
+whole-second ``retry-after`` with them (Azure and proxies); ``"headers"`` the ``x-ratelimit-*``
+headers alone; ``"none"`` (``False``) no header at all.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Gate", "RateLimit", "TokenLimit", "duration", "requests_gate", "tokens_gate"]
+__all__ = [
+    "HINT_MODES",
+    "Gate",
+    "Hints",
+    "RateLimit",
+    "TokenLimit",
+    "duration",
+    "hint_mode",
+    "requests_gate",
+    "tokens_gate",
+]
+
+Hints = Literal["ms", "seconds", "headers", "none"]
+HINT_MODES: tuple[Hints, ...] = ("ms", "seconds", "headers", "none")
+
+
+def hint_mode(hints: bool | str) -> Hints:
+    """``True`` and ``False`` as the modes they always meant; a mode checked."""
+    if hints is True or hints is False:
+        return "ms" if hints else "none"
+    for mode in HINT_MODES:
+        if hints == mode:
+            return mode
+    raise ValueError(f"hints must be a bool or one of {', '.join(HINT_MODES)}; got {hints!r}")
+
 
 _ORGANIZATION = "org-fake"
 _LEARN_MORE = "Visit https://platform.openai.com/account/rate-limits to learn more."
@@ -32,9 +62,10 @@ class RateLimit:
 
     rate: float
     burst: int = 10
-    hints: bool = True
+    hints: bool | Hints = True
 
     def __post_init__(self) -> None:
+        hint_mode(self.hints)
         if not (math.isfinite(self.rate) and self.rate > 0):
             raise ValueError(f"rate must be > 0 requests per second, got {self.rate}")
         if self.burst < 1:
@@ -47,9 +78,10 @@ class TokenLimit:
 
     per_minute: int
     bucket_seconds: float = 60.0
-    hints: bool = True
+    hints: bool | Hints = True
 
     def __post_init__(self) -> None:
+        hint_mode(self.hints)
         if isinstance(self.per_minute, bool) or not (
             isinstance(self.per_minute, int) and self.per_minute >= 1
         ):
@@ -89,14 +121,16 @@ class Gate:
     """One limit's bucket, refilled lazily; its level may go below zero (see :meth:`wait`)."""
 
     def __init__(
-        self, kind: str, unit: str, per_minute: int, rate: float, capacity: float, hints: bool
+        self, kind: str, unit: str, per_minute: int, rate: float, capacity: float, hints: Hints
     ) -> None:
         self.kind = kind
         self._unit = unit
         self.per_minute = per_minute
         self.rate = rate
         self.capacity = capacity
-        self.hints = hints
+        self.mode = hints
+        self.hints = hints != "none"
+        """Whether answers carry this limit's ``x-ratelimit-*`` headers."""
         self.level = capacity
         self._updated: float | None = None
 
@@ -174,11 +208,16 @@ def requests_gate(limit: RateLimit) -> Gate:
         max(1, round(limit.rate * 60)),
         limit.rate,
         float(limit.burst),
-        limit.hints,
+        hint_mode(limit.hints),
     )
 
 
 def tokens_gate(limit: TokenLimit) -> Gate:
     return Gate(
-        "tokens", "tokens per min (TPM)", limit.per_minute, limit.rate, limit.capacity, limit.hints
+        "tokens",
+        "tokens per min (TPM)",
+        limit.per_minute,
+        limit.rate,
+        limit.capacity,
+        hint_mode(limit.hints),
     )

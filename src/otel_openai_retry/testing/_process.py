@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from ._child import end, error_of, first_line
 from ._faults import Fault
+from ._limits import Hints, hint_mode
 from ._state import RecordedRequest
 from ._wire import fault_to_json, record_from_json
 
@@ -190,17 +191,23 @@ class FakeServerProcess:
     def set_latency(self, seconds: float) -> None:
         self._call("conditions", {"latency_s": seconds})
 
-    def set_rate_limit(self, rate: float | None, burst: int = 10, *, hints: bool = True) -> None:
-        spec = None if rate is None else {"rate": rate, "burst": burst, "hints": hints}
+    def set_rate_limit(
+        self, rate: float | None, burst: int = 10, *, hints: bool | Hints = True
+    ) -> None:
+        spec = None if rate is None else {"rate": rate, "burst": burst, "hints": hint_mode(hints)}
         self._call("conditions", {"rate_limit": spec})
 
     def set_token_limit(
-        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool = True
+        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool | Hints = True
     ) -> None:
         spec = (
             None
             if per_minute is None
-            else {"per_minute": per_minute, "bucket_seconds": bucket_seconds, "hints": hints}
+            else {
+                "per_minute": per_minute,
+                "bucket_seconds": bucket_seconds,
+                "hints": hint_mode(hints),
+            }
         )
         self._call("conditions", {"token_limit": spec})
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ._app import FakeOpenAIApp
 from ._faults import Fault
-from ._limits import RateLimit, TokenLimit
+from ._limits import Hints, RateLimit, TokenLimit
 from ._serving import Running, Startup, cancel_leftovers
 from ._state import RecordedRequest, ServerState
 
@@ -222,25 +222,29 @@ class FakeOpenAIServer:
         """Answer every successful request after this long (a model's think time)."""
         self._state.conditions.set_latency(seconds)
 
-    def set_rate_limit(self, rate: float | None, burst: int = 10, *, hints: bool = True) -> None:
+    def set_rate_limit(
+        self, rate: float | None, burst: int = 10, *, hints: bool | Hints = True
+    ) -> None:
         """A token bucket of ``rate`` requests/s (``None`` removes it); over it, 429.
 
-        With ``hints``, answers carry ``retry-after-ms`` and OpenAI's ``x-ratelimit-*`` headers.
+        With ``hints``, answers carry ``retry-after-ms`` and OpenAI's ``x-ratelimit-*`` headers;
+        ``"seconds"`` gives a whole-second ``retry-after`` instead of ``retry-after-ms``,
+        ``"headers"`` the ``x-ratelimit-*`` headers alone, ``False`` (``"none"``) no header.
         """
         self._state.conditions.set_rate_limit(
             None if rate is None else RateLimit(rate, burst, hints)
         )
 
     def set_token_limit(
-        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool = True
+        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool | Hints = True
     ) -> None:
         """OpenAI's tokens-per-minute limit (``None`` removes it), beside the requests one: a
         request must fit both. Each request is charged its estimate at admission (prompt
         characters / 4, plus ``max_tokens``, ``max_completion_tokens`` or ``max_output_tokens``
         times ``n``); the bucket holds ``bucket_seconds`` of tokens; over it, 429 with ``type:
         tokens``. With ``hints``, answers carry ``retry-after-ms`` and
-        ``x-ratelimit-{limit,remaining,reset}-tokens``. See :meth:`set_sized_usage` for usage
-        that matches the charge.
+        ``x-ratelimit-{limit,remaining,reset}-tokens`` (modes as in :meth:`set_rate_limit`).
+        See :meth:`set_sized_usage` for usage that matches the charge.
         """
         self._state.conditions.set_token_limit(
             None if per_minute is None else TokenLimit(per_minute, bucket_seconds, hints)

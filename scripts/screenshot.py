@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
         png = asyncio.run(capture(jaeger, trace_id))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(png)
-    print(f"wrote {args.output.relative_to(REPO_ROOT)} (trace {trace_id})")
+    print(f"wrote {args.output} (trace {trace_id})")
     return 0
 
 

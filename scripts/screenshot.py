@@ -20,8 +20,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.e2e.browser import Browser  # noqa: E402
-from tests.e2e.harness import build_jaeger  # noqa: E402
+from tests.e2e.browser import Browser, ChromiumUnavailable, find_chromium  # noqa: E402
+from tests.e2e.harness import JaegerUnavailable, build_jaeger  # noqa: E402
 from tests.e2e.jaeger_ui import (  # noqa: E402
     JaegerWithUI,
     expand,
@@ -72,7 +72,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
-    binary = build_jaeger()
+    try:
+        find_chromium()
+        binary = build_jaeger()
+    except (ChromiumUnavailable, JaegerUnavailable) as why:
+        print(f"screenshot: {why}", file=sys.stderr)
+        return 3
     with (
         tempfile.TemporaryDirectory(prefix="screenshot-") as workdir,
         jaeger_with_ui(binary, Path(workdir)) as jaeger,

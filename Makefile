@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck package unit jaeger bench clean
+.PHONY: demo test lint typecheck package unit jaeger chromium screenshot bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,22 @@ jaeger:
 		if [ $$status -eq 3 ]; then echo "make jaeger: Go not found; Jaeger e2e tests will skip"; \
 		else exit $$status; fi; }
 
+# Headless Chromium (Debian's `chromium`) for the Jaeger UI test and `make screenshot`: installed
+# with apt-get where it is missing and we are root; otherwise this only says so (the test skips).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make chromium: installing Debian's chromium"; \
+			mkdir -p .cache; { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -q chromium; } >.cache/apt-chromium.log 2>&1 \
+				|| { tail -n 20 .cache/apt-chromium.log; exit 1; }; \
+		else echo "make chromium: no chromium and no root apt-get; the Jaeger UI test will skip"; fi; }
+
+# The README's picture of a retried call in the Jaeger UI, docs/images/retried-call.png: the demo
+# against the e2e Jaeger serving the real UI (third_party/jaeger-ui), shot in headless Chromium.
+screenshot: $(STAMP) jaeger chromium
+	$(BIN)/python scripts/screenshot.py
+
 # The sdist and the wheel as PyPI would get them, built into an ignored directory; twine checks
 # their metadata and the README as PyPI renders it; then the wheel goes into a fresh virtualenv
 # with only its core dependencies and runs every Python block of the README there.
@@ -40,7 +56,7 @@ package: $(STAMP)
 	$(BIN)/twine check --strict $(DIST)/*
 	$(BIN)/python scripts/check_wheel.py $(DIST)
 
-unit: $(STAMP) jaeger
+unit: $(STAMP) jaeger chromium
 	$(BIN)/pytest
 
 test: lint typecheck package unit

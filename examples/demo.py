@@ -60,7 +60,10 @@ def otlp_exporter() -> SpanExporter | None:
 
 
 def otlp_metric_exporter() -> MetricExporter | None:
+    """Metrics go there too, unless ``OTEL_METRICS_EXPORTER=none`` (Jaeger takes only traces)."""
     if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    if os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "none":
         return None
     if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -255,6 +258,13 @@ async def main() -> int:
             server,
             memory,
             [Fault.rate_limit(retry_after_ms=300), Fault.rate_limit(retry_after=1)],
+            client,
+        )
+        await scenario(
+            "Rate limited, then a 500, then success",
+            server,
+            memory,
+            [Fault.rate_limit(retry_after_ms=300), Fault.server_error(500)],
             client,
         )
         await scenario(

@@ -61,6 +61,8 @@ def test_every_link_is_absolute_and_points_into_the_projects_repository() -> Non
     for link in links:
         if "otel-openai-retry" in link:
             assert link.startswith(repository), link
-        if link.startswith((f"{repository}/blob/main/", f"{repository}/tree/main/")):
+        if link.startswith(
+            (f"{repository}/blob/main/", f"{repository}/tree/main/", f"{repository}/raw/main/")
+        ):
             path = link.removeprefix(repository).split("/", 3)[3].split("#")[0]
             assert (README.parent / path).exists(), f"{link}: no {path} in the repository"

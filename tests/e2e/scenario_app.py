@@ -10,6 +10,8 @@ Scenarios (the retry policy comes from the environment; the tests set 3 attempts
 - ``clean``: answered at once, one attempt;
 - ``retried``: two 429s with ``retry-after-ms``, then success (3 attempts, outcome ``success``);
 - ``exhausted``: 503 on every attempt (3 attempts, outcome ``exhausted``);
+- ``rate-limited-then-500``: a 429 with ``retry-after-ms``, a 500, then success (the README's
+  picture of a retried call, as the Jaeger UI shows it);
 - ``stream``: a streamed chat call, rate limited once before its first chunk (its metrics include
   the time to first chunk);
 - ``paced``: three calls (three traces): the first is rate limited with a 400 ms Retry-After,
@@ -43,6 +45,7 @@ SCRIPTS: dict[str, list[Fault]] = {
     "clean": [],
     "retried": [Fault.rate_limit(retry_after_ms=50), Fault.rate_limit(retry_after_ms=50)],
     "exhausted": [Fault.server_error(503)] * 3,
+    "rate-limited-then-500": [Fault.rate_limit(retry_after_ms=50), Fault.server_error(500)],
     "stream": [Fault.rate_limit(retry_after_ms=50)],
     "paced": [Fault.rate_limit(retry_after_ms=400)],
 }

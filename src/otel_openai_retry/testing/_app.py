@@ -117,7 +117,9 @@ class FakeOpenAIApp:
                 request,
                 fault,
                 headers,
-                _bodies.error_body(fault.status_code, fault.message, code=fault.error_code),
+                _bodies.error_body(
+                    fault.status_code, fault.message, code=fault.error_code, kind=fault.error_type
+                ),
             )
 
         endpoint = _endpoint(request.method, request.path)

@@ -18,9 +18,9 @@ class Fault:
     """One scripted answer of :class:`~otel_openai_retry.testing.FakeOpenAIServer`.
 
     Build it with the class methods (:meth:`ok`, :meth:`rate_limit`, :meth:`status`,
-    :meth:`server_error`, :meth:`delay`, :meth:`drop`, :meth:`stream_break`); the fields are public
-    so that a test can combine them, e.g. ``dataclasses.replace(Fault.rate_limit(), delay_s=0.5)``
-    for a rate limit that is also slow.
+    :meth:`quota_exhausted`, :meth:`server_error`, :meth:`delay`, :meth:`drop`,
+    :meth:`stream_break`); the fields are public so that a test can combine them, e.g.
+    ``dataclasses.replace(Fault.rate_limit(), delay_s=0.5)`` for a rate limit that is also slow.
 
     Attributes:
         status_code: HTTP status. Below 400 the endpoint's normal body is sent with it; from 400 on,
@@ -40,6 +40,8 @@ class Fault:
             that echoes the prompt as the real API's validation errors do.
         error_code: The ``error.code`` of an error answer instead of the default one, e.g. one
             that echoes a request header, as a hostile or broken proxy might.
+        error_type: The ``error.type`` of an error answer instead of the default one, e.g.
+            ``tokens`` for a 429 on the token limit (the default 429 says ``requests``).
     """
 
     status_code: int = 200
@@ -50,6 +52,7 @@ class Fault:
     break_after: int | None = None
     message: str | None = None
     error_code: str | None = None
+    error_type: str | None = None
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
@@ -110,6 +113,7 @@ class Fault:
         should_retry: bool | None = None,
         message: str | None = None,
         error_code: str | None = None,
+        error_type: str | None = None,
     ) -> Fault:
         """Any status with any extra headers (hostile values included, sent as written);
         ``should_retry`` adds the ``x-should-retry`` header the SDK obeys."""
@@ -121,6 +125,18 @@ class Fault:
             headers=tuple(merged.items()),
             message=message,
             error_code=error_code,
+            error_type=error_type,
+        )
+
+    @classmethod
+    def quota_exhausted(cls) -> Fault:
+        """OpenAI's 429 for an account out of credit (``insufficient_quota``), which no wait
+        cures; the SDK raises ``RateLimitError`` for it as for any 429."""
+        return cls(
+            status_code=429,
+            message=_QUOTA_MESSAGE,
+            error_code="insufficient_quota",
+            error_type="insufficient_quota",
         )
 
     @classmethod
@@ -167,11 +183,19 @@ class Fault:
                 parts.append(f"message {self.message!r}")
             if self.error_code is not None:
                 parts.append(f"code {self.error_code!r}")
+            if self.error_type is not None:
+                parts.append(f"type {self.error_type!r}")
         if self.delay_s:
             parts.append(f"delay {_number(self.delay_s)}s")
         return f"Fault({', '.join(parts)})"
 
     __str__ = __repr__
+
+
+_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details."
+    " (injected by FakeOpenAIServer)"
+)
 
 
 def _number(value: float) -> str:

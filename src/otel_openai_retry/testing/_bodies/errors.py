@@ -24,9 +24,14 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
 
 
 def error_body(
-    status: int, message: str | None = None, param: str | None = None, code: str | None = None
+    status: int,
+    message: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str | None = None,
 ) -> JSON:
-    """OpenAI's error envelope, typed so that the SDK picks the matching exception class."""
+    """OpenAI's error envelope, typed so that the SDK picks the matching exception class;
+    ``code`` and ``kind`` (its ``type``) replace the status's own."""
     default_code: str | None = None
     if status in _ERRORS:
         error_type, default_code, default_message = _ERRORS[status]
@@ -38,7 +43,7 @@ def error_body(
     return {
         "error": {
             "message": message or f"{default_message} (injected by FakeOpenAIServer)",
-            "type": error_type,
+            "type": error_type if kind is None else kind,
             "param": param,
             "code": default_code if code is None else code,
         }

@@ -1,13 +1,18 @@
 """The pure parts of pacing by tokens, driven by an explicit clock: the token headers, the token
-schedule, and how one endpoint guard paces requests and tokens together."""
+schedule, how one endpoint guard paces requests and tokens together, and the usage that corrects
+a reservation."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response, ResponseUsage
 
 from otel_openai_retry import RetryPolicy
+from otel_openai_retry._call_tokens import used_tokens
 from otel_openai_retry._endpoints import NULL_GUARD, Endpoints, take_slot
 from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
@@ -218,3 +223,35 @@ def test_a_call_estimates_its_tokens_only_while_tokens_are_paced() -> None:
     assert (result, reserved, cost.asked) == ("delayed", 300, 1)
     assert delay == pytest.approx(0.5)
     assert take_slot(guard, 0.0, 0.1, cost) == (None, "rejected", 0)
+
+
+# -- what an answer says it cost -------------------------------------------------------------------
+
+
+def test_usage_of_each_kind_of_answer() -> None:
+    chat = ChatCompletion.model_validate(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
+        }
+    )
+    assert used_tokens(chat) == 42
+    responses = Response.model_construct(
+        usage=ResponseUsage.model_construct(input_tokens=7, output_tokens=5, total_tokens=12)
+    )
+    assert used_tokens(responses) == 12
+    embeddings = CreateEmbeddingResponse.model_validate(
+        {
+            "object": "list",
+            "data": [],
+            "model": "m",
+            "usage": {"prompt_tokens": 9, "total_tokens": 9},
+        }
+    )
+    assert used_tokens(embeddings) == 9
+    assert used_tokens(chat.model_copy(update={"usage": None})) is None
+    assert used_tokens(object()) is None, "a stream, or what is no answer"

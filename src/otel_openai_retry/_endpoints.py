@@ -1,20 +1,20 @@
 """One guard per pacing key: the only owner of pacing and the retry budget.
 
-The retry loop asks its guard five things and tells it three: whether sends are paced now, whether
-they are paced by tokens (only then does a call estimate its tokens), how long to wait for a send
-slot before an attempt, that an attempt was sent, whether a retry may be sent (the budget), what an
-answer said (status and headers, for the pacer), and what a paced answer really cost in tokens.
-Both halves are optional (``adaptive`` and ``budget`` in the policy); with both off every call
-shares :data:`NULL_GUARD`, which costs a method call and nothing else. A fleet-shared guard (Redis)
-is another implementation of :class:`EndpointGuard`.
+The retry loop asks its guard whether sends are paced now (and whether by tokens: only then does
+a call estimate its tokens), how long to wait for a send slot before an attempt, and whether a
+retry may be sent (the budget); it tells it that an attempt was sent, what an answer said (status
+and headers, for the pacer), and what a token-paced answer really cost. Both halves are optional
+(``adaptive`` and ``budget`` in the policy); with both off every call shares :data:`NULL_GUARD`,
+which costs a method call and nothing else. A fleet-shared guard (Redis) is another
+implementation of :class:`EndpointGuard`.
 
-Requests and tokens: OpenAI limits both. The interface grew for tokens by exactly this much:
-``pacing_tokens()`` (new); ``slot_delay(now, latest, tokens=0)`` (the call's estimated tokens, 0
-when not pacing tokens: the slot is the later of the request slot and the token slot);
-``throttled(now, retry_after, headers, limit=None)`` (``limit``: what the 429's body says was hit,
-``"tokens"`` or ``"requests"``, ``None`` when it does not say: a ``tokens`` 429 paces tokens, any
-other paces requests); ``tokens_used(now, reserved, used)`` (new: the usage of an answer whose
-send reserved ``reserved > 0`` tokens). A 429 for ``insufficient_quota`` is never told at all.
+Requests and tokens: OpenAI limits both, and a 429's body says which was hit. A guard paces
+tokens only once told of a ``tokens`` 429 (``throttled(..., limit="tokens")``; any other 429
+paces requests). While it does (``pacing_tokens()``), each send passes its estimated tokens to
+``slot_delay(now, latest, tokens)`` (0 otherwise), the slot being the later of the request slot
+and the token slot, and ``tokens_used(now, reserved, used)`` corrects the reservation of a send
+that reserved ``reserved > 0`` tokens once its answer's usage is known. A 429 for
+``insufficient_quota`` is never told at all: no wait brings credit back.
 
 The pacing key is a base URL and a model: rate limits and outages are per deployment, and calls
 to other models must not be slowed by one model's limit. The map is bounded so that an

@@ -15,7 +15,7 @@ from typing import Any
 import tenacity
 
 from ._decisions import Outcome, Verdict, classify, retry_after_wait
-from ._endpoints import NULL_GUARD, EndpointGuard, take_slot
+from ._endpoints import NULL_GUARD, EndpointGuard, TokenCost, take_slot
 from ._hooks import RetryDetails
 from ._internal import report_internal_error
 from ._observers import CallObserver, CallSummary
@@ -30,6 +30,7 @@ class CallState:
 
     __slots__ = (
         "_queued",
+        "_reserved",
         "_stop",
         "attempts",
         "guard",
@@ -41,6 +42,7 @@ class CallState:
         "sendable",
         "started",
         "strategies",
+        "tokens",
         "total_sleep",
         "total_throttle",
         "verdict",
@@ -55,6 +57,7 @@ class CallState:
         replay: BodyReplay | None = None,
         sendable: Callable[[], bool] | None = None,
         name: str = "",
+        tokens: TokenCost | None = None,
     ) -> None:
         self.strategies = strategies
         self.observers = observers
@@ -75,6 +78,10 @@ class CallState:
         headers are legal); one that would not is no attempt: no span, no budget."""
         self.name = name
         """The logical call's span name, for users' retry hooks."""
+        self.tokens = tokens
+        """What the request costs in tokens, asked only while its endpoint paces tokens."""
+        self._reserved = 0
+        """Tokens the current attempt's send reserved."""
         self.attempts = 0
         self.total_sleep = 0.0
         self.total_throttle = 0.0
@@ -150,7 +157,8 @@ class CallState:
         """
         self.verdict = None  # whatever fails from here on is judged afresh
         deadline, now = self.deadline, time.monotonic()
-        delay, queued = take_slot(self.guard, now, math.inf if deadline is None else deadline)
+        latest = math.inf if deadline is None else deadline
+        delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
         if queued is not None:
             self._queued = (queued, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
@@ -180,6 +188,8 @@ class CallState:
         self, retry_state: tenacity.RetryCallState | None, attempt: int, result: Any
     ) -> None:
         """``retry_state`` is ``None`` for a first attempt (tenacity not built yet)."""
+        if self._reserved:
+            self._correct_tokens(result)
         for observer in self.observers:
             try:
                 observer.attempt_succeeded(attempt, result)
@@ -193,7 +203,7 @@ class CallState:
     ) -> None:
         verdict = classify(exc, self.strategies.policy)
         self.verdict = verdict
-        if verdict.status_code == 429:
+        if verdict.status_code == 429 and verdict.give_up_as is not Outcome.QUOTA_EXHAUSTED:
             response = getattr(exc, "response", None)
             # Only a hint this call itself would wait for may make everyone else wait: one the
             # policy refuses, or one on an answer not to be retried, must not close the gate.
@@ -201,6 +211,7 @@ class CallState:
                 time.monotonic(),
                 verdict.retry_after if verdict.retryable else None,
                 getattr(response, "headers", None),
+                verdict.limit,
             )
         for observer in self.observers:
             try:
@@ -225,11 +236,14 @@ class CallState:
                 pending.append(waiting)
         return pending
 
-    def sleeping(self, retry_state: tenacity.RetryCallState, seconds: float) -> _Sleep:
-        """Around the driver's sleep: tenacity moves on to the next attempt, and the sleep is
-        counted in the call's total: all of it, or what passed before a cancel."""
-        retry_state.prepare_for_next_attempt()
-        return _Sleep(self, seconds)
+    def _correct_tokens(self, result: Any) -> None:
+        """The answer's usage replaces the estimate its send reserved (if it reports one)."""
+        try:
+            used = None if self.tokens is None else self.tokens.used(result)
+            if used is not None:
+                self.guard.tokens_used(time.monotonic(), self._reserved, used)
+        except Exception:
+            report_internal_error("token usage")
 
     def _tell_paced(self, result: str, waited: float) -> None:
         for observer in self.observers:
@@ -265,7 +279,7 @@ class CallState:
         if retry_state is not None:
             retry_state.outcome = None
         self.retry_details = None
-        self.sendable = None  # bound to the caller's side, which holds this state
+        self.sendable = self.tokens = None  # the caller's side, which holds this state
 
     def _outcome(self, exc: BaseException | None) -> Outcome:
         if exc is None:
@@ -278,20 +292,3 @@ class CallState:
         if verdict.give_up_as is not None:
             return verdict.give_up_as
         return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
-
-
-class _Sleep:
-    """See :meth:`CallState.sleeping`."""
-
-    __slots__ = ("_seconds", "_started", "_state")
-
-    def __init__(self, state: CallState, seconds: float) -> None:
-        self._state, self._seconds = state, seconds
-        self._started = time.monotonic()
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        taken = self._seconds if exc_type is None else time.monotonic() - self._started
-        self._state.total_sleep += min(self._seconds, taken)

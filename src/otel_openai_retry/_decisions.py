@@ -25,6 +25,7 @@ __all__ = [
     "classify",
     "error_type",
     "parse_retry_after",
+    "rate_limit_kind",
     "retry_after_wait",
 ]
 
@@ -40,6 +41,8 @@ class Outcome(str, enum.Enum):
     DEADLINE = "deadline"
     RETRY_AFTER_TOO_LONG = "retry_after_too_long"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    """A 429 for ``insufficient_quota``: no credit left, which no wait restores."""
     CANCELLED = "cancelled"
     ERROR = "error"
     """The call failed after its response began (a stream cut or broken after it was returned)."""
@@ -55,6 +58,8 @@ class Verdict:
     status_code: int | None
     retry_after: float | None
     """The server's hint in seconds (finite, >= 0), or ``None``."""
+    limit: str | None = None
+    """For a 429: the limit its body says was hit, ``"tokens"`` or ``"requests"``, if it says."""
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -116,14 +121,43 @@ def classify(exc: BaseException, policy: RetryPolicy) -> Verdict:
         retryable = (
             override if override is not None else (status in RETRYABLE_STATUS or status >= 500)
         )
+        limit = rate_limit_kind(exc.body) if status == 429 else None
+        if limit == QUOTA:  # no credit left: waiting does not help, whatever the headers say
+            return Verdict(False, Outcome.QUOTA_EXHAUSTED, status, hint)
         if not retryable:
-            return Verdict(False, Outcome.NON_RETRYABLE, status, hint)
+            return Verdict(False, Outcome.NON_RETRYABLE, status, hint, limit)
         if hint is not None and hint > policy.max_retry_after:
-            return Verdict(False, Outcome.RETRY_AFTER_TOO_LONG, status, hint)
-        return Verdict(True, None, status, hint)
+            return Verdict(False, Outcome.RETRY_AFTER_TOO_LONG, status, hint, limit)
+        return Verdict(True, None, status, hint, limit)
     if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is a subclass
         return _NON_RETRYABLE if _refused_locally(exc) else _CONNECTION_FAILURE
     return _NON_RETRYABLE
+
+
+QUOTA = "insufficient_quota"
+
+
+def rate_limit_kind(body: object) -> str | None:
+    """What a 429's body says was hit: ``insufficient_quota`` (in its code or its type),
+    ``tokens`` (a type of ``tokens`` or ``tokens_usage_based``), ``requests``, or ``None``.
+
+    The SDK gives the body's ``error`` object, or the whole body, as JSON (whichever its version
+    does); anything else says nothing, and nothing here raises.
+    """
+    if not isinstance(body, dict):
+        return None
+    inner = body.get("error")
+    if isinstance(inner, dict):
+        body = inner
+    kind, code = body.get("type"), body.get("code")
+    if QUOTA in (kind, code):
+        return QUOTA
+    if isinstance(kind, str):
+        if kind.startswith("tokens"):
+            return "tokens"
+        if kind.startswith("requests"):
+            return "requests"
+    return None
 
 
 def _refused_locally(exc: BaseException) -> bool:

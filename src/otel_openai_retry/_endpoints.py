@@ -1,11 +1,20 @@
 """One guard per pacing key: the only owner of pacing and the retry budget.
 
-The retry loop asks its guard four things and tells it one: whether sends are paced now, how long
-to wait for a send slot before an attempt, that an attempt was sent, whether a retry may be sent
-(the budget), and what an answer said (status and headers, for the pacer). Both halves are
-optional (``adaptive`` and ``budget`` in the policy); with both off every call shares
-:data:`NULL_GUARD`, which costs a method call and nothing else. A fleet-shared guard (Redis) is
-another implementation of :class:`EndpointGuard`.
+The retry loop asks its guard whether sends are paced now (and whether by tokens: only then does
+a call estimate its tokens), how long to wait for a send slot before an attempt, and whether a
+retry may be sent (the budget); it tells it that an attempt was sent, what an answer said (status
+and headers, for the pacer), and what a token-paced answer really cost. Both halves are optional
+(``adaptive`` and ``budget`` in the policy); with both off every call shares :data:`NULL_GUARD`,
+which costs a method call and nothing else. A fleet-shared guard (Redis) is another
+implementation of :class:`EndpointGuard`.
+
+Requests and tokens: OpenAI limits both, and a 429's body says which was hit. A guard paces
+tokens only once told of a ``tokens`` 429 (``throttled(..., limit="tokens")``; any other 429
+paces requests). While it does (``pacing_tokens()``), each send passes its estimated tokens to
+``slot_delay(now, latest, tokens)`` (0 otherwise), the slot being the later of the request slot
+and the token slot, and ``tokens_used(now, reserved, used)`` corrects the reservation of a send
+that reserved ``reserved > 0`` tokens once its answer's usage is known. A 429 for
+``insufficient_quota`` is never told at all: no wait brings credit back.
 
 The pacing key is a base URL and a model: rate limits and outages are per deployment, and calls
 to other models must not be slowed by one model's limit. The map is bounded so that an
@@ -21,8 +30,17 @@ from typing import Protocol
 from ._budget import RetryBudget
 from ._pacing import AdaptiveLimiter
 from ._policy import RetryPolicy
+from ._token_pacing import TokenPacer
 
-__all__ = ["NULL_GUARD", "EndpointGuard", "Endpoints", "LocalGuard", "PacingKey", "take_slot"]
+__all__ = [
+    "NULL_GUARD",
+    "EndpointGuard",
+    "Endpoints",
+    "LocalGuard",
+    "PacingKey",
+    "TokenCost",
+    "take_slot",
+]
 
 MAX_ENDPOINTS = 512
 
@@ -36,9 +54,13 @@ class EndpointGuard(Protocol):
     def pacing(self) -> bool:
         """Whether sends are being paced now (so a slot is a queue worth measuring)."""
 
-    def slot_delay(self, now: float, latest: float) -> float | None:
-        """Seconds to wait before sending; ``None`` when the slot would come after ``latest``
-        (the caller's deadline: it goes at once rather than hold up the schedule)."""
+    def pacing_tokens(self) -> bool:
+        """Whether sends reserve tokens now (so a call estimates its own)."""
+
+    def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
+        """Seconds to wait before sending ``tokens`` (the estimate; 0 when not pacing tokens);
+        ``None`` when the slot would come after ``latest`` (the caller's deadline: it goes at
+        once rather than hold up the schedule)."""
 
     def sent(self, now: float) -> None:
         """An attempt went out."""
@@ -47,12 +69,20 @@ class EndpointGuard(Protocol):
         """Whether the budget lets this retry go out; asked only for a retry that will be sent."""
 
     def throttled(
-        self, now: float, retry_after: float | None, headers: Mapping[str, str] | None
+        self,
+        now: float,
+        retry_after: float | None,
+        headers: Mapping[str, str] | None,
+        limit: str | None = None,
     ) -> None:
-        """The server answered 429; ``retry_after`` only when the call itself will honour it."""
+        """The server answered 429; ``retry_after`` only when the call itself will honour it;
+        ``limit`` is what the body says was hit (``"tokens"``, ``"requests"`` or ``None``)."""
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
         """The server accepted an attempt."""
+
+    def tokens_used(self, now: float, reserved: int, used: int) -> None:
+        """An answer whose send reserved ``reserved`` tokens (> 0) reported ``used``."""
 
 
 class _NullGuard:
@@ -63,7 +93,10 @@ class _NullGuard:
     def pacing(self) -> bool:
         return False
 
-    def slot_delay(self, now: float, latest: float) -> float | None:
+    def pacing_tokens(self) -> bool:
+        return False
+
+    def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
         return 0.0
 
     def sent(self, now: float) -> None:
@@ -73,44 +106,78 @@ class _NullGuard:
         return True
 
     def throttled(
-        self, now: float, retry_after: float | None, headers: Mapping[str, str] | None
+        self,
+        now: float,
+        retry_after: float | None,
+        headers: Mapping[str, str] | None,
+        limit: str | None = None,
     ) -> None:
         pass
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
         pass
 
+    def tokens_used(self, now: float, reserved: int, used: int) -> None:
+        pass
+
 
 NULL_GUARD: EndpointGuard = _NullGuard()
 
 
-def take_slot(guard: EndpointGuard, now: float, latest: float) -> tuple[float | None, str | None]:
-    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`) and, while sends are
-    paced, how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot
-    would come after ``latest``)."""
+class TokenCost(Protocol):
+    """What one call's request costs in tokens; asked only while its endpoint paces tokens."""
+
+    def estimate(self) -> int:
+        """Before a send: the tokens the server charges it before answering."""
+
+    def used(self, result: object) -> int | None:
+        """What the answer ``result`` says it cost, if it says."""
+
+
+def take_slot(
+    guard: EndpointGuard, now: float, latest: float, cost: TokenCost | None = None
+) -> tuple[float | None, str | None, int]:
+    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`); while sends are paced,
+    how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot would
+    come after ``latest``); and the tokens reserved, estimated only while tokens are paced."""
+    tokens = cost.estimate() if cost is not None and guard.pacing_tokens() else 0
     paced = guard.pacing()
-    delay = guard.slot_delay(now, latest)
-    if not paced:
-        return delay, None
-    return delay, "rejected" if delay is None else "delayed" if delay > 0 else "acquired"
+    delay = guard.slot_delay(now, latest, tokens)
+    if delay is None:
+        return None, "rejected" if paced else None, 0
+    return delay, ("delayed" if delay > 0 else "acquired") if paced else None, tokens
 
 
 class LocalGuard:
     """Pacing and budget kept in this process."""
 
-    __slots__ = ("budget", "limiter")
+    __slots__ = ("budget", "limiter", "tokens")
 
-    def __init__(self, limiter: AdaptiveLimiter | None, budget: RetryBudget | None) -> None:
+    def __init__(
+        self,
+        limiter: AdaptiveLimiter | None,
+        budget: RetryBudget | None,
+        tokens: TokenPacer | None = None,
+    ) -> None:
         self.limiter = limiter
         self.budget = budget
+        self.tokens = tokens
 
     def pacing(self) -> bool:
-        limiter = self.limiter
-        return limiter is not None and limiter.engaged
+        limiter, tokens = self.limiter, self.tokens
+        return (limiter is not None and limiter.engaged) or (tokens is not None and tokens.engaged)
 
-    def slot_delay(self, now: float, latest: float) -> float | None:
+    def pacing_tokens(self) -> bool:
+        tokens = self.tokens
+        return tokens is not None and tokens.engaged
+
+    def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
         limiter = self.limiter
-        return 0.0 if limiter is None else limiter.reserve(now, latest)
+        delay = 0.0 if limiter is None else limiter.reserve(now, latest)
+        pacer = self.tokens
+        if delay is None or pacer is None or not pacer.engaged:
+            return delay
+        return pacer.reserve(now, tokens, now + delay, latest)
 
     def sent(self, now: float) -> None:
         if self.budget is not None:
@@ -121,14 +188,26 @@ class LocalGuard:
         return self.budget is None or status_code == 429 or self.budget.try_retry(now)
 
     def throttled(
-        self, now: float, retry_after: float | None, headers: Mapping[str, str] | None
+        self,
+        now: float,
+        retry_after: float | None,
+        headers: Mapping[str, str] | None,
+        limit: str | None = None,
     ) -> None:
+        if limit == "tokens" and self.tokens is not None and self.tokens.on_throttled(now, headers):
+            return  # the token limit: request pacing is not told (its rate was not the cause)
         if self.limiter is not None:
             self.limiter.on_throttled(now, retry_after, headers)
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
         if self.limiter is not None:
             self.limiter.on_success(now, headers)
+        if self.tokens is not None:
+            self.tokens.on_success(now, headers)
+
+    def tokens_used(self, now: float, reserved: int, used: int) -> None:
+        if self.tokens is not None:
+            self.tokens.used(reserved, used)
 
 
 class Endpoints:
@@ -156,8 +235,10 @@ class Endpoints:
             if guard is None:
                 if len(self._guards) >= MAX_ENDPOINTS:
                     del self._guards[next(iter(self._guards))]
+                adaptive = self._adaptive
                 guard = self._guards[key] = LocalGuard(
-                    AdaptiveLimiter(max_gate=self._max_gate) if self._adaptive else None,
+                    AdaptiveLimiter(max_gate=self._max_gate) if adaptive else None,
                     RetryBudget(self._budget) if self._budget > 0 else None,
+                    TokenPacer(max_gate=self._max_gate) if adaptive else None,
                 )
             return guard

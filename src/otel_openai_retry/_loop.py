@@ -96,8 +96,11 @@ class _Steps:
         return self.state.retrying(self._retry_state)
 
     def sleeping(self, seconds: float) -> AbstractContextManager[None]:
+        """Around the driver's sleep: tenacity moves on to the next attempt, and the sleep is
+        counted in the call's total: all of it, or what passed before a cancel."""
         assert self._retry_state is not None
-        return self.state.sleeping(self._retry_state, seconds)
+        self._retry_state.prepare_for_next_attempt()
+        return _Sleep(self.state, seconds)
 
     def result(self, result: Any) -> Any:
         """The call's result: the first attempt's, or tenacity's last outcome (raised again if
@@ -110,6 +113,23 @@ class _Steps:
 
     def release(self) -> None:
         self.state.release(self._retrying, self._retry_state)
+
+
+class _Sleep:
+    """See :meth:`_Steps.sleeping`."""
+
+    __slots__ = ("_seconds", "_started", "_state")
+
+    def __init__(self, state: CallState, seconds: float) -> None:
+        self._state, self._seconds = state, seconds
+        self._started = time.monotonic()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        taken = self._seconds if exc_type is None else time.monotonic() - self._started
+        self._state.total_sleep += min(self._seconds, taken)
 
 
 async def run_async(

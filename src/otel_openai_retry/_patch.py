@@ -28,6 +28,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from ._attempt_options import cap_timeout, max_attempts, sent_header_values
 from ._attributes import describe_request
 from ._call_state import CallState
+from ._call_tokens import used_tokens
 from ._companion import CompanionTelemetry, peer_span
 from ._endpoints import EndpointGuard
 from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper
@@ -40,6 +41,7 @@ from ._sendable import headers_sendable
 from ._servers import server_of
 from ._stream_hooks import stream_method_wrapper
 from ._telemetry import CallTelemetry
+from ._token_estimate import estimate_tokens
 from ._user_hooks import user_hooks_for_call
 
 __all__ = ["Patch"]
@@ -164,12 +166,20 @@ class _Call:
             capture_body(getattr(options, "content", None), options.files),
             self.sendable,
             info.span_name,
+            self,
         )
         self.deadline = self.state.deadline
 
     def sendable(self) -> bool:
         """Whether the transport would put this request on the wire (see ``CallState``)."""
         return self.headers_sendable and not self.client.is_closed()  # type: ignore[attr-defined]
+
+    def estimate(self) -> int:
+        """The request's tokens as the server estimates them; asked only while pacing tokens."""
+        return estimate_tokens(self.options.json_data)
+
+    def used(self, result: object) -> int | None:
+        return used_tokens(result)
 
     def options_for(self, attempt: int) -> FinalRequestOptions:
         """The SDK's retries off, the true retry count on the wire, the deadline respected."""

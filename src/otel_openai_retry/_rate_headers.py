@@ -1,8 +1,8 @@
 """What OpenAI's rate-limit headers say about the server's limit, read defensively.
 
-``x-ratelimit-{limit,remaining,reset}-requests`` give the rate the server refills. Hostile or
-malformed values (huge, negative, non-numeric, non-finite, a reset of a year) say nothing: they
-give ``None``, never an exception.
+``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` give the rate the server refills, and
+for tokens the bucket's size and how full it is. Hostile or malformed values (huge, negative,
+non-numeric, non-finite, a reset of a year) say nothing: they give ``None``, never an exception.
 """
 
 from __future__ import annotations
@@ -10,11 +10,22 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 
-__all__ = ["MAX_HINT_RATE", "MAX_RESET", "parse_duration", "refill_rate"]
+__all__ = [
+    "MAX_HINT_RATE",
+    "MAX_RESET",
+    "MAX_TOKEN_RATE",
+    "Limit",
+    "parse_duration",
+    "read_limit",
+    "refill_rate",
+]
 
 MAX_HINT_RATE = 1e6
 """Requests per second above which a header's rate is nonsense (and pacing at it meaningless)."""
+MAX_TOKEN_RATE = 1e9
+"""The same for tokens per second (the largest limits are some millions a second)."""
 _DURATION = re.compile(r"(\d{1,12}(?:\.\d{1,12})?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _COUNT = re.compile(r"\d{1,15}")
@@ -50,22 +61,42 @@ def _count(headers: Mapping[str, str], name: str) -> int | None:
     return int(value) if _COUNT.fullmatch(value) else None
 
 
-def refill_rate(headers: Mapping[str, str]) -> float | None:
-    """Requests per second the server refills, from ``x-ratelimit-*-requests``, if it says.
+def refill_rate(headers: Mapping[str, str], unit: str = "requests") -> float | None:
+    """Requests (or, with ``unit="tokens"``, tokens) per second the server refills, from
+    ``x-ratelimit-*-{unit}``, if it says.
 
     Hostile values (huge, negative, non-numeric, non-finite, a reset of a year) say nothing:
     ``None``, never an exception; a rate, when given, is finite and at most ``MAX_HINT_RATE``.
     """
+    found = read_limit(headers, unit)
+    return None if found is None else found.rate
+
+
+class Limit(NamedTuple):
+    """What ``x-ratelimit-{limit,remaining,reset}-{unit}`` say together."""
+
+    rate: float | None
+    """Refilled per second: what was used (limit - remaining) over the time to refill it;
+    ``None`` when nothing is used or the reset is unreadable."""
+    limit: int
+    """The bucket's size."""
+    remaining: int
+
+
+def read_limit(headers: Mapping[str, str], unit: str) -> Limit | None:
+    """The limit of one unit (``requests`` or ``tokens``), or ``None`` when the headers do not
+    give both counts (or give nonsense: more remaining than the limit); never an exception."""
     try:
-        limit = _count(headers, "x-ratelimit-limit-requests")
-        remaining = _count(headers, "x-ratelimit-remaining-requests")
-        reset_text = headers.get("x-ratelimit-reset-requests")
+        limit = _count(headers, f"x-ratelimit-limit-{unit}")
+        remaining = _count(headers, f"x-ratelimit-remaining-{unit}")
+        reset_text = headers.get(f"x-ratelimit-reset-{unit}")
     except Exception:  # a mapping that fails to read is no hint
         return None
-    if limit is None or remaining is None or not isinstance(reset_text, str):
+    if limit is None or remaining is None or remaining > limit:
         return None
-    reset = parse_duration(reset_text)
-    if reset is None or not 0 < reset <= MAX_RESET or limit <= remaining:
-        return None
+    reset = parse_duration(reset_text) if isinstance(reset_text, str) else None
+    if reset is None or not 0 < reset <= MAX_RESET or limit == remaining:
+        return Limit(None, limit, remaining)
     rate = (limit - remaining) / reset
-    return rate if math.isfinite(rate) and 0 < rate <= MAX_HINT_RATE else None
+    highest = MAX_TOKEN_RATE if unit == "tokens" else MAX_HINT_RATE
+    return Limit(rate if math.isfinite(rate) and 0 < rate <= highest else None, limit, remaining)

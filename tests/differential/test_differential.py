@@ -80,6 +80,8 @@ RATE_LIMIT_VALUES = ("100", "0", "1e400", *HOSTILE_NUMBERS)
 RESETS = ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")
 RESET_VALUES = ("1ms", "1s", "0s", "-1s", "abc", "", "nan", "1e400ms")
 """Resets stay short or unreadable: a long valid one would have the pacer (rightly) wait it."""
+LIMIT_TYPES = ("tokens", "requests", "insufficient_quota")
+"""What a 429's body may say was hit: a token limit, a request limit, or no credit left."""
 ECHO = f"Invalid 'messages[0].content': {PROMPT!r} is not allowed."
 """An error message quoting the prompt, as the real API's validation errors do."""
 
@@ -98,7 +100,7 @@ def rate_limit_headers(draw: st.DrawFn) -> dict[str, str]:
 @st.composite
 def status_faults(draw: st.DrawFn) -> Fault:
     """An error answer with any mix of retry hints (valid and hostile), ``x-should-retry`` and
-    rate-limit headers, its message quoting the prompt or not."""
+    rate-limit headers, its message quoting the prompt or not; a 429 saying what was hit."""
     headers = draw(rate_limit_headers())
     ms = draw(st.none() | st.sampled_from(MS_HINTS))
     if ms is not None:
@@ -106,11 +108,13 @@ def status_faults(draw: st.DrawFn) -> Fault:
     seconds = draw(st.none() | st.sampled_from(SECONDS_HINTS) | st.sampled_from(DATE_HINTS_IN))
     if isinstance(seconds, str):
         headers["retry-after"] = seconds
+    status = draw(st.sampled_from(STATUSES))
     fault = Fault.status(
-        draw(st.sampled_from(STATUSES)),
+        status,
         headers=headers,
         should_retry=draw(st.none() | st.booleans()),
         message=draw(st.none() | st.just(ECHO)),
+        error_type=draw(st.none() | st.sampled_from(LIMIT_TYPES)) if status == 429 else None,
     )
     if isinstance(seconds, float):
         fault = dataclasses.replace(fault, retry_after_date_in=seconds)
@@ -276,6 +280,14 @@ HUGE_LIMITS = {
 }
 """A 400-digit limit beside a valid reset: the rate the pacer would learn is beyond any float."""
 
+TOKEN_LIMITS = {
+    "x-ratelimit-limit-tokens": "1000",
+    "x-ratelimit-remaining-tokens": "0",
+    "x-ratelimit-reset-tokens": "20ms",
+    "retry-after-ms": "1",
+}
+"""A token bucket empty for 20 ms: the pacer learns a token limit and paces the retry by it."""
+
 
 KNOWN = (
     known("sync", "upload_read_once", Fault.server_error()),
@@ -304,6 +316,15 @@ KNOWN = (
     known("asyncio", "chat", TIMEOUT_FAULT),
     known("trio", "chat", Fault.server_error()),
     known("trio", "chat", Fault.rate_limit(retry_after_ms=5)),
+    known("sync", "chat", Fault.insufficient_quota()),
+    known("asyncio", "chat_stream", Fault.insufficient_quota(), max_retries=3),
+    known("sync", "chat", Fault.status(429, headers=TOKEN_LIMITS, error_type="tokens")),
+    known(
+        "asyncio",
+        "chat_raw",
+        Fault.status(429, headers=TOKEN_LIMITS, error_type="tokens"),
+        Fault.status(200, headers=TOKEN_LIMITS),
+    ),
     Scenario("sync", "chat", None, bad_header="api_key"),
     Scenario("asyncio", "chat_stream", None, bad_header="custom"),
     Scenario("trio", "upload_bytes", 1, bad_header="api_key"),

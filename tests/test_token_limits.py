@@ -1,0 +1,124 @@
+"""Pacing by tokens end to end: the real SDK, real HTTP, a 429 that says ``type: tokens``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+from .helpers import FAST, Instrument, Sdk, async_client, attrs, calls
+from .token_limited import TokenLimitedServer
+
+PERSISTENT = replace(FAST, max_attempts=8)
+"""Enough attempts for every call of a crowd to get through a rate limit."""
+
+EMPTY_BUCKET = {
+    "x-ratelimit-limit-tokens": "1000",
+    "x-ratelimit-remaining-tokens": "0",
+    "x-ratelimit-reset-tokens": "1s",
+    "retry-after-ms": "1",
+}
+"""1,000 tokens, none left, full again in a second: 1,000 tokens a second."""
+
+
+async def test_a_token_429_holds_back_what_does_not_fit_yet(
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The retry of a 500-token request waits until the bucket the headers describe holds 500
+    tokens; a request of a few tokens right after it waits only its turn behind it."""
+    instrument(policy=FAST)
+    server.script(Fault.status(429, headers=EMPTY_BUCKET, error_type="tokens"))
+    client = sdk.client(server)
+    big: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x" * 400}]
+
+    def chat(max_tokens: int) -> object:  # 100 tokens of prompt, plus those asked for
+        return client.chat.completions.create(
+            model="gpt-4o-mini", messages=big, max_tokens=max_tokens
+        )
+
+    await sdk(lambda: chat(400))
+    await sdk(lambda: chat(1))
+    first, second = calls(exporter.get_finished_spans())
+    assert [r.fault.status_code for r in server.requests] == [429, 200, 200]
+    waited = attrs(first.attempts[1]).get("openai_retry.throttle")
+    assert isinstance(waited, float) and waited > 0, "the retry waited for its tokens"
+    slept = first.attr("openai_retry.total_sleep")
+    assert isinstance(slept, float)
+    assert waited + slept <= 500 / 1000 / 0.98 + 0.01
+    assert first.attr("openai_retry.outcome") == "success"
+    assert second.attr("openai_retry.attempts") == 1
+
+
+async def test_a_request_429_does_not_pace_tokens(
+    sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The same headers on a 429 that says ``type: requests``: no token schedule, and a request
+    of many tokens is not held back for them."""
+    instrument(policy=FAST)
+    server.script(Fault.status(429, headers=EMPTY_BUCKET, error_type="requests"))
+    client = sdk.client(server)
+    await sdk(
+        lambda: client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=900
+        )
+    )
+    (call,) = calls(exporter.get_finished_spans())
+    waited = attrs(call.attempts[1]).get("openai_retry.throttle", 0.0)
+    assert isinstance(waited, float) and waited < 900 / 1000 / 2, "not paced by tokens"
+
+
+@pytest.fixture
+def limited() -> Iterator[TokenLimitedServer]:
+    server = TokenLimitedServer(rate=10_000, capacity=1_000)
+    yield server
+    server.close()
+
+
+async def run_many(base_url: str, count: int, concurrency: int) -> list[bool]:
+    """``count`` calls of 100 tokens each (a prompt of 1, 99 asked for)."""
+    client = async_client(base_url)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> bool:
+        async with semaphore:
+            try:
+                await client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": f"{i % 10}"}],
+                    max_tokens=99,
+                )
+            except openai.APIError:
+                return False
+            return True
+
+    return await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def test_token_pacing_gets_a_crowd_through_a_token_limit(
+    limited: TokenLimitedServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The same crowd into the same token limit (100 calls a second, 10 at once), without
+    pacing and then with it, in one run: pacing by tokens cuts the 429s to a fraction."""
+    unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
+    await run_many(limited.base_url, 200, concurrency=50)
+    throttled_unpaced = limited.statuses[429]
+    unpaced.uninstrument()
+    limited.reset()
+    exporter.clear()
+
+    instrument(policy=PERSISTENT)
+    results = await run_many(limited.base_url, 200, concurrency=50)
+    assert all(results)
+    assert limited.statuses[429] <= 0.5 * throttled_unpaced, (limited.statuses, throttled_unpaced)
+    found = calls(exporter.get_finished_spans())
+    kinds = [attrs(a).get("error.type") for c in found for a in c.attempts]
+    assert sum(len(c.attempts) for c in found) == sum(limited.statuses.values()), set(kinds)
+    throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
+    assert any(isinstance(t, float) and t > 0 for t in throttles), "pacing engaged"

@@ -113,12 +113,15 @@ def test_the_token_slot_is_never_before_the_request_slot() -> None:
     assert pacer.reserve(5.0, 10, 5.0 + 0.3, math.inf) == pytest.approx(0.3)
 
 
-def test_usage_corrects_the_reservation() -> None:
-    """An answer that used less than its estimate gives the difference back to the schedule."""
+def test_usage_above_the_estimate_is_charged_and_below_it_given_nothing_back() -> None:
+    """The server charged the estimate at admission: an answer that used less leaves the
+    schedule as it was; one that used more (an estimate too low) is charged the difference."""
     pacer = engaged()
     assert pacer.reserve(0.0, 800, 0.0, math.inf) == pytest.approx(800 / RATE)
     pacer.used(800, 200)
-    assert pacer.reserve(0.0, 200, 0.0, math.inf) == pytest.approx(400 / RATE)
+    assert pacer.reserve(0.0, 200, 0.0, math.inf) == pytest.approx(1000 / RATE)
+    pacer.used(200, 500)
+    assert pacer.reserve(0.0, 100, 0.0, math.inf) == pytest.approx(1400 / RATE)
 
 
 def test_a_caller_who_cannot_wait_reserves_nothing() -> None:

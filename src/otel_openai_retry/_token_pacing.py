@@ -7,7 +7,8 @@ headers (``x-ratelimit-{limit,remaining,reset}-tokens``, on that 429 or learnt b
 token rate, every send reserves its estimated tokens from a schedule that drains as the server's
 bucket does: a GCRA (the token bucket's virtual-time form), with the server's rate (slightly
 under, as for requests) and the bucket's size as its capacity. A send goes at the later of its
-request slot and its token slot; the answer's usage corrects the reservation.
+request slot and its token slot; an answer that used more than its estimate adds the difference
+(one that used less gives nothing back: the server charged the estimate).
 
 The bucket is also kept in step with the server's view: an answer's ``remaining-tokens`` never
 leaves the schedule fuller than the server says it is (other processes share the limit). Without
@@ -90,8 +91,11 @@ class TokenPacer:
             return delay
 
     def used(self, reserved: int, used: int) -> None:
-        """An answer reported its usage: the reservation made for it becomes what it cost."""
-        if self.engaged and self.rate > 0:
+        """An answer reported more usage than was reserved for it: the schedule is charged the
+        difference. Less gives nothing back: OpenAI's limiter charges its estimate (the output
+        allowed, not the output produced) at admission, so a refund would send tokens the server
+        has not got, and 429s follow."""
+        if self.engaged and self.rate > 0 and used > reserved:
             with self._lock:
                 self._tat += (min(used, self.capacity) - min(reserved, self.capacity)) / self.rate
 

@@ -4,8 +4,10 @@ Retrying alone cannot get a crowd of callers through a rate limit: they all wake
 the limit again. Once an endpoint has answered 429, every attempt to it (first attempts too) takes
 a send slot from a shared schedule:
 
-- a ``Retry-After`` hint closes a gate for everyone until then; a hint longer than ``max_gate``
-  (the policy's ``max_retry_after``) is ignored, and no slot is ever more than ``max_gate`` away;
+- a ``Retry-After`` hint closes a gate for everyone until then, unless the same answer's
+  ``x-ratelimit-*`` headers give the refill rate (a whole-second hint, rounded up, would idle
+  the endpoint for most of a second the schedule can use); a hint longer than ``max_gate`` (the
+  policy's ``max_retry_after``) is ignored, and no slot is ever more than ``max_gate`` away;
 - OpenAI's ``x-ratelimit-limit/remaining/reset-requests`` headers, when present, give the server's
   refill rate, and the schedule sends at that rate (they are trusted over any estimate);
 - without them, the rate adapts AIMD-style, as the AWS SDK's adaptive retry mode does: it starts
@@ -165,14 +167,15 @@ class AdaptiveLimiter(TrialRules):
             if self._independent_since is not None and self._watch_independent(now, throttled=True):
                 return
             self._last_throttled = now
+            hinted = refill_rate(headers) if headers is not None else None
             if (
                 retry_after is not None
+                and hinted is None  # the refill rate says more than a hint rounded up to seconds
                 and math.isfinite(retry_after)
                 and 0 <= retry_after <= self._max_gate
                 and (self._phase == SETTLED or not self.engaged)
             ):
                 self._gate_until = max(self._gate_until, now + retry_after)
-            hinted = refill_rate(headers) if headers is not None else None
             if not self.engaged:
                 self._engage(now)
             elif hinted is None:

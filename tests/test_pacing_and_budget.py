@@ -38,16 +38,39 @@ def test_parse_duration_rejects_garbage(text: str) -> None:
     assert parse_duration(text) is None
 
 
+HUNDRED_A_SECOND = {
+    "x-ratelimit-limit-requests": "101",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "1s",
+}
+"""A 100/s limit as its headers say it: the floored count hides up to one request."""
+
+
 def test_refill_rate_from_openai_headers() -> None:
-    headers = {
-        "x-ratelimit-limit-requests": "10",
-        "x-ratelimit-remaining-requests": "0",
-        "x-ratelimit-reset-requests": "100ms",
-    }
+    headers = HUNDRED_A_SECOND
     assert refill_rate(headers) == pytest.approx(100.0)
-    assert refill_rate({**headers, "x-ratelimit-remaining-requests": "10"}) is None
+    assert refill_rate({**headers, "x-ratelimit-remaining-requests": "101"}) is None
     assert refill_rate({**headers, "x-ratelimit-reset-requests": "soon"}) is None
     assert refill_rate({}) is None
+
+
+def test_a_refill_rate_is_never_above_the_servers() -> None:
+    """The remaining count is floored: a bucket of 10 refilled at 100/s, with 9.5 left, says
+    "9 left, full in 5 ms" (200/s, were the count taken as exact). Read as what it bounds, it
+    says nothing; with the bucket empty, at most 100/s."""
+    nearly_full = {
+        "x-ratelimit-limit-requests": "10",
+        "x-ratelimit-remaining-requests": "9",
+        "x-ratelimit-reset-requests": "5ms",
+    }
+    assert refill_rate(nearly_full) is None
+    empty = {
+        **nearly_full,
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "95ms",
+    }
+    assert refill_rate(empty) == pytest.approx(9 / 0.095)
+    assert refill_rate(empty) <= 100.0
 
 
 def test_limiter_costs_nothing_until_a_429() -> None:
@@ -74,12 +97,7 @@ def test_with_header_rates_a_429_paces_at_their_rate_not_behind_a_gate() -> None
     endpoint for most of a second. The refill rate beside it is what the schedule follows (the
     caller that got the 429 still waits its own ``Retry-After``)."""
     limiter = AdaptiveLimiter()
-    headers = {
-        "x-ratelimit-limit-requests": "10",
-        "x-ratelimit-remaining-requests": "0",
-        "x-ratelimit-reset-requests": "100ms",
-    }
-    limiter.on_throttled(1.0, 1.0, headers)
+    limiter.on_throttled(1.0, 1.0, HUNDRED_A_SECOND)
     delays = [slot(limiter, 1.0) for _ in range(3)]
     assert limiter.rate == pytest.approx(100 * 0.98)
     assert delays == pytest.approx([0.0, 1 / limiter.rate, 2 / limiter.rate])
@@ -103,15 +121,24 @@ def test_a_caller_who_cannot_wait_for_a_slot_books_none() -> None:
 
 def test_headers_set_the_rate() -> None:
     limiter = AdaptiveLimiter()
-    headers = {
-        "x-ratelimit-limit-requests": "10",
-        "x-ratelimit-remaining-requests": "0",
-        "x-ratelimit-reset-requests": "100ms",
-    }
-    limiter.on_throttled(0.0, None, headers)
+    limiter.on_throttled(0.0, None, HUNDRED_A_SECOND)
     assert limiter.rate == pytest.approx(98.0)
     first, second = slot(limiter, 0.0), slot(limiter, 0.0)
     assert second - first == pytest.approx(1 / 98.0)
+
+
+def test_the_highest_header_rate_of_an_engagement_is_kept() -> None:
+    """Each header rate is a lower bound: a later, lower one (few requests used, so a coarse
+    bound) does not slow the schedule."""
+    limiter = AdaptiveLimiter()
+    limiter.on_throttled(0.0, None, HUNDRED_A_SECOND)
+    coarse = {
+        **HUNDRED_A_SECOND,
+        "x-ratelimit-remaining-requests": "98",
+        "x-ratelimit-reset-requests": "25ms",
+    }
+    limiter.on_success(0.1, coarse)  # 2 used, 25 ms to refill: at least 40/s
+    assert limiter.rate == pytest.approx(98.0)
 
 
 def test_aimd_without_headers() -> None:

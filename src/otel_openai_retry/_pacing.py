@@ -80,6 +80,7 @@ class AdaptiveLimiter(TrialRules):
     """The shared send schedule of one endpoint."""
 
     __slots__ = (
+        "_hinted",
         "_last_delay",
         "_lock",
         "_max_gate",
@@ -91,6 +92,8 @@ class AdaptiveLimiter(TrialRules):
         self.rate = 0.0
         self._max_gate = max_gate if math.isfinite(max_gate) and max_gate >= 0 else 0.0
         self._next_free = 0.0
+        self._hinted = 0.0
+        """The highest refill rate the headers gave this engagement: each is a lower bound."""
         self._gate_until = 0.0
         self._last_decrease = -math.inf
         self._last_throttled = -math.inf
@@ -151,8 +154,7 @@ class AdaptiveLimiter(TrialRules):
         with self._lock:
             hinted = refill_rate(headers) if headers is not None else None
             if hinted is not None:
-                self.rate = max(MIN_RATE, hinted * HINT_MARGIN)
-                self._phase = SETTLED
+                self._follow(hinted)
             elif self._phase != TRIAL and now - self._last_decrease >= DECREASE_GUARD:
                 self.rate += max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
             if self._answers.add(now, throttled=False) and hinted is None:
@@ -181,12 +183,18 @@ class AdaptiveLimiter(TrialRules):
             elif hinted is None:
                 self._decrease(now)
             if hinted is not None:
-                self.rate = max(MIN_RATE, hinted * HINT_MARGIN)
-                self._phase = SETTLED
+                self._follow(hinted)
             if self._answers.add(now, throttled=True) and hinted is None:
                 self._next_phase(now)
 
+    def _follow(self, hinted: float) -> None:
+        """Send at the headers' rate: the highest they gave, as each one is a lower bound."""
+        self._hinted = max(self._hinted, hinted)
+        self.rate = max(MIN_RATE, self._hinted * HINT_MARGIN)
+        self._phase = SETTLED
+
     def _engage(self, now: float) -> None:
+        self._hinted = 0.0
         self.rate = max(START_FLOOR, self._sends.rate(now) * ENGAGE_FACTOR)
         self._last_decrease = now
         self.engaged = True

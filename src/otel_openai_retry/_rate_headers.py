@@ -76,8 +76,9 @@ class Limit(NamedTuple):
     """What ``x-ratelimit-{limit,remaining,reset}-{unit}`` say together."""
 
     rate: float | None
-    """Refilled per second: what was used (limit - remaining) over the time to refill it;
-    ``None`` when nothing is used or the reset is unreadable."""
+    """Refilled per second, at most: what was used (limit - remaining; for requests, less the
+    one the floored count may hide) over the time to refill it; ``None`` when that is nothing
+    or the reset is unreadable."""
     limit: int
     """The bucket's size."""
     remaining: int
@@ -97,6 +98,12 @@ def read_limit(headers: Mapping[str, str], unit: str) -> Limit | None:
     reset = parse_duration(reset_text) if isinstance(reset_text, str) else None
     if reset is None or not 0 < reset <= MAX_RESET or limit == remaining:
         return Limit(None, limit, remaining)
-    rate = (limit - remaining) / reset
+    # ``remaining`` is a whole count, floored: up to one request of what looks used may have been
+    # refilled already. Counting one less gives a rate never above the server's (a bucket of 10
+    # with 9.5 left reads "9 left, full in 5 ms": 200/s from a 100/s limit, 0/s this way, which
+    # says nothing); the error shrinks as more is used, and for tokens it is one in thousands.
+    rate = (limit - remaining - (unit == "requests")) / reset
+    if rate <= 0:
+        return Limit(None, limit, remaining)
     highest = MAX_TOKEN_RATE if unit == "tokens" else MAX_HINT_RATE
     return Limit(rate if math.isfinite(rate) and 0 < rate <= highest else None, limit, remaining)

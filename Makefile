@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck package unit jaeger bench clean
+.PHONY: demo test lint typecheck package unit jaeger redis bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ jaeger:
 		if [ $$status -eq 3 ]; then echo "make jaeger: Go not found; Jaeger e2e tests will skip"; \
 		else exit $$status; fi; }
 
+# redis-server for the fleet tests (tests/fleet/): Debian's package, installed where it is missing
+# and the machine allows it (root and apt-get). Without it this only says so, and those tests skip
+# with the reason.
+redis:
+	@bash scripts/install-redis.sh >/dev/null || { status=$$?; \
+		if [ $$status -eq 3 ]; then echo "make redis: no redis-server; Redis fleet tests will skip"; \
+		else exit $$status; fi; }
+
 # The sdist and the wheel as PyPI would get them, built into an ignored directory; twine checks
 # their metadata and the README as PyPI renders it; then the wheel goes into a fresh virtualenv
 # with only its core dependencies and runs every Python block of the README there.
@@ -40,7 +48,7 @@ package: $(STAMP)
 	$(BIN)/twine check --strict $(DIST)/*
 	$(BIN)/python scripts/check_wheel.py $(DIST)
 
-unit: $(STAMP) jaeger
+unit: $(STAMP) jaeger redis
 	$(BIN)/pytest
 
 test: lint typecheck package unit

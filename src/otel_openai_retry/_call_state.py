@@ -15,11 +15,12 @@ from typing import Any
 import tenacity
 
 from ._decisions import Outcome, Verdict, classify, retry_after_wait
-from ._endpoints import NULL_GUARD, EndpointGuard, take_slot
+from ._endpoints import NULL_GUARD, EndpointGuard, take_slot, take_slot_async
 from ._hooks import RetryDetails
 from ._internal import report_internal_error
 from ._observers import CallObserver, CallSummary
 from ._replay import BodyReplay
+from ._sleeps import CountedSleep
 from ._strategies import MAX_SLEEP, Strategies
 
 __all__ = ["CallState"]
@@ -150,7 +151,17 @@ class CallState:
         """
         self.verdict = None  # whatever fails from here on is judged afresh
         deadline, now = self.deadline, time.monotonic()
-        delay, queued = take_slot(self.guard, now, math.inf if deadline is None else deadline)
+        slot = take_slot(self.guard, now, math.inf if deadline is None else deadline)
+        return self._slot_taken(now, *slot)
+
+    async def pacing_delay_async(self) -> float:
+        """:meth:`pacing_delay` for a guard whose slot is a round trip away (``shared_slot``)."""
+        self.verdict = None
+        deadline, now = self.deadline, time.monotonic()
+        slot = await take_slot_async(self.guard, now, math.inf if deadline is None else deadline)
+        return self._slot_taken(now, *slot)
+
+    def _slot_taken(self, now: float, delay: float | None, queued: str | None) -> float:
         if queued is not None:
             self._queued = (queued, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
@@ -225,11 +236,14 @@ class CallState:
                 pending.append(waiting)
         return pending
 
-    def sleeping(self, retry_state: tenacity.RetryCallState, seconds: float) -> _Sleep:
+    def sleeping(self, retry_state: tenacity.RetryCallState, seconds: float) -> CountedSleep:
         """Around the driver's sleep: tenacity moves on to the next attempt, and the sleep is
         counted in the call's total: all of it, or what passed before a cancel."""
         retry_state.prepare_for_next_attempt()
-        return _Sleep(self, seconds)
+        return CountedSleep(seconds, self._slept)
+
+    def _slept(self, seconds: float) -> None:
+        self.total_sleep += seconds
 
     def _tell_paced(self, result: str, waited: float) -> None:
         for observer in self.observers:
@@ -278,20 +292,3 @@ class CallState:
         if verdict.give_up_as is not None:
             return verdict.give_up_as
         return Outcome.EXHAUSTED if self.attempts >= self.max_attempts else Outcome.DEADLINE
-
-
-class _Sleep:
-    """See :meth:`CallState.sleeping`."""
-
-    __slots__ = ("_seconds", "_started", "_state")
-
-    def __init__(self, state: CallState, seconds: float) -> None:
-        self._state, self._seconds = state, seconds
-        self._started = time.monotonic()
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        taken = self._seconds if exc_type is None else time.monotonic() - self._started
-        self._state.total_sleep += min(self._seconds, taken)

@@ -15,10 +15,11 @@ cancellation still lands there.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import anyio
 
-__all__ = ["async_sleep", "is_testing", "set_testing", "sync_sleep"]
+__all__ = ["CountedSleep", "async_sleep", "is_testing", "set_testing", "sync_sleep"]
 
 _instant = False
 
@@ -47,3 +48,21 @@ async def async_sleep(seconds: float) -> None:
 def sync_sleep(seconds: float) -> None:
     if not _instant:
         time.sleep(seconds)
+
+
+class CountedSleep:
+    """Around a sleep of the retry loop: ``count`` is told the time slept, all of it, or what
+    passed before a cancel (a call's ``openai_retry.total_sleep`` is what it really slept)."""
+
+    __slots__ = ("_count", "_seconds", "_started")
+
+    def __init__(self, seconds: float, count: Callable[[float], None]) -> None:
+        self._seconds, self._count = seconds, count
+        self._started = time.monotonic()
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        taken = self._seconds if exc_type is None else time.monotonic() - self._started
+        self._count(min(self._seconds, taken))

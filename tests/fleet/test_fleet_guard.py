@@ -1,0 +1,284 @@
+"""Pacing and the budget shared through a real Redis, seen from one process: a round trip only
+while the fleet paces, a 429 seen by one guard pacing another, and Redis slow, down or wrong
+costing a call nothing but a warning."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import cast
+
+import openai
+import pytest
+
+from otel_openai_retry import ConfigurationError, RetryPolicy
+from otel_openai_retry._endpoints import EndpointGuard, Endpoints
+from otel_openai_retry._fleet import REPORT_EVERY
+from otel_openai_retry.testing import FakeOpenAIServer
+
+from ..helpers import FAST, MESSAGES, Instrument, Sdk, async_client, sync_client
+from .conftest import RedisServer
+
+HEADERS = {
+    "x-ratelimit-limit-requests": "10",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "1s",
+}
+"""A server refilling 10 requests per second."""
+
+
+def fleet(url: str) -> RetryPolicy:
+    return replace(FAST, max_attempts=10, redis_url=url)
+
+
+def redis_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "otel_openai_retry" and r.levelno >= logging.WARNING
+    ]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def in_use(guard: EndpointGuard) -> bool:
+    """A send (so the guard's process reports, and hears the fleet back); always true."""
+    guard.sent(time.monotonic())
+    return True
+
+
+async def crowd(client: openai.AsyncOpenAI, count: int, concurrency: int) -> list[bool]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one() -> bool:
+        async with semaphore:
+            try:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            except openai.APIError:
+                return False
+            return True
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def test_an_endpoint_not_paced_costs_no_round_trip_per_call(
+    sdk: Sdk, server: FakeOpenAIServer, redis_server: RedisServer, instrument: Instrument
+) -> None:
+    """Calls count locally; one report per half second (or none, once idle) is all Redis sees."""
+    instrument(policy=fleet(redis_server.url))
+    client = sdk.client(server)
+    before, started = redis_server.scripts_run(), time.monotonic()
+    for _ in range(150):
+        await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
+    elapsed = time.monotonic() - started
+    used = redis_server.scripts_run() - before
+    reports = elapsed / REPORT_EVERY + 1
+    assert used <= reports, (used, elapsed)
+    assert used < 150 / 5
+    # the fleet's budget heard of them: requests counted in the endpoint's hash
+    await asyncio.sleep(REPORT_EVERY * 2)
+    [key] = redis_server.client.keys("otel_openai_retry:*")
+    counted = cast("dict[str, str]", redis_server.client.hgetall(key))
+    assert sum(int(v) for f, v in counted.items() if f.startswith("r:")) == 150
+
+
+def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) -> None:
+    """Two processes' endpoint tables (two instrumentations): one sees a 429 with the server's
+    rate; the other, which saw none, takes its slots from the same schedule."""
+    policy = fleet(redis_server.url)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        mine.throttled(time.monotonic(), None, HEADERS)
+        # the other process, using the endpoint, hears of it at its next report
+        wait_until(lambda: in_use(theirs) and theirs.shared_slot() and mine.shared_slot())
+        assert theirs.pacing()
+        now = time.monotonic()
+        delays = [g.slot_delay(now, math.inf) for g in (mine, theirs, mine, theirs)]
+        assert all(d is not None for d in delays)
+        gaps = [b - a for a, b in itertools.pairwise(delays)]  # type: ignore[operator]
+        assert all(0.09 < gap < 0.12 for gap in gaps), delays  # 9.8 per second, all together
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_retry_budget_is_the_fleets(redis_server: RedisServer) -> None:
+    """Retries one process spends come out of what every process may spend."""
+    policy = replace(fleet(redis_server.url), budget=0.1)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        now = time.monotonic()
+        for _ in range(10):
+            mine.sent(now)
+            theirs.sent(now)
+        wait_until(lambda: getattr(theirs, "_totals", None) is not None)
+        spent = 0
+        while mine.may_retry(time.monotonic(), 503):
+            spent += 1
+        assert 100 <= spent <= 103  # 0.1 x the requests heard of + the reserve of 100 a window
+        # in use, it reads the fleet's counts back at its next report
+        sends = [20]
+
+        def heard() -> bool:
+            sends[0] += in_use(theirs)
+            totals = getattr(theirs, "_totals", None)
+            return totals is not None and totals[1] >= spent
+
+        wait_until(heard)
+        more = 0
+        while theirs.may_retry(time.monotonic(), 503):
+            more += 1
+        assert spent + more <= 0.1 * sends[0] + 100 + 1  # alone it could have spent 100 more
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_redis_killed_mid_run_then_back(
+    server: FakeOpenAIServer,
+    own_redis: RedisServer,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every call succeeds through the outage, with one warning; once Redis is back (and the
+    reporter has tried again), the endpoint is shared again."""
+    caplog.set_level(logging.INFO, logger="otel_openai_retry")
+    instrument(policy=fleet(own_redis.url))
+    server.set_rate_limit(100, burst=5)
+    client = async_client(server)
+    assert all(await crowd(client, 60, concurrency=20))  # a 429 or more: the fleet paces
+    [key] = own_redis.client.keys("otel_openai_retry:*")
+    assert own_redis.client.hget(key, "engaged") is not None
+
+    running = asyncio.ensure_future(crowd(client, 150, concurrency=20))
+    await asyncio.sleep(0.2)
+    own_redis.stop()
+    assert all(await running)
+    assert all(await crowd(client, 30, concurrency=10))
+    warnings = redis_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "Redis at 127.0.0.1" in warnings[0] and "per process" in warnings[0]
+
+    own_redis.start()
+    deadline = time.monotonic() + 15
+    while not own_redis.client.keys("otel_openai_retry:*"):  # the reporter's next try
+        assert time.monotonic() < deadline
+        assert all(await crowd(client, 5, concurrency=5))
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+    assert len(redis_warnings(caplog)) == 1
+
+
+def test_a_hung_redis_delays_no_call(
+    server: FakeOpenAIServer,
+    own_redis: RedisServer,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis frozen (SIGSTOP) while the fleet paces: the paced calls go on, paced per process,
+    and all of them are done long before Redis could have answered."""
+    instrument(policy=fleet(own_redis.url))
+    server.set_rate_limit(50, burst=5)
+    client = sync_client(server)
+    asyncio.run(crowd(async_client(server), 40, concurrency=20))
+    [key] = own_redis.client.keys("otel_openai_retry:*")
+    assert own_redis.client.hget(key, "engaged") is not None
+    pid = own_redis.pid
+    frozen = threading.Event()
+
+    def thaw() -> None:
+        frozen.clear()
+        os.kill(pid, signal.SIGCONT)
+
+    os.kill(pid, signal.SIGSTOP)
+    frozen.set()
+    thawed = threading.Timer(20.0, thaw)
+    thawed.start()
+    try:
+        started = time.monotonic()
+        for _ in range(10):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        took = time.monotonic() - started
+        assert frozen.is_set(), "every call was over while Redis hung"
+    finally:
+        thawed.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert took < 20.0 / 4
+    assert len(redis_warnings(caplog)) == 1
+
+
+def test_a_key_of_the_wrong_type_fails_no_call(
+    server: FakeOpenAIServer,
+    redis_server: RedisServer,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    instrument(policy=fleet(redis_server.url))
+    client = sync_client(server)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    wait_until(lambda: bool(redis_server.client.keys("otel_openai_retry:*")))
+    [key] = redis_server.client.keys("otel_openai_retry:*")
+    redis_server.client.set(key, "not a hash")
+    server.set_rate_limit(50, burst=2)
+    started = time.monotonic()
+    for _ in range(20):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        if redis_warnings(caplog):
+            break
+        time.sleep(0.1)
+    assert time.monotonic() - started < 10
+    [warning] = redis_warnings(caplog)
+    assert "WRONGTYPE" in warning or "ResponseError" in warning
+
+
+def test_a_bad_url_is_refused_at_instrument_time(
+    monkeypatch: pytest.MonkeyPatch, instrument: Instrument
+) -> None:
+    monkeypatch.setenv("OTEL_OPENAI_RETRY_REDIS_URL", "http://:hunter2@cache:6379")
+    with pytest.raises(ConfigurationError) as refused:
+        instrument()
+    message = str(refused.value)
+    assert "OTEL_OPENAI_RETRY_REDIS_URL" in message and "redis://" in message
+    assert "hunter2" not in message
+    assert "hunter2" not in repr(RetryPolicy(redis_url="redis://:hunter2@cache:6379"))
+
+
+def test_under_trio_the_slot_is_local(
+    server: FakeOpenAIServer, redis_server: RedisServer, instrument: Instrument
+) -> None:
+    """No asyncio loop to run redis-py's asyncio client on: the fleet's pacing state still
+    arrives through the reporter, but the slot comes from the per-process schedule."""
+    import trio
+
+    instrument(policy=fleet(redis_server.url))
+    server.set_rate_limit(50, burst=5)
+
+    async def main() -> int:
+        client = async_client(server)
+        done = 0
+
+        async def one() -> None:
+            nonlocal done
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            done += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(60):
+                nursery.start_soon(one)
+        return done
+
+    assert trio.run(main) == 60

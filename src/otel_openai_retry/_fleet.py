@@ -24,8 +24,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
@@ -33,13 +33,14 @@ import redis.asyncio.retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ._fleet_scripts import REPORT, REPORT_CONSTANTS, RESERVE
+from ._fleet_reporter import ReportChannel, Reporting, report_loop
+from ._fleet_scripts import RESERVE
 from ._internal import logger
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript, Script
 
-__all__ = ["ROUND_TRIP_TIMEOUT", "Fleet", "Reporting"]
+__all__ = ["REPORT_EVERY", "ROUND_TRIP_TIMEOUT", "Fleet"]
 
 ROUND_TRIP_TIMEOUT = 0.05
 """Seconds a caller's round trip (or its connection) may take: past it, the caller's slot is
@@ -55,18 +56,6 @@ RECONNECT_EVERY = 3.0
 REPORT_EVERY = 0.5
 """Seconds between reports of a used endpoint: how soon the fleet's pacing reaches a process
 that has not seen a 429 itself, and how stale the fleet's budget counts may be."""
-REPORT_SPACING = 0.02
-"""Shortest gap between reports (a burst of 429s wakes the reporter many times)."""
-
-
-class Reporting(Protocol):
-    """What the reporter asks of an endpoint's guard."""
-
-    key: str
-
-    def take_report(self, now: float) -> Sequence[float] | None: ...
-
-    def apply_report(self, reply: object, now: float) -> None: ...
 
 
 class Fleet:
@@ -87,7 +76,7 @@ class Fleet:
         }
         self._url = url
         self._client: redis.Redis = self._connect(redis.Redis)
-        self._reporter: redis.Redis = self._connect(redis.Redis, REPORT_TIMEOUT)
+        self._channel = ReportChannel(self._connect(redis.Redis, REPORT_TIMEOUT))
         self._reserve: Script = self._client.register_script(RESERVE)
         self._async: dict[asyncio.AbstractEventLoop, AsyncScript] = {}
         kwargs = self._client.get_connection_kwargs()
@@ -97,13 +86,12 @@ class Fleet:
         self._strikes = 0
         self._retry_at = 0.0
         self._reconnect_every = reconnect_every
-        self._report_every = report_every
+        self.report_every = report_every
         self._guards: weakref.WeakSet[Reporting] = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.wakeup = threading.Event()
         self.closed = False
         self._thread: threading.Thread | None = None
-        self._report_sha: str | None = None
         _FLEETS.add(self)
 
     def _connect(self, kind: Any, timeout: float | None = None) -> Any:
@@ -198,11 +186,11 @@ class Fleet:
 
     def wake(self) -> None:
         """Report now (a 429: the fleet should pace at once)."""
-        self._wake.set()
+        self.wakeup.set()
 
     def _start(self) -> None:
         self._thread = threading.Thread(
-            target=_report_loop,
+            target=report_loop,
             args=(weakref.ref(self),),
             name="otel-openai-retry-redis",
             daemon=True,
@@ -221,7 +209,7 @@ class Fleet:
         if not reports and self.up:
             return
         try:
-            replies = self._send(reports)
+            replies = self._channel.send(reports)
             for (guard, _), reply in zip(reports, replies, strict=True):
                 guard.apply_report(reply, now)
         except Exception as exc:
@@ -229,60 +217,19 @@ class Fleet:
             return
         self._recovered()
 
-    def _send(self, reports: list[tuple[Reporting, Sequence[float]]]) -> list[Any]:
-        try:
-            return self._pipeline(reports)
-        except redis.exceptions.NoScriptError:  # Redis restarted, or its scripts were flushed
-            self._report_sha = None
-            return self._pipeline(reports)
-
-    def _pipeline(self, reports: list[tuple[Reporting, Sequence[float]]]) -> list[Any]:
-        if self._report_sha is None:
-            self._report_sha = str(self._reporter.script_load(REPORT))
-        pipe = self._reporter.pipeline(transaction=False)
-        for guard, news in reports:
-            pipe.evalsha(self._report_sha, 1, guard.key, *news, *REPORT_CONSTANTS)
-        if not reports:
-            pipe.ping()
-        replies: list[Any] = pipe.execute()
-        return replies if reports else []
-
     def close(self) -> None:
         self.closed = True
-        self._wake.set()
+        self.wakeup.set()
         self._client.close()
-        self._reporter.close()
+        self._channel.close()
 
     def _after_fork(self) -> None:
         """In a forked child: the reporter thread did not survive the fork."""
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self.wakeup = threading.Event()
         self._async = {}
         if self._thread is not None and not self.closed:
             self._start()
-
-
-def _report_loop(ref: Callable[[], Fleet | None]) -> None:
-    """Hold the fleet only while reporting, so that a fleet nobody uses can be collected."""
-    last = 0.0
-    while True:
-        fleet = ref()
-        if fleet is None or fleet.closed:
-            return
-        wake, every = fleet._wake, fleet._report_every
-        del fleet
-        wake.wait(every)
-        time.sleep(max(0.0, last + REPORT_SPACING - time.monotonic()))
-        wake.clear()
-        fleet = ref()
-        if fleet is None or fleet.closed:
-            return
-        last = time.monotonic()
-        try:
-            fleet.report()
-        except Exception:  # never let the reporter die: it is what brings sharing back
-            logger.exception("otel-openai-retry: Redis reporter failed")
-        del fleet
 
 
 def _pair(reply: object) -> tuple[int, int]:

@@ -172,7 +172,11 @@ class Fleet:
 
     def _recovered(self) -> None:
         with self._lock:
-            was_up, self.up = self.up, True
+            was_up = self.up
+            if not was_up:  # callers' connections opened before the outage are dead: new ones
+                self._client.connection_pool.disconnect()
+                self._async = {}
+            self.up = True
         if not was_up:
             logger.info("otel-openai-retry: Redis at %s answers again: shared pacing", self.where)
 

@@ -180,6 +180,10 @@ async def test_redis_killed_mid_run_then_back(
         assert time.monotonic() < deadline
         assert all(await crowd(client, 5, concurrency=5))
     assert any("answers again" in r.getMessage() for r in caplog.records)
+    # the new Redis knows nothing yet: the next 429s engage the fleet there
+    assert all(await crowd(client, 60, concurrency=20))
+    [key] = own_redis.client.keys("otel_openai_retry:*")
+    assert own_redis.client.hget(key, "engaged") is not None
     assert len(redis_warnings(caplog)) == 1
 
 

@@ -75,8 +75,8 @@ class Fleet:
             "retry": Retry(NoBackoff(), 0),
         }
         self._url = url
-        self._client: redis.Redis = self._connect(redis.Redis)
-        self._channel = ReportChannel(self._connect(redis.Redis, REPORT_TIMEOUT))
+        self._client: redis.Redis = self._connect(redis.Redis, "slot-sync")
+        self._channel = ReportChannel(self._connect(redis.Redis, "report", REPORT_TIMEOUT))
         self._reserve: Script = self._client.register_script(RESERVE)
         self._async: dict[asyncio.AbstractEventLoop, AsyncScript] = {}
         kwargs = self._client.get_connection_kwargs()
@@ -94,10 +94,11 @@ class Fleet:
         self._thread: threading.Thread | None = None
         _FLEETS.add(self)
 
-    def _connect(self, kind: Any, timeout: float | None = None) -> Any:
+    def _connect(self, kind: Any, role: str, timeout: float | None = None) -> Any:
         """A client with our timeouts, whatever the URL's query says (``socket_timeout=5``
-        there would make every paced call wait up to 5 s for a Redis that hangs)."""
-        options = dict(self._options)
+        there would make every paced call wait up to 5 s for a Redis that hangs), named for
+        its role in ``CLIENT LIST``."""
+        options = {**self._options, "client_name": f"otel-openai-retry:{role}"}
         if timeout is not None:
             options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
         if kind is redis.asyncio.Redis:
@@ -141,7 +142,7 @@ class Fleet:
         with self._lock:
             for gone in [other for other in self._async if other.is_closed()]:
                 del self._async[gone]
-            client: redis.asyncio.Redis = self._connect(redis.asyncio.Redis)
+            client: redis.asyncio.Redis = self._connect(redis.asyncio.Redis, "slot-async")
             script = self._async[loop] = client.register_script(RESERVE)
             return script
 

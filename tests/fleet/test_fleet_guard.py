@@ -95,6 +95,25 @@ async def test_an_endpoint_not_paced_costs_no_round_trip_per_call(
     assert sum(int(v) for f, v in counted.items() if f.startswith("r:")) == 150
 
 
+async def test_an_async_call_books_its_slot_without_blocking_its_event_loop(
+    sdk: Sdk, server: FakeOpenAIServer, redis_server: RedisServer, instrument: Instrument
+) -> None:
+    """While the fleet paces, sync calls book their slots with the sync client and async calls
+    with an asyncio client of their loop, never with a blocking socket (Redis's own list of
+    connections, each named for its role, says which)."""
+    redis_server.client.client_kill_filter(_type="normal", skipme=True)  # earlier tests' clients
+    instrument(policy=fleet(redis_server.url))
+    server.set_rate_limit(100, burst=5)
+    client = sdk.client(server)
+    before = redis_server.scripts_run()
+    await sdk.gather(*[lambda: client.chat.completions.create(model="m", messages=MESSAGES)] * 60)
+    assert redis_server.scripts_run() - before > 10  # slots booked in Redis, one per attempt
+    names = {c["name"] for c in redis_server.client.client_list()}
+    assert "otel-openai-retry:report" in names
+    booked = {"otel-openai-retry:slot-async" if sdk.is_async else "otel-openai-retry:slot-sync"}
+    assert names & {"otel-openai-retry:slot-async", "otel-openai-retry:slot-sync"} == booked
+
+
 def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) -> None:
     """Two processes' endpoint tables (two instrumentations): one sees a 429 with the server's
     rate; the other, which saw none, takes its slots from the same schedule."""

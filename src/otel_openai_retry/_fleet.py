@@ -1,11 +1,11 @@
 """The connection to a fleet's Redis, and how its failure is survived.
 
-Redis is an optimisation of pacing, never a dependency of a call: every round trip has a timeout
-of a few milliseconds and no retry, and the first failure of any kind (refused, timed out, a
-script error, a key of the wrong type, a reply of the wrong shape) switches every endpoint to its
-per-process guard, with one warning. Only the reporter thread tries Redis again, every
-``reconnect_every`` seconds, so a dead Redis costs callers nothing; its first good reply shares
-again.
+Redis is an optimisation of pacing, never a dependency of a call: a caller's round trip has a
+timeout of ``ROUND_TRIP_TIMEOUT`` and no retry, and the first failure (refused, a script error, a
+key of the wrong type, a reply of the wrong shape; or ``STRIKES`` time-outs in a row) switches
+every endpoint to its per-process guard, with one warning. Only the reporter thread tries Redis
+again, every ``reconnect_every`` seconds, so a dead Redis costs callers nothing; its first good
+reply shares again, with fresh connections.
 
 Callers do one kind of round trip, a slot reservation, and only while the fleet paces their
 endpoint: with the sync client from a sync call, with an asyncio client of the running loop from

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import signal
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from otel_openai_retry._endpoints import EndpointGuard, Endpoints
 from otel_openai_retry._fleet import REPORT_EVERY
 from otel_openai_retry.testing import FakeOpenAIServer
 
-from ..helpers import FAST, MESSAGES, Instrument, Sdk, async_client, sync_client
+from ..helpers import FAST, MESSAGES, Instrument, Sdk, async_client, run_python, sync_client
 from .conftest import RedisServer
 
 HEADERS = {
@@ -305,3 +306,30 @@ def test_under_trio_the_slot_is_local(
         return done
 
     assert trio.run(main) == 60
+
+
+def test_a_forked_worker_shares_too(redis_server: RedisServer) -> None:
+    """Instrumented before a fork (a pre-forking server's workers): each child has its own
+    reporter, so its counts reach the fleet."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from otel_openai_retry import RetryPolicy
+        from otel_openai_retry._endpoints import Endpoints
+        guard = Endpoints(RetryPolicy(redis_url={redis_server.url!r})).guard("http://api", "m")
+        guard.sent(time.monotonic())
+        pid = os.fork()
+        if pid == 0:
+            guard.sent(time.monotonic())
+            deadline = time.monotonic() + 10
+            while guard._totals is None or guard._totals[0] < 2:
+                if time.monotonic() > deadline:
+                    os._exit(1)
+                time.sleep(0.05)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = run_python("-W", "ignore::DeprecationWarning", "-c", code, timeout=60)
+    assert done.stdout.split() == ["0"], done.stderr

@@ -1,18 +1,28 @@
 """A real ``redis-server`` per session on a free loopback port (no persistence), and one of its
 own for each test that stops and restarts it. ``make redis`` installs Debian's where it is
-missing; without any, these tests skip and say why."""
+missing; without any, these tests skip and say why. And what the fleet tests share: the policy,
+a crowd of async calls, the warnings logged, waiting for the reporter."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import openai
 import pytest
 import redis
+
+from otel_openai_retry import RetryPolicy
+from otel_openai_retry._endpoints import EndpointGuard
+
+from ..helpers import FAST, MESSAGES
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -101,3 +111,45 @@ def redis_server(_redis_session: RedisServer) -> RedisServer:
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A Redis of the test's own, to stop and start."""
     yield from _server(tmp_path_factory)
+
+
+# -- what the tests share --------------------------------------------------------------------
+
+
+def fleet(url: str) -> RetryPolicy:
+    return replace(FAST, max_attempts=10, redis_url=url)
+
+
+def redis_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "otel_openai_retry" and r.levelno >= logging.WARNING
+    ]
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def in_use(guard: EndpointGuard) -> bool:
+    """A send (so the guard's process reports, and hears the fleet back); always true."""
+    guard.sent(time.monotonic())
+    return True
+
+
+async def crowd(client: openai.AsyncOpenAI, count: int, concurrency: int) -> list[bool]:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one() -> bool:
+        async with semaphore:
+            try:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            except openai.APIError:
+                return False
+            return True
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))

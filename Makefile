@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck package unit jaeger chromium screenshot bench clean
+.PHONY: demo test lint typecheck package unit jaeger redis chromium screenshot bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ typecheck: $(STAMP)
 jaeger:
 	@bash scripts/build-jaeger.sh >/dev/null || { status=$$?; \
 		if [ $$status -eq 3 ]; then echo "make jaeger: Go not found; Jaeger e2e tests will skip"; \
+		else exit $$status; fi; }
+
+# redis-server for the fleet tests (tests/fleet/): Debian's package, installed where it is missing
+# and the machine allows it (root and apt-get). Without it this only says so, and those tests skip
+# with the reason.
+redis:
+	@bash scripts/install-redis.sh >/dev/null || { status=$$?; \
+		if [ $$status -eq 3 ]; then echo "make redis: no redis-server; Redis fleet tests will skip"; \
 		else exit $$status; fi; }
 
 # Headless Chromium (Debian's `chromium`) for the Jaeger UI test and `make screenshot`: installed
@@ -56,7 +64,7 @@ package: $(STAMP)
 	$(BIN)/twine check --strict $(DIST)/*
 	$(BIN)/python scripts/check_wheel.py $(DIST)
 
-unit: $(STAMP) jaeger chromium
+unit: $(STAMP) jaeger redis chromium
 	$(BIN)/pytest
 
 test: lint typecheck package unit

@@ -13,9 +13,10 @@ from openai.types.responses import Response, ResponseUsage
 
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry._call_tokens import used_tokens
-from otel_openai_retry._endpoints import NULL_GUARD, Endpoints, take_slot
+from otel_openai_retry._endpoints import NULL_GUARD, Endpoints
 from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
+from otel_openai_retry._slots import take_slot
 from otel_openai_retry._token_pacing import HINT_MARGIN, TokenPacer
 
 TOKENS = {

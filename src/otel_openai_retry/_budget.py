@@ -34,6 +34,11 @@ class RetryBudget:
         self._retries = 0
         self._lock = threading.Lock()
 
+    @property
+    def reserve(self) -> float:
+        """Retries allowed per window whatever the requests (a quiet application's)."""
+        return self._reserve
+
     def _bucket(self, now: float) -> list[int]:
         index = math.floor(now / self._width)
         bucket = self._buckets.get(index)

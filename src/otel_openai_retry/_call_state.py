@@ -15,11 +15,12 @@ from typing import Any
 import tenacity
 
 from ._decisions import Outcome, Verdict, classify, retry_after_wait
-from ._endpoints import NULL_GUARD, EndpointGuard, TokenCost, take_slot
+from ._endpoints import NULL_GUARD, EndpointGuard
 from ._hooks import RetryDetails
 from ._internal import report_internal_error
 from ._observers import CallObserver, CallSummary
 from ._replay import BodyReplay
+from ._slots import TokenCost, correct_tokens, take_slot, take_slot_async
 from ._strategies import MAX_SLEEP, Strategies
 
 __all__ = ["CallState"]
@@ -158,7 +159,20 @@ class CallState:
         self.verdict = None  # whatever fails from here on is judged afresh
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
-        delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
+        return self._slot_taken(now, *take_slot(self.guard, now, latest, self.tokens))
+
+    async def pacing_delay_async(self) -> float:
+        """:meth:`pacing_delay` for a guard whose slot is a round trip away (``shared_slot``)."""
+        self.verdict = None
+        deadline, now = self.deadline, time.monotonic()
+        latest = math.inf if deadline is None else deadline
+        slot = await take_slot_async(self.guard, now, latest, self.tokens)
+        return self._slot_taken(now, *slot)
+
+    def _slot_taken(
+        self, now: float, delay: float | None, queued: str | None, reserved: int
+    ) -> float:
+        self._reserved = reserved
         if queued is not None:
             self._queued = (queued, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
@@ -189,7 +203,7 @@ class CallState:
     ) -> None:
         """``retry_state`` is ``None`` for a first attempt (tenacity not built yet)."""
         if self._reserved:
-            self._correct_tokens(result)
+            correct_tokens(self.guard, self.tokens, self._reserved, result)
         for observer in self.observers:
             try:
                 observer.attempt_succeeded(attempt, result)
@@ -235,15 +249,6 @@ class CallState:
             if waiting is not None:
                 pending.append(waiting)
         return pending
-
-    def _correct_tokens(self, result: Any) -> None:
-        """The answer's usage replaces the estimate its send reserved (if it reports one)."""
-        try:
-            used = None if self.tokens is None else self.tokens.used(result)
-            if used is not None:
-                self.guard.tokens_used(time.monotonic(), self._reserved, used)
-        except Exception:
-            report_internal_error("token usage")
 
     def _tell_paced(self, result: str, waited: float) -> None:
         for observer in self.observers:

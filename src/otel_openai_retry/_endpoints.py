@@ -5,8 +5,9 @@ a call estimate its tokens), how long to wait for a send slot before an attempt,
 retry may be sent (the budget); it tells it that an attempt was sent, what an answer said (status
 and headers, for the pacer), and what a token-paced answer really cost. Both halves are optional
 (``adaptive`` and ``budget`` in the policy); with both off every call shares :data:`NULL_GUARD`,
-which costs a method call and nothing else. A fleet-shared guard (Redis) is another
-implementation of :class:`EndpointGuard`.
+which costs a method call and nothing else. A fleet-shared guard (Redis, ``_fleet_guard``) is
+another implementation of :class:`EndpointGuard`; its slot may need a round trip, which an async
+call awaits (:meth:`~EndpointGuard.aslot_delay`) rather than block its event loop.
 
 Requests and tokens: OpenAI limits both, and a 429's body says which was hit. A guard paces
 tokens only once told of a ``tokens`` 429 (``throttled(..., limit="tokens")``; any other 429
@@ -25,22 +26,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ._budget import RetryBudget
+from ._errors import ConfigurationError
 from ._pacing import AdaptiveLimiter
-from ._policy import RetryPolicy
+from ._policy import ENV_VARS, RetryPolicy
 from ._token_pacing import TokenPacer
 
-__all__ = [
-    "NULL_GUARD",
-    "EndpointGuard",
-    "Endpoints",
-    "LocalGuard",
-    "PacingKey",
-    "TokenCost",
-    "take_slot",
-]
+if TYPE_CHECKING:
+    from ._fleet import Fleet
+
+__all__ = ["NULL_GUARD", "EndpointGuard", "Endpoints", "LocalGuard", "PacingKey"]
 
 MAX_ENDPOINTS = 512
 
@@ -61,6 +58,13 @@ class EndpointGuard(Protocol):
         """Seconds to wait before sending ``tokens`` (the estimate; 0 when not pacing tokens);
         ``None`` when the slot would come after ``latest`` (the caller's deadline: it goes at
         once rather than hold up the schedule)."""
+
+    def shared_slot(self) -> bool:
+        """Whether the next slot is booked in a shared store, a round trip away: an async call
+        then awaits :meth:`aslot_delay` instead of calling :meth:`slot_delay`."""
+
+    async def aslot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
+        """:meth:`slot_delay` without blocking the running event loop."""
 
     def sent(self, now: float) -> None:
         """An attempt went out."""
@@ -99,6 +103,12 @@ class _NullGuard:
     def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
         return 0.0
 
+    def shared_slot(self) -> bool:
+        return False
+
+    async def aslot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
+        return 0.0
+
     def sent(self, now: float) -> None:
         pass
 
@@ -122,30 +132,6 @@ class _NullGuard:
 
 
 NULL_GUARD: EndpointGuard = _NullGuard()
-
-
-class TokenCost(Protocol):
-    """What one call's request costs in tokens; asked only while its endpoint paces tokens."""
-
-    def estimate(self) -> int:
-        """Before a send: the tokens the server charges it before answering."""
-
-    def used(self, result: object) -> int | None:
-        """What the answer ``result`` says it cost, if it says."""
-
-
-def take_slot(
-    guard: EndpointGuard, now: float, latest: float, cost: TokenCost | None = None
-) -> tuple[float | None, str | None, int]:
-    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`); while sends are paced,
-    how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot would
-    come after ``latest``); and the tokens reserved, estimated only while tokens are paced."""
-    tokens = cost.estimate() if cost is not None and guard.pacing_tokens() else 0
-    paced = guard.pacing()
-    delay = guard.slot_delay(now, latest, tokens)
-    if delay is None:
-        return None, "rejected" if paced else None, 0
-    return delay, ("delayed" if delay > 0 else "acquired") if paced else None, tokens
 
 
 class LocalGuard:
@@ -178,6 +164,12 @@ class LocalGuard:
         if delay is None or pacer is None or not pacer.engaged:
             return delay
         return pacer.reserve(now, tokens, now + delay, latest)
+
+    def shared_slot(self) -> bool:
+        return False
+
+    async def aslot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
+        return self.slot_delay(now, latest, tokens)
 
     def sent(self, now: float) -> None:
         if self.budget is not None:
@@ -213,15 +205,35 @@ class LocalGuard:
 class Endpoints:
     """Pacing key → its guard, created on first use, oldest dropped past the bound."""
 
-    __slots__ = ("_adaptive", "_budget", "_guards", "_lock", "_max_gate")
+    __slots__ = ("_adaptive", "_budget", "_fleet", "_guards", "_lock", "_max_gate")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._adaptive = policy.adaptive
         # No caller waits at the pacing gate longer than the policy lets a server make it wait.
         self._max_gate = policy.max_retry_after
         self._budget = policy.budget
-        self._guards: dict[PacingKey, LocalGuard] = {}
+        self._guards: dict[PacingKey, EndpointGuard] = {}
         self._lock = threading.Lock()
+        self._fleet: Fleet | None = None
+        if policy.redis_url and (policy.adaptive or policy.budget > 0):
+            try:
+                from ._fleet import Fleet  # redis-py, imported only by who configured it
+            except ImportError as exc:
+                if not (exc.name or "").startswith("redis"):
+                    raise
+                raise ConfigurationError(
+                    f"{ENV_VARS['redis_url']} is set but redis-py is not installed: "
+                    "pip install 'otel-openai-retry[redis]'"
+                ) from None
+            try:
+                self._fleet = Fleet(policy.redis_url)
+            except ValueError as exc:  # what redis-py refuses in a URL that looked right
+                raise ConfigurationError(f"{ENV_VARS['redis_url']}: {exc}") from None
+
+    def close(self) -> None:
+        """Stop sharing (uninstrumented): the fleet's reporter ends, its connections close."""
+        if self._fleet is not None:
+            self._fleet.close()
 
     def guard(self, base_url: str, model: str) -> EndpointGuard:
         if not self._adaptive and self._budget <= 0:
@@ -235,10 +247,18 @@ class Endpoints:
             if guard is None:
                 if len(self._guards) >= MAX_ENDPOINTS:
                     del self._guards[next(iter(self._guards))]
-                adaptive = self._adaptive
-                guard = self._guards[key] = LocalGuard(
-                    AdaptiveLimiter(max_gate=self._max_gate) if adaptive else None,
-                    RetryBudget(self._budget) if self._budget > 0 else None,
-                    TokenPacer(max_gate=self._max_gate) if adaptive else None,
-                )
+                guard = self._guards[key] = self._new_guard(key)
             return guard
+
+    def _new_guard(self, key: PacingKey) -> EndpointGuard:
+        adaptive = self._adaptive
+        local = LocalGuard(
+            AdaptiveLimiter(max_gate=self._max_gate) if adaptive else None,
+            RetryBudget(self._budget) if self._budget > 0 else None,
+            TokenPacer(max_gate=self._max_gate) if adaptive else None,
+        )
+        if self._fleet is None:
+            return local
+        from ._fleet_guard import RedisGuard
+
+        return RedisGuard(self._fleet, key, local, self._max_gate)

@@ -13,7 +13,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from ._internal import logger
 from ._patch import Patch
 from ._policy import ENABLED_ENV_VAR, RetryPolicy, parse_bool
-from ._runtime import build_runtime
+from ._runtime import Runtime, build_runtime
 from .package import _instruments
 
 __all__ = ["OpenAIRetryInstrumentor"]
@@ -29,6 +29,7 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """
 
     _patch: Patch | None = None
+    _runtime: Runtime | None = None
     _langchain: BaseInstrumentor | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -45,12 +46,16 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return
         runtime = build_runtime(policy, kwargs.get("tracer_provider"), kwargs.get("meter_provider"))
         self._patch = Patch.install(runtime)
+        self._runtime = runtime
         self._langchain = _instrument_langchain()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         patch, self._patch = self._patch, None
         if patch is not None:
             patch.remove()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.endpoints.close()  # a fleet's reporter thread and Redis connections
         bridge, self._langchain = self._langchain, None
         if bridge is not None:
             bridge.uninstrument()

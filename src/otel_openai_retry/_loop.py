@@ -147,7 +147,11 @@ async def run_async(
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
                     steps.refused(result := await send(0))
                     break
-                throttle = state.pacing_delay()
+                throttle = (
+                    await state.pacing_delay_async()
+                    if state.guard.shared_slot()  # a round trip: awaited, never blocking the loop
+                    else state.pacing_delay()
+                )
                 if throttle > 0:
                     await sleep(throttle)
                 number = state.begin_attempt(throttle)

@@ -13,7 +13,8 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 
@@ -73,6 +74,44 @@ def _is_attempt_spans(value: object) -> bool:
     return value in _ATTEMPT_SPANS
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _is_redis_url(value: object) -> bool:
+    """Checked as redis-py will read it (without importing it: the extra may be absent until the
+    URL is used): a known scheme, a host (or a socket path), a port and a database number that
+    are numbers. Empty means no Redis."""
+    if not isinstance(value, str):
+        return False
+    if value == "":
+        return True
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        return False
+    if parts.scheme == "unix":
+        return bool(parts.path) and port is None
+    database = parts.path.lstrip("/")
+    return (
+        parts.scheme in _REDIS_SCHEMES
+        and bool(parts.hostname)
+        and (database == "" or (database.isascii() and database.isdigit()))
+    )
+
+
+def _hide_password(text: str) -> str:
+    """A URL as it may be shown in an error: its password (if any) replaced."""
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return "<unreadable URL>"
+    if not password:
+        return text
+    return parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)).geturl()
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One policy field and the environment variable that sets it."""
@@ -83,12 +122,14 @@ class Setting:
     """The value the text means, or ``None`` when it means none."""
     valid: Callable[[object], bool]
     accepted: str
+    shown: Callable[[str], str] = str
+    """How a refused value is quoted in the error: never a secret it may hold."""
 
     def from_text(self, raw: str) -> object:
         value = self.read(raw.strip())
         if value is None or not self.valid(value):
             raise ConfigurationError(
-                f"{self.variable}={raw!r} is not valid; accepted: {self.accepted}"
+                f"{self.variable}={self.shown(raw)!r} is not valid; accepted: {self.accepted}"
             )
         return value
 
@@ -112,6 +153,9 @@ SETTINGS: tuple[Setting, ...] = (
             f"a boolean: {_BOOLEANS}"),
     Setting("attempt_spans", "OTEL_OPENAI_RETRY_ATTEMPT_SPANS", _read_word, _is_attempt_spans,
             "all (a span for every attempt) or retried (attempt spans only for calls retried)"),
+    Setting("redis_url", "OTEL_OPENAI_RETRY_REDIS_URL", str, _is_redis_url,
+            "a redis://host[:port][/db], rediss://... or unix:///path URL, or empty (pacing and "
+            "the retry budget per process)", _hide_password),
 )  # fmt: skip
 """Every policy setting, in the order the variables are read."""
 
@@ -144,13 +188,17 @@ class RetryPolicy:
     attempt_spans: str = "all"
     """``all``: a span for every attempt; ``retried``: none for a call whose first attempt
     succeeded (its span says ``openai_retry.attempts = 1``), all of them for a retried call."""
+    redis_url: str = field(default="", repr=False)  # it may hold a password
+    """Share pacing and the retry budget with every process using this Redis; empty: per
+    process."""
 
     def __post_init__(self) -> None:
         for setting in SETTINGS:
             value = getattr(self, setting.field)
             if not setting.valid(value):
+                shown = setting.shown(value) if isinstance(value, str) else value
                 raise ConfigurationError(
-                    f"{setting.field}={value!r} is not valid; accepted: {setting.accepted}"
+                    f"{setting.field}={shown!r} is not valid; accepted: {setting.accepted}"
                 )
         if self.max_wait < self.initial_wait:
             raise ConfigurationError(

@@ -61,6 +61,13 @@ BAD_VALUES: list[tuple[str, str, str]] = [
         for value in ("none", "first", "true", "al l", "retried,all", "\uff41ll")
     ],
     *[
+        ("OTEL_OPENAI_RETRY_REDIS_URL", value, "a redis://host[:port][/db]")
+        for value in (
+            *("localhost:6379", "http://cache:6379", "redis://", "redis://cache:port"),
+            *("redis://cache:99999", "redis://cache/zero", "unix://", "redis://cache/\uff10"),
+        )
+    ],
+    *[
         (var, value, BOOLEAN)
         for var in ("OTEL_OPENAI_RETRY_ADAPTIVE", ENABLED_ENV_VAR)
         for value in ("maybe", "2", "enabled", "truee", "y", "-1", "yes please")

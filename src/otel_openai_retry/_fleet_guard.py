@@ -1,0 +1,220 @@
+"""The endpoint guard of a fleet: pacing and the retry budget shared through Redis.
+
+It wraps the per-process guard, which keeps learning from every answer as if alone, so that it
+can take over at any moment: whenever Redis is down or slow, and, under trio, for the slot itself.
+What the fleet adds:
+
+- a lease: until the fleet paces the endpoint (as last heard by the reporter, at most
+  ``REPORT_EVERY`` ago), a slot is the local guard's, with no round trip; while it paces, each
+  attempt books its slot with one atomic reservation (requests and tokens together);
+- a 429 that the local limiter takes as a reason to pace (not one it judged independent of our
+  rate) is reported at once, with its ``Retry-After`` gate and the header rates: the whole fleet
+  paces from the next report on;
+- the budget counts requests and retries locally; the reporter adds them to the fleet's counts
+  every ``REPORT_EVERY`` and reads back the fleet's totals, which decide (with what was counted
+  since) whether a retry may go. A fleet can so overspend by what its processes retry within one
+  report, which a burst of failures could not make more than a share of the reserve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from ._fleet import Fleet
+from ._fleet_scripts import NOT_PACED, TOO_LATE
+from ._pacing import DISENGAGE_AFTER
+from ._rate_headers import read_limit, refill_rate
+
+if TYPE_CHECKING:
+    from ._endpoints import LocalGuard, PacingKey
+
+__all__ = ["RedisGuard", "redis_key", "token_refill"]
+
+TOKEN_BURST = 1.0
+"""Seconds of tokens the shared token schedule lets go at once. The headers' limit is per
+minute, while servers enforce it over short windows (Azure: 1 s and 10 s), and no process of a
+fleet sees the others' ``remaining``: a second's worth is what no such window refuses."""
+
+STALE = 3.0
+"""Seconds after which the fleet's budget counts are too old to decide by (the local budget
+does)."""
+
+
+def redis_key(key: PacingKey) -> str:
+    """A short, fixed-shape key per endpoint (base URLs and model names hold any character)."""
+    digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:32]
+    return f"otel_openai_retry:{{{digest}}}"
+
+
+def token_refill(headers: Mapping[str, str]) -> tuple[float, int] | None:
+    """Tokens per second the server refills and the burst the shared schedule allows, from
+    ``x-ratelimit-*-tokens`` (read as the per-process token pacer reads them)."""
+    found = read_limit(headers, "tokens")
+    if found is None or found.rate is None:
+        return None
+    return found.rate, max(1, min(found.limit, math.ceil(found.rate * TOKEN_BURST)))
+
+
+class RedisGuard:
+    """Pacing and the budget of one pacing key, shared by every process using one Redis."""
+
+    __slots__ = (
+        "__weakref__",
+        "_engaged_until",
+        "_fleet",
+        "_gate_until",
+        "_hinted",
+        "_lock",
+        "_news",
+        "_tokens_hinted",
+        "_totals",
+        "key",
+        "local",
+        "max_gate",
+    )
+
+    def __init__(self, fleet: Fleet, key: PacingKey, local: LocalGuard, max_gate: float) -> None:
+        self._fleet = fleet
+        self.key = redis_key(key)
+        self.local = local
+        """The per-process guard: told everything, and in charge whenever Redis is not."""
+        self.max_gate = max_gate
+        self._engaged_until = 0.0
+        """Monotonic time until which the fleet paces this endpoint, as last heard."""
+        self._totals: tuple[int, int, float] | None = None
+        """The fleet's requests and retries over the budget's window, and when heard."""
+        self._news = [0, 0, 0, 0]
+        """Since the last report: requests sent, retries sent, 429s, successes while paced."""
+        self._gate_until: float | None = None
+        self._hinted: float | None = None
+        self._tokens_hinted: tuple[float, int] | None = None
+        self._lock = threading.Lock()
+        fleet.register(self)
+
+    # -- what the retry loop asks -----------------------------------------------------------------
+
+    def pacing(self) -> bool:
+        return self.local.pacing() or self.shared_slot()
+
+    def shared_slot(self) -> bool:
+        """Whether a slot is booked in Redis now (a round trip): the fleet paces the endpoint."""
+        return (
+            self._engaged_until > time.monotonic()
+            and self._fleet.up
+            and self.local.limiter is not None
+        )
+
+    def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
+        if self.shared_slot():
+            reply = self._fleet.reserve(self.key, self._reservation(now, latest, tokens))
+            if reply is not None:
+                return self._slot(reply, now, latest, tokens)
+        return self.local.slot_delay(now, latest, tokens)
+
+    async def aslot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
+        if self.shared_slot():
+            reply = await self._fleet.reserve_async(
+                self.key, self._reservation(now, latest, tokens)
+            )
+            if reply is not None:
+                return self._slot(reply, now, latest, tokens)
+        return self.local.slot_delay(now, latest, tokens)
+
+    def _reservation(self, now: float, latest: float, tokens: int) -> Sequence[float]:
+        left = -1.0 if math.isinf(latest) else max(0.0, latest - now) * 1000
+        return (1, max(0, tokens), left, self.max_gate * 1000, DISENGAGE_AFTER * 1000)
+
+    def _slot(self, reply: tuple[int, int], now: float, latest: float, tokens: int) -> float | None:
+        wait, engaged_ms = reply
+        self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
+        if wait == NOT_PACED:
+            return self.local.slot_delay(now, latest, tokens)
+        if wait == TOO_LATE:
+            return None
+        return wait / 1e6
+
+    def sent(self, now: float) -> None:
+        self.local.sent(now)
+        with self._lock:
+            self._news[0] += 1
+
+    def may_retry(self, now: float, status_code: int | None) -> bool:
+        budget = self.local.budget
+        if budget is None or status_code == 429:
+            return True
+        totals = self._totals
+        if totals is None or now - totals[2] > STALE or not self._fleet.up:
+            return self.local.may_retry(now, status_code)
+        with self._lock:
+            requests, retries = totals[0] + self._news[0], totals[1] + self._news[1]
+            if retries + 1 > budget.ratio * requests + budget.reserve:
+                return False
+            self._news[1] += 1
+            return True
+
+    def pacing_tokens(self) -> bool:
+        return self.local.pacing_tokens() or self.shared_slot()
+
+    def tokens_used(self, now: float, reserved: int, used: int) -> None:
+        self.local.tokens_used(now, reserved, used)
+
+    def throttled(
+        self,
+        now: float,
+        retry_after: float | None,
+        headers: Mapping[str, str] | None,
+        limit: str | None = None,
+    ) -> None:
+        self.local.throttled(now, retry_after, headers, limit)
+        limiter = self.local.limiter
+        engaged = limiter is not None and limiter.engaged
+        if not (engaged or self.local.pacing_tokens()):  # pacing off, or standing aside
+            return
+        with self._lock:
+            self._news[2] += 1
+            if retry_after is not None and 0 <= retry_after <= self.max_gate:
+                self._gate_until = max(self._gate_until or 0.0, now + retry_after)
+            self._learn(headers)
+        self._fleet.wake()
+
+    def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
+        self.local.answered(now, headers)
+        if self._engaged_until > now:
+            with self._lock:
+                self._news[3] += 1
+                self._learn(headers)
+
+    def _learn(self, headers: Mapping[str, str] | None) -> None:
+        if headers is not None:
+            self._hinted = refill_rate(headers) or self._hinted
+            self._tokens_hinted = token_refill(headers) or self._tokens_hinted
+
+    # -- what the reporter asks -------------------------------------------------------------------
+
+    def take_report(self, now: float) -> Sequence[float] | None:
+        """What happened since the last report, as the ``REPORT`` script's arguments; ``None``
+        when nothing did (an endpoint not used costs nothing)."""
+        with self._lock:
+            news, self._news = self._news, [0, 0, 0, 0]
+            gate, self._gate_until = self._gate_until, None
+            hinted, self._hinted = self._hinted, None
+            tokens, self._tokens_hinted = self._tokens_hinted, None
+        if not any(news):
+            return None
+        sent, retried, throttled, succeeded = news
+        gate_ms = -1.0 if gate is None else max(0.0, gate - now) * 1000
+        token_rate, token_burst = tokens if tokens is not None else (-1.0, 0)
+        return (sent, retried, throttled, gate_ms, hinted or -1.0, succeeded, token_rate,
+                token_burst)  # fmt: skip
+
+    def apply_report(self, reply: object, now: float) -> None:
+        if not isinstance(reply, list) or len(reply) != 4:
+            raise ValueError(f"unexpected reply from Redis: {type(reply).__name__}")
+        engaged_ms, requests, retries, _ = (int(value) for value in reply)
+        self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
+        self._totals = (requests, retries, now)

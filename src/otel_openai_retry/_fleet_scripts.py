@@ -1,0 +1,186 @@
+"""The two Lua scripts a fleet shares pacing and the retry budget through, and their arguments.
+
+Each runs atomically in Redis, on Redis's clock (``redis.call('TIME')``): the processes of a fleet
+have no common clock, so every time they exchange is a duration from "now", and Redis alone says
+when now is. All of an endpoint's state is one hash (one key: one slot in a cluster), expiring
+when unused, so an endpoint nobody calls leaves nothing behind.
+
+``RESERVE`` (one round trip per attempt, and only while the fleet paces the endpoint) books a
+send slot for a request and its tokens together, GCRA-style (the generic cell rate algorithm:
+a "theoretical arrival time" per resource, no timer and no refill loop)::
+
+    KEYS[1]  the endpoint's hash
+    ARGV     request cost (1), token cost (>= 0), latest (ms from now; < 0: none), max gate (ms),
+             disengage after (ms)
+    reply    {wait in µs, or NOT_PACED (go at once, nothing booked) or TOO_LATE (the slot comes
+              after ``latest``: nothing booked), ms until the fleet stops pacing}
+
+The slot is the earliest time at or after now, the gate (a ``Retry-After`` shared by everyone),
+the request schedule (``rate`` per second, ``burst`` at once; 1: evenly spaced) and the token
+schedule (``trate`` tokens per second, ``tburst`` at once). A slot beyond ``max gate`` is not
+booked: the caller waits ``max gate`` (no caller waits longer than the policy lets a server make
+it wait). A slot that made its caller wait keeps the fleet pacing for ``disengage after``.
+
+``REPORT`` (sent by each process's reporter thread, every half second while an endpoint is used,
+at once after a 429; never by a caller) adds what the process saw since its last report and
+reads back what the fleet saw::
+
+    KEYS[1]  the endpoint's hash
+    ARGV     requests sent, retries sent, 429s, gate (ms from now; < 0: none), hinted request
+             rate (< 0: none), successes, hinted token rate (< 0: none), hinted token burst,
+             then the constants of :data:`REPORT_CONSTANTS`
+    reply    {ms until the fleet stops pacing (0: not paced), requests and retries over the
+              budget window, request rate x 1000}
+
+Requests and retries are counted per second of Redis's clock over ``window`` seconds (the
+budget's sliding window). The rate is learnt as one process's limiter learns it: the server's
+header rate when it gives one; else a 429 to an unpaced endpoint starts the schedule at a share of
+the fleet's send rate over the last second or so, and then AIMD: a multiplicative decrease per 429
+(at most once per ``guard``), an additive increase per success.
+"""
+
+from __future__ import annotations
+
+from ._pacing import (
+    DECREASE_FACTOR,
+    DECREASE_GUARD,
+    DISENGAGE_AFTER,
+    ENGAGE_FACTOR,
+    HINT_MARGIN,
+    INCREASE_FRACTION,
+    INCREASE_PER_SUCCESS,
+    MIN_RATE,
+    START_FLOOR,
+)
+
+__all__ = ["NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
+
+NOT_PACED = -2
+TOO_LATE = -1
+WINDOW = 10
+"""Seconds the fleet's retry budget counts over, as :class:`~._budget.RetryBudget`'s window."""
+KEEP = 60_000
+"""Milliseconds an endpoint's hash outlives its last use."""
+
+REPORT_CONSTANTS: tuple[float, ...] = (
+    WINDOW,
+    DISENGAGE_AFTER * 1000,
+    START_FLOOR,
+    ENGAGE_FACTOR,
+    MIN_RATE,
+    DECREASE_FACTOR,
+    DECREASE_GUARD * 1000,
+    INCREASE_PER_SUCCESS,
+    INCREASE_FRACTION,
+    HINT_MARGIN,
+    KEEP,
+)
+
+RESERVE = f"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local key = KEYS[1]
+local s = redis.call('HMGET', key, 'engaged', 'rate', 'burst', 'tat', 'trate', 'tburst', 'ttat',
+                     'gate')
+local engaged = tonumber(s[1]) or 0
+local rate = tonumber(s[2]) or 0
+if engaged <= now or rate <= 0 then
+  return {{{NOT_PACED}, 0}}
+end
+local cost, tcost = tonumber(ARGV[1]), tonumber(ARGV[2])
+local latest, maxgate, disengage = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local interval = cost * 1000 / rate
+local tolerance = math.max(0, (tonumber(s[3]) or 1) - 1) * 1000 / rate
+local tat = math.max(tonumber(s[4]) or 0, now)
+local start = math.max(now, tonumber(s[8]) or 0, tat - tolerance)
+local trate, ttat, tinterval = tonumber(s[5]) or 0, 0, 0
+if trate > 0 and tcost > 0 then
+  tinterval = tcost * 1000 / trate
+  local ttolerance = math.max(0, (tonumber(s[6]) or 0) * 1000 / trate - tinterval)
+  ttat = math.max(tonumber(s[7]) or 0, now)
+  start = math.max(start, ttat - ttolerance)
+end
+local wait = start - now
+if latest >= 0 and wait >= latest then
+  return {{{TOO_LATE}, math.floor(engaged - now)}}
+end
+if wait > maxgate then
+  engaged = math.max(engaged, now + disengage)
+  redis.call('HSET', key, 'engaged', engaged)
+  if latest >= 0 and maxgate >= latest then
+    return {{{TOO_LATE}, math.floor(engaged - now)}}
+  end
+  return {{math.floor(maxgate * 1000), math.floor(engaged - now)}}
+end
+redis.call('HSET', key, 'tat', math.max(tat, start) + interval)
+if tinterval > 0 then
+  redis.call('HSET', key, 'ttat', math.max(ttat, start) + tinterval)
+end
+if wait > 1 then
+  engaged = math.max(engaged, now + disengage)
+  redis.call('HSET', key, 'engaged', engaged)
+end
+redis.call('PEXPIRE', key, {KEEP})
+return {{math.floor(wait * 1000), math.floor(engaged - now)}}
+"""
+
+REPORT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local key = KEYS[1]
+local a = {}
+for i = 1, #ARGV do a[i] = tonumber(ARGV[i]) end
+local sent, retried, throttled, gate, hinted = a[1], a[2], a[3], a[4], a[5]
+local succeeded, thinted, tburst = a[6], a[7], a[8]
+local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
+local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
+local second = math.floor(now / 1000)
+if sent > 0 then redis.call('HINCRBY', key, 'r:' .. second, sent) end
+if retried > 0 then redis.call('HINCRBY', key, 'x:' .. second, retried) end
+local requests, retries, recent = 0, 0, 0
+local state = {}
+local fields = redis.call('HGETALL', key)
+for i = 1, #fields, 2 do
+  local kind, at = string.match(fields[i], '^([rx]):(%d+)$')
+  if kind == nil then
+    state[fields[i]] = tonumber(fields[i + 1])
+  elseif tonumber(at) <= second - window then
+    redis.call('HDEL', key, fields[i])
+  elseif kind == 'r' then
+    requests = requests + tonumber(fields[i + 1])
+    if tonumber(at) >= second - 1 then recent = recent + tonumber(fields[i + 1]) end
+  else
+    retries = retries + tonumber(fields[i + 1])
+  end
+end
+local engaged = state['engaged'] or 0
+local rate = state['rate'] or 0
+local last = state['decreased'] or 0
+if throttled > 0 then
+  if engaged <= now or rate <= 0 then
+    rate = math.max(floor, recent / (1 + now / 1000 - second) * engage)
+    last = now
+    redis.call('HSET', key, 'tat', now, 'ttat', now)
+  elseif hinted < 0 and now - last >= guard then
+    rate = math.max(minrate, rate * decrease)
+    last = now
+  end
+  engaged = math.max(engaged, now + disengage)
+  if gate >= 0 then
+    redis.call('HSET', key, 'gate', math.max(state['gate'] or 0, now + gate))
+  end
+elseif engaged > now and succeeded > 0 and hinted < 0 and now - last >= guard then
+  rate = rate + succeeded * math.max(increase, rate * fraction)
+end
+if engaged > now then
+  if hinted > 0 then rate = math.max(minrate, hinted * margin) end
+  if thinted > 0 then
+    redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst)
+  end
+  redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last)
+end
+redis.call('PEXPIRE', key, keep)
+local left = 0
+if engaged > now then left = math.floor(engaged - now) end
+return {left, requests, retries, math.floor(rate * 1000)}
+"""

@@ -1,0 +1,66 @@
+"""Taking a send slot from an endpoint's guard, the one step the sync and async drivers share:
+the call's tokens estimated only while the guard paces tokens (a clean call pays nothing for
+them), and, while sends are paced, how the queue answered, for the pacing metrics; then what the
+answer says it cost."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from ._endpoints import EndpointGuard
+from ._internal import report_internal_error
+
+__all__ = ["TokenCost", "correct_tokens", "take_slot", "take_slot_async"]
+
+
+class TokenCost(Protocol):
+    """What one call's request costs in tokens; asked only while its endpoint paces tokens."""
+
+    def estimate(self) -> int:
+        """Before a send: the tokens the server charges it before answering."""
+
+    def used(self, result: object) -> int | None:
+        """What the answer ``result`` says it cost, if it says."""
+
+
+def take_slot(
+    guard: EndpointGuard, now: float, latest: float, cost: TokenCost | None = None
+) -> tuple[float | None, str | None, int]:
+    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`); while sends are paced,
+    how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot would
+    come after ``latest``); and the tokens reserved, estimated only while tokens are paced."""
+    tokens = _tokens(guard, cost)
+    return _queue_result(guard.pacing(), guard.slot_delay(now, latest, tokens), tokens)
+
+
+async def take_slot_async(
+    guard: EndpointGuard, now: float, latest: float, cost: TokenCost | None = None
+) -> tuple[float | None, str | None, int]:
+    """:func:`take_slot` for a guard whose slot is a round trip away (see ``shared_slot``)."""
+    tokens = _tokens(guard, cost)
+    return _queue_result(guard.pacing(), await guard.aslot_delay(now, latest, tokens), tokens)
+
+
+def _tokens(guard: EndpointGuard, cost: TokenCost | None) -> int:
+    return cost.estimate() if cost is not None and guard.pacing_tokens() else 0
+
+
+def _queue_result(
+    paced: bool, delay: float | None, tokens: int
+) -> tuple[float | None, str | None, int]:
+    if delay is None:
+        return None, "rejected" if paced else None, 0
+    return delay, ("delayed" if delay > 0 else "acquired") if paced else None, tokens
+
+
+def correct_tokens(
+    guard: EndpointGuard, cost: TokenCost | None, reserved: int, result: Any
+) -> None:
+    """The answer's usage, where above the ``reserved`` estimate, charged to the guard."""
+    try:
+        used = None if cost is None else cost.used(result)
+        if used is not None:
+            guard.tokens_used(time.monotonic(), reserved, used)
+    except Exception:
+        report_internal_error("token usage")

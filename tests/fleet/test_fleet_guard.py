@@ -1,0 +1,190 @@
+"""Pacing and the budget shared through a real Redis, seen from one process: a round trip only
+while the fleet paces, a 429 seen by one guard pacing another, the budget spent by one taken from
+all, a bad URL refused at once."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import textwrap
+import time
+from dataclasses import replace
+from typing import cast
+
+import pytest
+
+from otel_openai_retry import ConfigurationError, RetryPolicy
+from otel_openai_retry._endpoints import Endpoints
+from otel_openai_retry._fleet import REPORT_EVERY
+from otel_openai_retry.testing import FakeOpenAIServer
+
+from ..helpers import MESSAGES, Instrument, Sdk, async_client, run_python
+from .conftest import RedisServer, fleet, in_use, wait_until
+
+HEADERS = {
+    "x-ratelimit-limit-requests": "10",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "1s",
+}
+"""A server refilling 10 requests per second."""
+
+
+async def test_an_endpoint_not_paced_costs_no_round_trip_per_call(
+    sdk: Sdk, server: FakeOpenAIServer, redis_server: RedisServer, instrument: Instrument
+) -> None:
+    """Calls count locally; one report per half second (or none, once idle) is all Redis sees."""
+    instrument(policy=fleet(redis_server.url))
+    client = sdk.client(server)
+    before, started = redis_server.scripts_run(), time.monotonic()
+    for _ in range(150):
+        await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
+    elapsed = time.monotonic() - started
+    used = redis_server.scripts_run() - before
+    reports = elapsed / REPORT_EVERY + 1
+    assert used <= reports, (used, elapsed)
+    assert used < 150 / 5
+    # the fleet's budget heard of them: requests counted in the endpoint's hash
+    await asyncio.sleep(REPORT_EVERY * 2)
+    [key] = redis_server.client.keys("otel_openai_retry:*")
+    counted = cast("dict[str, str]", redis_server.client.hgetall(key))
+    assert sum(int(v) for f, v in counted.items() if f.startswith("r:")) == 150
+
+
+async def test_an_async_call_books_its_slot_without_blocking_its_event_loop(
+    sdk: Sdk, server: FakeOpenAIServer, redis_server: RedisServer, instrument: Instrument
+) -> None:
+    """While the fleet paces, sync calls book their slots with the sync client and async calls
+    with an asyncio client of their loop, never with a blocking socket (Redis's own list of
+    connections, each named for its role, says which)."""
+    redis_server.client.client_kill_filter(_type="normal", skipme=True)  # earlier tests' clients
+    instrument(policy=fleet(redis_server.url))
+    server.set_rate_limit(100, burst=5)
+    client = sdk.client(server)
+    before = redis_server.scripts_run()
+    await sdk.gather(*[lambda: client.chat.completions.create(model="m", messages=MESSAGES)] * 60)
+    assert redis_server.scripts_run() - before > 10  # slots booked in Redis, one per attempt
+    names = {c["name"] for c in redis_server.client.client_list()}
+    assert "otel-openai-retry:report" in names
+    booked = {"otel-openai-retry:slot-async" if sdk.is_async else "otel-openai-retry:slot-sync"}
+    assert names & {"otel-openai-retry:slot-async", "otel-openai-retry:slot-sync"} == booked
+
+
+def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) -> None:
+    """Two processes' endpoint tables (two instrumentations): one sees a 429 with the server's
+    rate; the other, which saw none, takes its slots from the same schedule."""
+    policy = fleet(redis_server.url)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        mine.throttled(time.monotonic(), None, HEADERS)
+        # the other process, using the endpoint, hears of it at its next report
+        wait_until(lambda: in_use(theirs) and theirs.shared_slot() and mine.shared_slot())
+        assert theirs.pacing()
+        now = time.monotonic()
+        delays = [g.slot_delay(now, math.inf) for g in (mine, theirs, mine, theirs)]
+        assert all(d is not None for d in delays)
+        gaps = [b - a for a, b in itertools.pairwise(delays)]  # type: ignore[operator]
+        assert all(0.09 < gap < 0.12 for gap in gaps), delays  # 9.8 per second, all together
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_retry_budget_is_the_fleets(redis_server: RedisServer) -> None:
+    """Retries one process spends come out of what every process may spend."""
+    policy = replace(fleet(redis_server.url), budget=0.1)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        now = time.monotonic()
+        for _ in range(10):
+            mine.sent(now)
+            theirs.sent(now)
+        wait_until(lambda: getattr(theirs, "_totals", None) is not None)
+        spent = 0
+        while mine.may_retry(time.monotonic(), 503):
+            spent += 1
+        assert 100 <= spent <= 103  # 0.1 x the requests heard of + the reserve of 100 a window
+        # in use, it reads the fleet's counts back at its next report
+        sends = [20]
+
+        def heard() -> bool:
+            sends[0] += in_use(theirs)
+            totals = getattr(theirs, "_totals", None)
+            return totals is not None and totals[1] >= spent
+
+        wait_until(heard)
+        more = 0
+        while theirs.may_retry(time.monotonic(), 503):
+            more += 1
+        assert spent + more <= 0.1 * sends[0] + 100 + 1  # alone it could have spent 100 more
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_bad_url_is_refused_at_instrument_time(
+    monkeypatch: pytest.MonkeyPatch, instrument: Instrument
+) -> None:
+    monkeypatch.setenv("OTEL_OPENAI_RETRY_REDIS_URL", "http://:hunter2@cache:6379")
+    with pytest.raises(ConfigurationError) as refused:
+        instrument()
+    message = str(refused.value)
+    assert "OTEL_OPENAI_RETRY_REDIS_URL" in message and "redis://" in message
+    assert "hunter2" not in message
+    assert "hunter2" not in repr(RetryPolicy(redis_url="redis://:hunter2@cache:6379"))
+
+
+def test_under_trio_the_slot_is_local(
+    server: FakeOpenAIServer, redis_server: RedisServer, instrument: Instrument
+) -> None:
+    """No asyncio loop to run redis-py's asyncio client on: the fleet's pacing state still
+    arrives through the reporter, but the slot comes from the per-process schedule."""
+    import trio
+
+    instrument(policy=fleet(redis_server.url))
+    server.set_rate_limit(50, burst=5)
+
+    async def main() -> int:
+        client = async_client(server)
+        done = 0
+
+        async def one() -> None:
+            nonlocal done
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            done += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(60):
+                nursery.start_soon(one)
+        return done
+
+    assert trio.run(main) == 60
+
+
+def test_a_forked_worker_shares_too(redis_server: RedisServer) -> None:
+    """Instrumented before a fork (a pre-forking server's workers): each child has its own
+    reporter, so its counts reach the fleet."""
+    code = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from otel_openai_retry import RetryPolicy
+        from otel_openai_retry._endpoints import Endpoints
+        guard = Endpoints(RetryPolicy(redis_url={redis_server.url!r})).guard("http://api", "m")
+        guard.sent(time.monotonic())
+        pid = os.fork()
+        if pid == 0:
+            guard.sent(time.monotonic())
+            deadline = time.monotonic() + 10
+            while guard._totals is None or guard._totals[0] < 2:
+                if time.monotonic() > deadline:
+                    os._exit(1)
+                time.sleep(0.05)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """
+    )
+    done = run_python("-W", "ignore::DeprecationWarning", "-c", code, timeout=60)
+    assert done.stdout.split() == ["0"], done.stderr

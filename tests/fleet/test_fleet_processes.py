@@ -1,0 +1,104 @@
+"""A fleet of processes, each a crowd of SDK calls over real HTTP to the fake server's rate limit:
+pacing shared through Redis lets fewer 429s through than each process pacing alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from otel_openai_retry.testing import FakeOpenAIServer
+
+from ..helpers import clean_environment
+from .conftest import RedisServer
+
+_CALLER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    import openai
+    from otel_openai_retry import OpenAIRetryInstrumentor
+
+    base_url, count, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    OpenAIRetryInstrumentor().instrument()
+
+    async def main():
+        client = openai.AsyncOpenAI(api_key="sk-test", base_url=base_url)
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(i):
+            async with semaphore:
+                try:
+                    await client.chat.completions.create(
+                        model="gpt-4o-mini", messages=[{"role": "user", "content": f"n{i}"}]
+                    )
+                except openai.APIError:
+                    return False
+                return True
+
+        await client.models.list()  # connected and warm: then all start together
+        print("ready", flush=True)
+        sys.stdin.readline()
+        return sum(await asyncio.gather(*(one(i) for i in range(count))))
+
+    print(json.dumps(asyncio.run(main())))
+    """
+)
+
+
+def run_fleet(server: FakeOpenAIServer, processes: int, count: int, redis_url: str) -> list[int]:
+    """How many calls of each process succeeded; all processes start their crowds at once."""
+    env = clean_environment(
+        OTEL_SDK_DISABLED="true",
+        OTEL_OPENAI_RETRY_MAX_ATTEMPTS="10",
+        OTEL_OPENAI_RETRY_INITIAL_WAIT="0.01",
+        OTEL_OPENAI_RETRY_MAX_WAIT="0.05",
+        OTEL_OPENAI_RETRY_REDIS_URL=redis_url,
+    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CALLER, server.base_url, str(count), "10"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    succeeded = []
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        assert "Redis" not in err, err  # no fallback, no warning
+        succeeded.append(json.loads(out.strip().splitlines()[-1]))
+    return succeeded
+
+
+@pytest.mark.slow
+def test_a_fleet_sharing_redis_meets_fewer_429s_than_processes_pacing_alone(
+    server: FakeOpenAIServer, redis_server: RedisServer
+) -> None:
+    """Each process alone learns the server's rate from its headers and sends at it: three of
+    them send three times too fast. Sharing one schedule, they send at it together."""
+    server.set_rate_limit(50, burst=5)
+    run_fleet(server, 3, 60, redis_url="")  # some calls may run out of attempts
+    alone = server.status_counts().get("429", 0)
+
+    server.reset()
+    server.set_rate_limit(50, burst=5)
+    succeeded = run_fleet(server, 3, 60, redis_url=redis_server.url)
+    shared = server.status_counts().get("429", 0)
+    print(f"429s: {alone} pacing per process, {shared} shared; {succeeded}")
+    assert succeeded == [60, 60, 60]
+    assert shared < 0.5 * alone, (shared, alone)
+    assert redis_server.scripts_run() > 0

@@ -1,0 +1,119 @@
+"""The Lua reservation on a real Redis, from several processes at once: the schedule it grants,
+read on Redis's own clock, never exceeds the rate and the burst, for requests and for tokens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from otel_openai_retry._fleet_scripts import NOT_PACED, RESERVE, TOO_LATE
+
+from ..helpers import clean_environment
+from .conftest import RedisServer
+
+KEY = "otel_openai_retry:{test}"
+
+_RESERVER = textwrap.dedent(
+    """
+    import json, sys
+    import redis
+    port, count, tokens, script = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    client = redis.Redis(port=port)
+    sha = client.script_load(script)
+    grants = []
+    for _ in range(count):
+        # TIME and the script in one transaction: both read Redis's clock at the same instant
+        pipe = client.pipeline(transaction=True)
+        pipe.time()
+        pipe.evalsha(sha, 1, "otel_openai_retry:{test}", 1, tokens, -1, 600000, 5000)
+        (seconds, micros), (wait, _) = pipe.execute()
+        grants.append(seconds + micros / 1e6 + wait / 1e6)
+    print(json.dumps(grants))
+    """
+)
+
+
+def reserve_from(server: RedisServer, processes: int, count: int, tokens: int = 0) -> list[float]:
+    """Every slot granted to ``processes`` processes reserving ``count`` each, at once, as times
+    on Redis's clock."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RESERVER, str(server.port), str(count), str(tokens), RESERVE],
+            env=clean_environment(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    grants: list[float] = []
+    for child in children:
+        out, _ = child.communicate(timeout=60)
+        assert child.returncode == 0
+        grants += json.loads(out)
+    return sorted(grants)
+
+
+def most_in_any_window(grants: list[float], width: float, weight: float = 1.0) -> float:
+    """The most granted (``weight`` each) in any window of ``width`` seconds (less the
+    microseconds the script's reply is rounded to)."""
+    most, first = 0.0, 0
+    for last, at in enumerate(grants):
+        while at - grants[first] >= width - 2e-6:
+            first += 1
+        most = max(most, (last - first + 1) * weight)
+    return most
+
+
+def pace(server: RedisServer, **fields: float) -> None:
+    now = server.client.time()
+    fields["engaged"] = now[0] * 1000 + 3_600_000
+    for name, value in fields.items():
+        server.client.hset(KEY, name, value)
+
+
+@pytest.mark.parametrize("burst", [1, 5])
+def test_the_fleet_schedule_never_exceeds_rate_and_burst(
+    redis_server: RedisServer, burst: int
+) -> None:
+    rate = 200.0
+    pace(redis_server, rate=rate, burst=burst)
+    grants = reserve_from(redis_server, processes=4, count=50)
+    assert len(grants) == 200
+    for width in (0.05, 0.2, 0.5):
+        assert most_in_any_window(grants, width) <= burst + rate * width + 1e-6, width
+    # and no capacity wasted: 200 slots booked back to back, less the burst taken at once
+    assert grants[-1] - grants[0] <= (200 - burst) / rate + 0.05
+
+
+def test_tokens_are_booked_with_the_request(redis_server: RedisServer) -> None:
+    """A request rate far above what the tokens allow: the tokens decide the schedule."""
+    token_rate, token_burst, cost = 10_000.0, 2_000, 500
+    pace(redis_server, rate=10_000, burst=1, trate=token_rate, tburst=token_burst)
+    grants = reserve_from(redis_server, processes=4, count=25, tokens=cost)
+    for width in (0.1, 0.3, 1.0):
+        assert most_in_any_window(grants, width, cost) <= token_burst + token_rate * width + 1e-6
+    assert grants[-1] - grants[0] >= (100 * cost - token_burst) / token_rate - 0.01
+
+
+def test_a_slot_beyond_the_deadline_or_an_unpaced_endpoint_books_nothing(
+    redis_server: RedisServer,
+) -> None:
+    script = redis_server.client.register_script(RESERVE)
+    assert script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000]) == [NOT_PACED, 0]
+    assert redis_server.client.exists(KEY) == 0
+    pace(redis_server, rate=1, burst=1)
+    first, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    assert first == 0
+    booked = redis_server.client.hget(KEY, "tat")
+    wait, _ = script(keys=[KEY], args=[1, 0, 500, 60_000, 5_000])  # next slot in ~1 s
+    assert wait == TOO_LATE
+    assert redis_server.client.hget(KEY, "tat") == booked
+    wait, _ = script(keys=[KEY], args=[1, 0, -1, 200, 5_000])  # beyond the gate cap: the cap
+    assert wait == 200_000
+    assert redis_server.client.hget(KEY, "tat") == booked
+    wait, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    assert 900_000 < wait <= 1_000_000

@@ -141,10 +141,14 @@ async def test_a_wrapper_we_cannot_reach_is_named_once(
         await chat(sdk, client)
         await chat(sdk, client)
     assert server.request_count == 2, "the calls themselves are unharmed"
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "otel_openai_retry" and r.levelno >= logging.WARNING
+    ]
     assert len(warnings) == 1, warnings
     assert f"{__name__}.{hidden.__qualname__}" in warnings[0]
-    assert f"openai.{client_class.__qualname__}" in warnings[0] or "openai" in warnings[0]
+    assert f"on {client_class.__module__}.{client_class.__qualname__})" in warnings[0]
     assert calls(exporter.get_finished_spans()) == []
 
 
@@ -163,7 +167,7 @@ async def test_the_sdk_function_put_back_after_a_client_was_built_is_reached_fro
     with caplog.at_level(logging.INFO, logger="otel_openai_retry"):
         await chat(sdk, client)  # went around us: the SDK's own, once
     assert calls(exporter.get_finished_spans()) == []
-    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert [r.levelno for r in caplog.records if r.name == "otel_openai_retry"] == [logging.INFO]
     server.script(*FAILING)
     await chat(sdk, client)
     assert server.request_count == 6
@@ -185,8 +189,39 @@ async def test_a_wrapper_on_a_client_built_before_us_is_reached_after_its_first_
     with caplog.at_level(logging.INFO, logger="otel_openai_retry"):
         await chat(sdk, client)  # went around us: the SDK's own, once
     assert calls(exporter.get_finished_spans()) == []
-    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert [r.levelno for r in caplog.records if r.name == "otel_openai_retry"] == [logging.INFO]
     server.script(*FAILING)
     await chat(sdk, client)
     assert server.request_count == 6 and seen == [1, 1]
+    assert len(calls(exporter.get_finished_spans())[0].attempts) == 5
+
+
+async def test_a_wrapper_set_on_the_azure_client_class_before_us_runs_around_our_loop(
+    sdk: Sdk, server: FakeOpenAIServer, instrument: Instrument, exporter: InMemorySpanExporter
+) -> None:
+    seen: list[int] = []
+    azure: Any = openai.AsyncAzureOpenAI if sdk.is_async else openai.AzureOpenAI
+    hooks: Any = openai.DefaultAsyncHttpxClient if sdk.is_async else openai.DefaultHttpxClient
+
+    def to_v1(request: Any) -> None:  # Azure's URLs onto the fake server's /v1
+        tail = request.url.path.partition("/deployments/")[2].split("/", 1)[1]
+        request.url = request.url.copy_with(path=f"/v1/{tail}")
+
+    async def to_v1_async(request: Any) -> None:
+        to_v1(request)
+
+    azure.request = counting(azure.request, seen)
+    try:
+        instrument(FAST)
+        client = azure(
+            azure_endpoint=server.base_url.removesuffix("/v1"),
+            api_version="2024-10-21",
+            api_key="sk-x",
+            http_client=hooks(event_hooks={"request": [to_v1_async if sdk.is_async else to_v1]}),
+        )
+        server.script(*FAILING)
+        await chat(sdk, client)
+    finally:
+        del azure.request
+    assert server.request_count == 5 and seen == [1]
     assert len(calls(exporter.get_finished_spans())[0].attempts) == 5

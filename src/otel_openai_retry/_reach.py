@@ -31,7 +31,7 @@ from typing import Any
 
 import wrapt
 
-from ._internal import logger
+from ._internal import guarded, logger
 
 __all__ = ["Reach", "sending"]
 
@@ -175,6 +175,7 @@ class Reach:
                 return handle
         return None
 
+    @guarded  # a bug of ours here must not fail the client's construction or call
     def _reach(self, base: type, cls: type, client: Any = None) -> bool:
         """Make ``cls``'s own ``request`` (or ``client``'s) reach ours if it ends in the SDK's
         function captured before we wrapped it; whether ours was put somewhere now."""
@@ -199,6 +200,7 @@ class Reach:
                     return True
         return False
 
+    @guarded  # a bug of ours here must not fail the client's construction or call
     def check(self, cls: type) -> bool:
         """At a client's construction: its class and those between it and the SDK's base (set
         up since we were installed); whether ours had to be put somewhere."""
@@ -210,6 +212,7 @@ class Reach:
                         placed = self._reach(base, owner) or placed
         return placed
 
+    @guarded  # a bug of ours here must not fail the client's construction or call
     def went_around(self, client: Any) -> None:
         """A request was built while no attempt of ours was in flight: say by whom, once, and
         make the next call reach us if we can."""
@@ -224,11 +227,11 @@ class Reach:
             else (vars(owner).get(NAME), f"{owner.__module__}.{owner.__qualname__}")
         )
         name = f"{describe(layer)} (set as `request` on {where})"
+        healed = self.check(cls)  # e.g. a peer's uninstrument put back what it had found
         base = next((base for base in self.handles if isinstance(client, base)), None)
-        mine = own is not None and base is not None and self._reach(base, cls, client)
-        if (
-            self.check(cls) or mine
-        ):  # a peer's uninstrument put back the SDK's function it had found
+        if own is not None and base is not None:  # a wrapper set on this client alone
+            healed = self._reach(base, cls, client) or healed
+        if healed:
             logger.info(
                 "otel-openai-retry: %s held the SDK's method from before we were instrumented "
                 "and went around the retry loop once; later calls go through it",
@@ -253,9 +256,12 @@ class Reach:
         for base in self.handles:
             for cls in (base, *_classes(base)):
                 for slot, layer in _chain(cls):
+                    # A reference to ours in a peer's wrapper (a peer set up after us), or one
+                    # a peer's uninstrument put back on a class: to what ours wraps. Ours on a
+                    # class itself comes off by unwrapping, below.
                     handle = self._ours(layer)
                     if handle is not None and not (slot.owner is not None and layer is handle):
-                        slot.put(handle.__wrapped__)  # a peer's, above ours: skip ours
+                        slot.put(handle.__wrapped__)
         while self.extra:
             owner, handle = self.extra.pop()
             _unwrap(owner, handle)

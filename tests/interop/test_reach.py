@@ -1,9 +1,11 @@
-"""A peer that sets ``request`` on the client classes (OpenInference) does not bypass our loop.
+"""A peer that sets ``request`` on the client classes (OpenInference, Logfire) does not bypass
+our loop.
 
 Whichever was instrumented first, a call goes through the peer's wrapper once and through our
-loop once: 4 x 500 then 200 succeeds with our 5 attempts (the bare SDK's 3 would fail), every
-request the server received is an attempt span beneath the peer's one span. Uninstrumenting
-either side, in either order, leaves the other working as it does alone, and ours gone entirely.
+loop once: 500, 429, 500, 429 then 200 succeeds with our 5 attempts (the bare SDK's 3 would
+fail), and every request the server received is an attempt span beneath the peer's one span.
+Uninstrumenting either side, in either order, leaves the other working as it does alone, and
+ours gone entirely.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def phase(server, faults, subclass=False, client=None):
     }
 
 
-FAILING = [Fault.server_error(500)] * 4
+FAILING = [Fault.server_error(500), Fault.rate_limit(retry_after_ms=5)] * 2
 report = {}
 with FakeOpenAIServer() as server:
     report["both"] = phase(server, FAILING)
@@ -171,7 +173,7 @@ def test_the_retries_are_ours_beneath_the_peers_one_span(
     name, scope = chosen.span
     for key in ("both", "subclass"):  # the subclass is defined after both patches
         phase = report[key]
-        assert phase["error"] is None, "4 x 500 then 200: our 5 attempts, not the SDK's 3"
+        assert phase["error"] is None, "4 failures then 200: our 5 attempts, not the SDK's 3"
         assert phase["requests"] == 5
         assert len(attempts(phase)) == 5, "attempt spans = requests received"
         others = [s for s in phase["spans"] if not s["name"].startswith("attempt ")]
@@ -193,3 +195,62 @@ def test_the_retries_are_ours_beneath_the_peers_one_span(
         assert report["built-before"]["spans"] == alone[1]["spans"], "a client built before"
     assert report["none"]["spans"] == [] and report["none"]["requests"] == 1
     assert all(report["restored"].values()), report["restored"]
+
+
+ONE_CLIENT = """
+import json, logging
+import logfire, openai
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
+
+memory = InMemorySpanExporter()
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
+logfire.configure(
+    send_to_logfire=False, console=False, additional_span_processors=[SimpleSpanProcessor(memory)]
+)
+levels = []
+log = logging.getLogger("otel_openai_retry")
+log.setLevel(logging.INFO)
+keep = logging.Handler()
+keep.emit = lambda record: levels.append(record.levelname)
+log.addHandler(keep)
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+with FakeOpenAIServer() as server:
+    client = openai.OpenAI(api_key="sk-x", base_url=server.base_url)
+    logfire.instrument_openai(client)  # this client only, before we are instrumented
+    OpenAIRetryInstrumentor().instrument(
+        tracer_provider=tracer_provider, policy=RetryPolicy(initial_wait=0.01, max_wait=0.02)
+    )
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    memory.clear()
+    server.script(*[Fault.server_error(500), Fault.rate_limit(retry_after_ms=5)] * 2)
+    before = server.request_count
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    requests = server.request_count - before
+
+spans = memory.get_finished_spans()
+by_id = {s.context.span_id: s for s in spans}
+print(json.dumps({
+    "levels": levels,
+    "requests": requests,
+    "spans": [
+        [s.name, by_id[s.parent.span_id].name if s.parent and s.parent.span_id in by_id else None]
+        for s in sorted(spans, key=lambda s: s.start_time)
+    ],
+}))
+"""
+
+
+def test_logfire_on_one_client_built_before_us_is_reached_after_its_first_call() -> None:
+    site = os.fspath(install(PEERS["logfire"]))
+    path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+    report = last_json_line(run_python("-c", ONE_CLIENT, env={"PYTHONPATH": path}, timeout=120))
+    assert report["levels"] == ["INFO"], "the first call went around us, and we said so"
+    assert report["requests"] == 5
+    name = PEERS["logfire"].span[0]
+    assert report["spans"] == [[name, None]] + [[f"attempt {n}", name] for n in range(1, 6)]

@@ -75,12 +75,12 @@ PEERS = {
         ("logfire==5.4.0", "logfire-sdk==5.4.0", "executing==2.3.0"),
         ("Chat Completion with {request_data[model]!r}", "logfire.openai"),
         "import logfire",
-        # Its own tracer provider, sampling as the script's does and exporting to the script's
-        # processors; instrument_openai() returns the context manager that uninstruments it.
+        # Its own tracer provider, sampling as the script's does and exporting where it does;
+        # instrument_openai() returns the context manager that uninstruments it.
         "global logfire_off; logfire.configure(send_to_logfire=False, console=False, "
         "sampling=logfire.SamplingOptions(head=0.0 if mode == 'sampled-out' else 1.0), "
-        "additional_span_processors=list(tracer_provider._active_span_processor._span_processors)"
-        "); logfire_off = logfire.instrument_openai(); logfire_off.__enter__()",
+        "additional_span_processors=[SimpleSpanProcessor(memory)]); "
+        "logfire_off = logfire.instrument_openai(); logfire_off.__enter__()",
         "logfire_off.__exit__(None, None, None)",
         ("streaming response from {request_data[model]!r} took {duration:.2f}s",),
     ),

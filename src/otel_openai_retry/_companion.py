@@ -10,12 +10,15 @@ span, records the GenAI metrics and says how the call failed.
 Which peers are recognised is kept here: a context key whose value a peer sets for the span of
 the inference it is making (:data:`PEER_CONTEXT_KEYS`, the conventions' way), or, for peers that
 set none, the instrumentation scope of the span current when the SDK's ``request`` runs
-(:data:`PEER_SCOPES`).
+(:data:`PEER_SCOPES`). A peer that suppresses other instrumentations beneath its span
+(:data:`SUPPRESSING_PEER_SCOPES`) is recognised before the suppression is honoured: what it
+silences is what only we can tell it, and suppression the user set it honours itself.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -32,7 +35,13 @@ from ._observers import CallSummary
 from ._spans import set_attributes
 from ._telemetry import Telemetry
 
-__all__ = ["PEER_CONTEXT_KEYS", "PEER_SCOPES", "CompanionTelemetry", "peer_span"]
+__all__ = [
+    "PEER_CONTEXT_KEYS",
+    "PEER_SCOPES",
+    "SUPPRESSING_PEER_SCOPES",
+    "CompanionTelemetry",
+    "peer_span",
+]
 
 PEER_CONTEXT_KEYS = (
     "opentelemetry.genai.client.inference.context",
@@ -44,41 +53,68 @@ PEER_CONTEXT_KEYS = (
 per kind of operation, set while its span for that operation is current."""
 
 
-PEER_SCOPES = {
+def _instrumentor_on(module_name: str) -> Callable[[], bool]:
+    """Whether the ``OpenAIInstrumentor`` of ``module_name`` (if imported) is instrumented now."""
+
+    def instrumented() -> bool:
+        module = sys.modules.get(module_name)
+        instrumentor = getattr(module, "OpenAIInstrumentor", None) if module else None
+        instance = getattr(instrumentor, "_instance", None)  # a BaseInstrumentor is a singleton
+        return getattr(instance, "is_instrumented_by_opentelemetry", False) is True
+
+    return instrumented
+
+
+def _logfire_on() -> bool:
+    """``logfire.instrument_openai()`` marks each client class it instruments."""
+    openai = sys.modules.get("openai")
+    classes = (getattr(openai, "OpenAI", None), getattr(openai, "AsyncOpenAI", None))
+    return any(getattr(cls, "_is_instrumented_by_logfire", False) is True for cls in classes)
+
+
+PEER_SCOPES: dict[str, Callable[[], bool]] = {
     # OpenLLMetry (Traceloop's opentelemetry-instrumentation-openai)
-    "opentelemetry.instrumentation.openai.v1": "opentelemetry.instrumentation.openai",
+    "opentelemetry.instrumentation.openai.v1": _instrumentor_on(
+        "opentelemetry.instrumentation.openai"
+    ),
+    # OpenInference (Arize's openinference-instrumentation-openai)
+    "openinference.instrumentation.openai": _instrumentor_on(
+        "openinference.instrumentation.openai"
+    ),
+    # Logfire (logfire.instrument_openai())
+    "logfire.openai": _logfire_on,
 }
 """Instrumentation scope of a peer whose span is current while the SDK runs (it sets no key) →
-the module of its instrumentor, to tell its span from others when sampling dropped it."""
+whether that peer is instrumented now, to tell its span from others when sampling dropped it."""
+
+SUPPRESSING_PEER_SCOPES = frozenset({"logfire.openai"})
+"""Peers that suppress every other instrumentation while their span is current (Logfire's
+default ``suppress_other_instrumentation=True``). Each skips its span when the user suppressed
+instrumentation, so its span being current means the suppression is its own."""
 
 
-def peer_span(genai: bool) -> Span | None:
+def peer_span(genai: bool, suppressed: bool = False) -> Span | None:
     """The current span, when a recognised peer has made it for the call being made; ``genai``:
-    the call has GenAI meaning (scope-recognised peers instrument only those)."""
+    the call has GenAI meaning (scope-recognised peers instrument only those); ``suppressed``:
+    instrumentation is suppressed now, so only a peer that suppresses others can be current."""
     span = trace.get_current_span()
     if not span.get_span_context().is_valid:
         return None
-    for key in PEER_CONTEXT_KEYS:
-        if otel_context.get_value(key) is not None:
-            return span
+    scopes = SUPPRESSING_PEER_SCOPES if suppressed else PEER_SCOPES
+    if not suppressed:
+        for key in PEER_CONTEXT_KEYS:
+            if otel_context.get_value(key) is not None:
+                return span
     if not genai:
         return None
     scope = getattr(span, "instrumentation_scope", None)
     if scope is not None:
-        return span if getattr(scope, "name", None) in PEER_SCOPES else None
+        return span if getattr(scope, "name", None) in scopes else None
     # A span sampling dropped says nothing of who made it; a peer that is instrumented then
     # still records its GenAI metrics, so ours must not record them a second time.
-    return span if not span.is_recording() and _scope_peer_instrumented() else None
-
-
-def _scope_peer_instrumented() -> bool:
-    for module_name in PEER_SCOPES.values():
-        module = sys.modules.get(module_name)
-        instrumentor = getattr(module, "OpenAIInstrumentor", None) if module else None
-        instance = getattr(instrumentor, "_instance", None)  # a BaseInstrumentor is a singleton
-        if getattr(instance, "is_instrumented_by_opentelemetry", False) is True:
-            return True
-    return False
+    if span.is_recording():
+        return None
+    return span if any(PEER_SCOPES[name]() for name in scopes) else None
 
 
 class CompanionTelemetry:

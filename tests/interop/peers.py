@@ -4,7 +4,8 @@ A peer's packages go into ``.cache/interop/<peer>/`` (once; later runs reuse it)
 ``PYTHONPATH`` only for the fresh process a test runs: their patches never reach the main suite's
 process, and the project's own environment never gains them. Only the peer's own packages are
 installed there (``--no-deps``): everything they need besides is already in the project's
-environment, so the peer runs against exactly the OpenTelemetry and OpenAI versions ours does.
+environment (or, the odd small library it lacks, listed with the peer), so the peer runs against
+exactly the OpenTelemetry and OpenAI versions ours does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Peer:
     instrument: str
     """Python that instruments the peer, given ``tracer_provider`` and ``meter_provider``."""
     uninstrument: str
+    logs: tuple[str, ...] = ()
+    """Names of spans the peer makes as log lines beside its inference span."""
 
 
 PEERS = {
@@ -54,6 +57,32 @@ PEERS = {
         "OpenAIInstrumentor().instrument("
         "tracer_provider=tracer_provider, meter_provider=meter_provider)",
         "OpenAIInstrumentor().uninstrument()",
+    ),
+    "openinference": Peer(
+        "openinference",
+        (
+            "openinference-instrumentation-openai==0.1.66",
+            "openinference-instrumentation==0.1.72",
+            "openinference-semantic-conventions==0.1.42",
+        ),
+        ("ChatCompletion", "openinference.instrumentation.openai"),
+        "from openinference.instrumentation.openai import OpenAIInstrumentor",
+        "OpenAIInstrumentor().instrument(tracer_provider=tracer_provider)",
+        "OpenAIInstrumentor().uninstrument()",
+    ),
+    "logfire": Peer(
+        "logfire",
+        ("logfire==5.4.0", "logfire-sdk==5.4.0", "executing==2.3.0"),
+        ("Chat Completion with {request_data[model]!r}", "logfire.openai"),
+        "import logfire",
+        # Its own tracer provider, sampling as the script's does and exporting where it does;
+        # instrument_openai() returns the context manager that uninstruments it.
+        "global logfire_off; logfire.configure(send_to_logfire=False, console=False, "
+        "sampling=logfire.SamplingOptions(head=0.0 if mode == 'sampled-out' else 1.0), "
+        "additional_span_processors=[SimpleSpanProcessor(memory)]); "
+        "logfire_off = logfire.instrument_openai(); logfire_off.__enter__()",
+        "logfire_off.__exit__(None, None, None)",
+        ("streaming response from {request_data[model]!r} took {duration:.2f}s",),
     ),
 }
 

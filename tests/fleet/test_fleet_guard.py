@@ -17,7 +17,7 @@ import pytest
 from otel_openai_retry import ConfigurationError, RetryPolicy
 from otel_openai_retry._endpoints import Endpoints
 from otel_openai_retry._fleet import REPORT_EVERY
-from otel_openai_retry.testing import FakeOpenAIServer
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import MESSAGES, Instrument, Sdk, async_client, run_python
 from .conftest import RedisServer, fleet, in_use, wait_until
@@ -59,10 +59,20 @@ async def test_an_async_call_books_its_slot_without_blocking_its_event_loop(
     connections, each named for its role, says which)."""
     redis_server.client.client_kill_filter(_type="normal", skipme=True)  # earlier tests' clients
     instrument(policy=fleet(redis_server.url))
-    server.set_rate_limit(100, burst=5)
     client = sdk.client(server)
+    call = lambda: client.chat.completions.create(model="m", messages=MESSAGES)  # noqa: E731
+    server.script(Fault.rate_limit(retry_after_ms=10))  # a 429: the fleet paces from the report
+    await sdk(call)
+
+    def fleet_paces() -> bool:
+        keys = cast("list[str]", redis_server.client.keys("otel_openai_retry:*"))
+        return any(redis_server.client.hget(key, "engaged") for key in keys)
+
+    wait_until(fleet_paces)
+    await asyncio.sleep(REPORT_EVERY * 2)  # and this process has heard so
+    server.set_rate_limit(100, burst=5)
     before = redis_server.scripts_run()
-    await sdk.gather(*[lambda: client.chat.completions.create(model="m", messages=MESSAGES)] * 60)
+    await sdk.gather(*[call] * 60)
     assert redis_server.scripts_run() - before > 10  # slots booked in Redis, one per attempt
     names = {c["name"] for c in redis_server.client.client_list()}
     assert "otel-openai-retry:report" in names

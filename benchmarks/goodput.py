@@ -207,18 +207,18 @@ def build_call(
         api_key="sk-bench", base_url=base_url, **kwargs
     )
 
-    def create() -> Any:
+    def create(content: str) -> Any:
         return client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=[{"role": "user", "content": next(prompts)}],
+            messages=[{"role": "user", "content": content}],
             max_tokens=MAX_TOKENS,
         )
 
-    async def create_async() -> Any:  # a coroutine function, as tenacity wants it
-        return await create()
+    async def create_async(content: str) -> Any:  # a coroutine function, as tenacity wants it
+        return await create(content)
 
     if strategy not in RECIPES:
-        return create
+        return lambda: create(next(prompts))
     import tenacity
 
     wait: Any = tenacity.wait_random_exponential(min=1, max=60)
@@ -232,7 +232,8 @@ def build_call(
             (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError)
         ),
     )
-    return lambda: retrying.copy()(create if sync else create_async)
+    # One prompt per logical call: the recipe's retries resend it.
+    return lambda: retrying.copy()(create if sync else create_async, next(prompts))
 
 
 def child(args: argparse.Namespace) -> dict[str, float]:

@@ -101,7 +101,10 @@ def test_with_header_rates_a_429_paces_at_their_rate_not_behind_a_gate() -> None
     limiter.on_throttled(1.0, 1.0, HUNDRED_A_SECOND)
     delays = [slot(limiter, 1.0) for _ in range(3)]
     assert limiter.rate == pytest.approx(100 * 0.98)
-    assert delays == pytest.approx([0.0, 1 / limiter.rate, 2 / limiter.rate])
+    interval = 1 / 100  # the headers' rate: the gate closes for one interval of it, not 1 s
+    assert delays == pytest.approx(
+        [interval, interval + 1 / limiter.rate, interval + 2 / limiter.rate]
+    )
 
 
 def slot(limiter: AdaptiveLimiter, now: float) -> float:

@@ -84,6 +84,7 @@ class Fleet:
         """Where Redis is, for messages: never the URL, which may hold a password."""
         self.up = True
         self._strikes = 0
+        self._struck_at = -1.0
         self._retry_at = 0.0
         self._reconnect_every = reconnect_every
         self.report_every = report_every
@@ -149,8 +150,14 @@ class Fleet:
     # -- health ---------------------------------------------------------------------------------
 
     def _struck(self, exc: Exception) -> None:
-        """A caller's round trip failed: down at once, or at the ``STRIKES``-th time out."""
+        """A caller's round trip failed: down at once, or at the ``STRIKES``-th time out. Time
+        outs within one ``ROUND_TRIP_TIMEOUT`` of the last one counted are one strike: callers
+        that asked together (a crowd opening its connections on a busy machine) saw one delay."""
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError, redis.exceptions.TimeoutError)):
+            now = time.monotonic()
+            if now - self._struck_at < ROUND_TRIP_TIMEOUT:
+                return
+            self._struck_at = now
             self._strikes += 1
             if self._strikes < STRIKES:
                 return

@@ -4,12 +4,14 @@ Retrying alone cannot get a crowd of callers through a rate limit: they all wake
 the limit again. Once an endpoint has answered 429, every attempt to it (first attempts too) takes
 a send slot from a shared schedule:
 
-- a ``Retry-After`` hint closes a gate for everyone until then, unless the same answer's
-  ``x-ratelimit-*`` headers give the refill rate (a whole-second hint, rounded up, would idle
-  the endpoint for most of a second the schedule can use); a hint longer than ``max_gate`` (the
-  policy's ``max_retry_after``) is ignored, and no slot is ever more than ``max_gate`` away;
+- a ``Retry-After`` hint closes a gate for everyone until then, or, when the same answer's
+  ``x-ratelimit-*`` headers give the refill rate, for one interval of it at most (a whole-second
+  hint, rounded up, would idle the endpoint for most of a second the schedule can use); a hint
+  longer than ``max_gate`` (the policy's ``max_retry_after``) is ignored, and no slot is ever
+  more than ``max_gate`` away;
 - OpenAI's ``x-ratelimit-limit/remaining/reset-requests`` headers, when present, give the server's
-  refill rate, and the schedule sends at that rate (they are trusted over any estimate);
+  refill rate: the schedule starts at it and never exceeds it, but a 429 past it (the limit is
+  shared: a fleet's other processes) takes it down, AIMD-style, as below;
 - without them, the rate adapts AIMD-style, as the AWS SDK's adaptive retry mode does: it starts
   from the send rate measured over the last second (what provoked the 429), then additive
   increase per success, multiplicative decrease on a 429 (at most once per ``DECREASE_GUARD``),
@@ -154,7 +156,7 @@ class AdaptiveLimiter(TrialRules):
         with self._lock:
             hinted = refill_rate(headers) if headers is not None else None
             if hinted is not None:
-                self._follow(hinted)
+                self._follow(hinted, now, throttled=False)
             elif self._phase != TRIAL and now - self._last_decrease >= DECREASE_GUARD:
                 self.rate += max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
             if self._answers.add(now, throttled=False) and hinted is None:
@@ -172,26 +174,42 @@ class AdaptiveLimiter(TrialRules):
             hinted = refill_rate(headers) if headers is not None else None
             if (
                 retry_after is not None
-                and hinted is None  # the refill rate says more than a hint rounded up to seconds
                 and math.isfinite(retry_after)
                 and 0 <= retry_after <= self._max_gate
                 and (self._phase == SETTLED or not self.engaged)
             ):
-                self._gate_until = max(self._gate_until, now + retry_after)
+                # With a refill rate, the next request fits within one interval of it: a hint
+                # rounded up to whole seconds must not idle the endpoint for the rest.
+                gate = retry_after if hinted is None else min(retry_after, 1.0 / hinted)
+                self._gate_until = max(self._gate_until, now + gate)
             if not self.engaged:
                 self._engage(now)
             elif hinted is None:
                 self._decrease(now)
             if hinted is not None:
-                self._follow(hinted)
+                self._follow(hinted, now, throttled=True)
             if self._answers.add(now, throttled=True) and hinted is None:
                 self._next_phase(now)
 
-    def _follow(self, hinted: float) -> None:
-        """Send at the headers' rate: the highest they gave, as each one is a lower bound."""
+    def _follow(self, hinted: float, now: float, throttled: bool) -> None:
+        """The headers' rate (the highest they gave: each is a lower bound) is the server's, for
+        everyone its limit covers: the first one is where the schedule starts; past it, a 429
+        means others (a fleet's other processes) send too, so the rate goes down (at most once
+        per ``DECREASE_GUARD``), and each success takes it back up towards the headers' rate."""
+        first = self._hinted <= 0.0
         self._hinted = max(self._hinted, hinted)
-        self.rate = max(MIN_RATE, self._hinted * HINT_MARGIN)
+        ceiling = max(MIN_RATE, self._hinted * HINT_MARGIN)
         self._phase = SETTLED
+        if first:
+            self.rate = ceiling
+        elif now - self._last_decrease < DECREASE_GUARD:
+            self.rate = min(self.rate, ceiling)
+        elif throttled:
+            self.rate = max(MIN_RATE, min(self.rate, ceiling) * DECREASE_FACTOR)
+            self._last_decrease = now
+        else:
+            increase = max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
+            self.rate = min(ceiling, self.rate + increase)
 
     def _engage(self, now: float) -> None:
         self._hinted = 0.0

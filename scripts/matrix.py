@@ -129,7 +129,9 @@ def _runs(interpreter: str) -> bool:
 def run(*command: str) -> None:
     done = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:3])} ...: {done.stderr.strip()[-1500:]}")
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        causes = [line.strip() for line in lines if "Error" in line or "error" in line]
+        raise RuntimeError(f"{' '.join(command[1:3])}: {(causes or lines)[-1]}")
 
 
 def resolve(cell: Cell, interpreter: str, where: Path) -> dict[str, str]:
@@ -211,7 +213,8 @@ def table(outcomes: Sequence[Outcome]) -> str:
         tests = labels.get(o.cell.tests, " ".join(o.cell.tests))
         openai = o.cell.openai or "(resolved)"
         cells = [o.cell.resolution, o.cell.python, openai, tests, str(o.passed), str(o.failed)]
-        rows.append("| " + " | ".join([*cells, str(o.skipped), o.note or resolved]) + " |")
+        note = o.note.strip().splitlines()[-1][:160].replace("|", "/") if o.note else resolved
+        rows.append("| " + " | ".join([*cells, str(o.skipped), note]) + " |")
     return "\n".join(rows)
 
 

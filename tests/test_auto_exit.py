@@ -58,9 +58,10 @@ def test_without_a_collector_a_script_exits_about_as_fast_as_without_the_import(
     )
     assert report["reply"] == "Echo: hi"
     # Compared with the same script without the import, measured in this test: the exit takes
-    # less than that whole run, and the run, imports included, less than twice as long.
+    # less than that whole run, and the run, the SDK's imports included, less than three times
+    # as long (it took ten seconds more when the exporters retried at exit).
     assert report["exit_s"] < plain_s, (report["exit_s"], plain_s, stderr)
-    assert auto_s < 2 * plain_s + 1.0, (auto_s, plain_s, stderr)
+    assert auto_s < 3 * plain_s, (auto_s, plain_s, stderr)
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert "telemetry not delivered at exit" in lines[0] and "unreachable" in lines[0]

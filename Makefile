@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck package unit jaeger redis chromium screenshot bench clean
+.PHONY: demo test lint typecheck package unit jaeger redis chromium screenshot bench clean matrix matrix-ci
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,7 +67,18 @@ package: $(STAMP)
 unit: $(STAMP) jaeger redis chromium
 	$(BIN)/pytest
 
-test: lint typecheck package unit
+# The dependency matrix (scripts/matrix.py): uv resolves the lowest version of every direct
+# dependency (the floors of pyproject.toml) and the newest, on Python 3.10 and 3.13, plus openai
+# 1.x, 2.x and 3.x; each cell gets a virtualenv of its own under .cache/matrix/ and runs a part of
+# the suite; a table of passed and failed tests per cell ends the output. Tens of minutes.
+matrix: $(STAMP)
+	$(BIN)/python scripts/matrix.py
+
+# CI's share of it: the floors, on this Python, with the retry scenarios (a couple of minutes).
+matrix-ci: $(STAMP)
+	$(BIN)/python scripts/matrix.py --ci
+
+test: lint typecheck package unit matrix-ci
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

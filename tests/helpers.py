@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import json
 import os
 import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,11 +31,21 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
+from otel_openai_retry._decisions import error_type
 
 if TYPE_CHECKING:
+    import httpx2
     from openai._response import APIResponse, AsyncAPIResponse
 
     from otel_openai_retry.testing import FakeOpenAIServer
+
+    sdk_httpx = httpx2  # type-checked against the newest SDK's
+else:
+    # The HTTP library the installed SDK is built on (httpx up to openai 2, httpx2 from 3), asked
+    # of the SDK itself: the base class of its default client.
+    sdk_httpx = importlib.import_module(
+        openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0]
+    )
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -207,6 +218,44 @@ class Sdk:
                 return response.parse()
 
         return await asyncio.to_thread(parse)
+
+
+# -- what the installed SDK raises ----------------------------------------------------------------
+
+
+def _stream_cut_error() -> BaseException:
+    """What the bare SDK raises when a stream's body is cut after its 200, asked of the SDK
+    itself through a transport that cuts it: newer SDKs wrap the transport's error in
+    ``openai.APIConnectionError``, older ones let ``RemoteProtocolError`` through."""
+
+    def answer(request: sdk_httpx.Request) -> sdk_httpx.Response:
+        def body() -> Iterator[bytes]:
+            raise sdk_httpx.RemoteProtocolError("peer closed connection", request=request)
+            yield b""  # a generator: the cut comes as the body is read
+
+        headers = {"content-type": "text/event-stream"}
+        return sdk_httpx.Response(200, headers=headers, content=body())
+
+    transport = sdk_httpx.MockTransport(answer)
+    client = openai.OpenAI(
+        api_key=API_KEY,
+        base_url="http://sdk.invalid/v1",
+        max_retries=0,
+        http_client=sdk_httpx.Client(transport=transport),
+    )
+    try:
+        for _ in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            pass
+    except Exception as exc:
+        return exc
+    raise AssertionError("the cut stream did not raise")
+
+
+_cut = _stream_cut_error()  # now, before any test instruments the SDK
+STREAM_CUT_ERROR: type[BaseException] = type(_cut)
+"""The exception type a caller gets when a stream is cut midway, with or without us."""
+STREAM_CUT_ERROR_TYPE = error_type(_cut)
+"""Its ``error.type`` spelling (``openai.APIConnectionError`` on current SDKs)."""
 
 
 # -- metrics --------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import email.utils
 import math
 from unittest import mock
 
-import httpx2
 import openai
 import pytest
 import tenacity
@@ -21,6 +20,8 @@ from otel_openai_retry._decisions import (
     retry_after_wait,
 )
 from otel_openai_retry._strategies import Strategies
+
+from .helpers import sdk_httpx as httpx2
 
 POLICY = RetryPolicy()
 NOW = 1_700_000_000.0
@@ -142,7 +143,8 @@ def test_connection_errors_are_retryable_and_others_are_not() -> None:
 def test_error_type_uses_the_public_name() -> None:
     assert error_type(status_error(429)) == "openai.RateLimitError"
     assert error_type(ValueError()) == "ValueError"
-    assert error_type(httpx2.ConnectError("x")) == "httpx2.ConnectError"
+    # httpx2 from openai 3, httpx before: the library the installed SDK is built on
+    assert error_type(httpx2.ConnectError("x")) == f"{httpx2.__name__}.ConnectError"
 
 
 def test_backoff_is_full_jitter_capped() -> None:

@@ -7,11 +7,12 @@ SDK's own exception built from a real ``httpx2`` response.
 
 from __future__ import annotations
 
-import httpx2
 import openai
 import pytest
 
 from otel_openai_retry._error_recording import error_description
+
+from .helpers import sdk_httpx as httpx2
 
 KEY = "0123456789abcdef0123456789abcdef"
 """An Azure-style key: a plain identifier, so only the header check keeps it out."""
@@ -57,6 +58,8 @@ def status_error(status: int, error: object) -> openai.APIStatusError:
 )
 def test_only_identifiers_from_the_body_and_never_its_message(error: object, expected: str) -> None:
     exc = status_error(400, error)
+    if not isinstance(exc.code, str):  # as the SDK parsed it: older ones keep a number a number
+        expected = expected.removesuffix(", code 400")
     # What the call sent: newer SDKs strip ``api-key`` from the request an error carries.
     assert error_description(exc, "openai.BadRequestError", lambda: [KEY]) == expected
 

@@ -7,7 +7,6 @@ import re
 import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 from opentelemetry.trace import StatusCode
@@ -16,6 +15,8 @@ from opentelemetry.util.types import AttributeValue
 from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
 from otel_openai_retry._sleeps import is_testing
 from otel_openai_retry.testing import FakeOpenAI, Fault, RetryTelemetry, Verdict, set_testing
+
+from .helpers import sdk_httpx as httpx
 
 pytest_plugins = ["pytester"]
 

@@ -12,7 +12,6 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-import httpx2 as httpx  # the SDK's own HTTP stack
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -28,6 +27,7 @@ from otel_openai_retry._strategies import Strategies
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import API_KEY, FAST, MESSAGES, Instrument, attrs, calls, one_call, sync_client
+from .helpers import sdk_httpx as httpx  # the SDK's own HTTP stack
 
 
 class Recorder(Observer):

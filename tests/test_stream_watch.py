@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import httpx2
 import openai
 import pytest
 
 from otel_openai_retry._operations import OPERATIONS
 from otel_openai_retry._streams import ABANDONED, Phase, StreamEnd, StreamWatch
+
+from .helpers import sdk_httpx as httpx2
 
 CHAT = OPERATIONS["/chat/completions"]
 

@@ -1,19 +1,24 @@
 """Set up the OpenTelemetry SDK from the standard variables when nobody else has.
 
 This delegates to the SDK's own configuration code (the same that ``opentelemetry-instrument``
-runs), only choosing our documented defaults: OTLP for traces and metrics, over
-``http/protobuf``. A provider the application installed itself is always kept.
+runs), so each signal follows its own variable exactly as there (``OTEL_TRACES_EXPORTER``,
+``OTEL_METRICS_EXPORTER``, ``OTEL_LOGS_EXPORTER``: a comma-separated list, ``none`` for nothing).
+We only choose our documented defaults: OTLP for traces and metrics where their variable is
+unset, over ``http/protobuf`` where no protocol variable is set. A provider the application
+installed itself is always kept; the ones set up here get a bounded exit (:mod:`._exit`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Literal
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
 
 from ._errors import ConfigurationError
+from ._exit import shutdown_at_exit
 
 __all__ = ["configure_sdk_if_needed", "sdk_disabled"]
 
@@ -27,6 +32,8 @@ _PROTOCOL_VARS: Mapping[Signal, str] = {
     "traces": "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "metrics": "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
 }
+_PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_PROTOCOL"
+_OTLP_NAMES = ("otlp", "otlp_proto_http", "otlp_proto_grpc")
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -45,23 +52,53 @@ def _has_real_meter_provider() -> bool:
     return not isinstance(metrics.get_meter_provider(), metrics_internal._ProxyMeterProvider)
 
 
-def _default_exporter_names(signal: Signal) -> list[str]:
-    """Our defaults, used only where the variable is unset (the SDK reads it otherwise)."""
-    if os.environ.get(_EXPORTER_VARS[signal], "").strip():
-        return []
-    # The signal's own variable wins over the general one, as in the OTLP exporters.
-    variable = _PROTOCOL_VARS[signal]
-    protocol = os.environ.get(variable, "").strip()
-    if not protocol:
-        variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+def _protocol(signal: Signal) -> tuple[str, str]:
+    """The protocol variable that decides for ``signal`` and its value (the signal's own
+    variable wins over the general one, as in the OTLP exporters); checked here so that a bad
+    value is reported under its own name before anything is set up."""
+    for variable in (_PROTOCOL_VARS[signal], _PROTOCOL_VAR):
         protocol = os.environ.get(variable, "").strip()
-    if protocol == "grpc":
-        return ["otlp_proto_grpc"]
-    if protocol not in ("", "http/protobuf"):
+        if protocol:
+            break
+    if protocol not in ("", "grpc", "http/protobuf"):
         raise ConfigurationError(
             f"{variable}={protocol!r} is not supported; accepted: grpc, http/protobuf"
         )
-    return ["otlp_proto_http"]
+    return variable, protocol
+
+
+def _default_exporter_names(signal: Signal) -> list[str]:
+    """Our default where the signal's variable is unset; where it is set the SDK reads it."""
+    names = os.environ.get(_EXPORTER_VARS[signal], "").strip()
+    if names:
+        if any(name.strip() in _OTLP_NAMES for name in names.split(",")):
+            _protocol(signal)
+        return []
+    return ["otlp_proto_grpc" if _protocol(signal)[1] == "grpc" else "otlp_proto_http"]
+
+
+@contextmanager
+def _http_protobuf_by_default() -> Iterator[None]:
+    """For the time of the SDK's configuration only, ``http/protobuf`` where the general
+    protocol variable is unset: the SDK itself reads a bare ``otlp`` as gRPC, which would make
+    ``OTEL_TRACES_EXPORTER=otlp``, the spec's default written out, change the protocol."""
+    if os.environ.get(_PROTOCOL_VAR, "").strip():  # a signal's own variable still wins over it
+        yield
+        return
+    os.environ[_PROTOCOL_VAR] = "http/protobuf"
+    try:
+        yield
+    finally:
+        os.environ.pop(_PROTOCOL_VAR, None)
+
+
+def _endpoint() -> str:
+    """Where the OTLP exporters send, for the one line said at exit if nothing got there."""
+    for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        endpoint = os.environ.get(variable, "").strip()
+        if endpoint:
+            return endpoint
+    return "localhost (the default)"
 
 
 def configure_sdk_if_needed() -> bool:
@@ -70,8 +107,13 @@ def configure_sdk_if_needed() -> bool:
         return False
     from opentelemetry.sdk._configuration import _initialize_components
 
-    _initialize_components(
-        trace_exporter_names=_default_exporter_names("traces"),
-        metric_exporter_names=_default_exporter_names("metrics"),
-    )
+    logger_provider = _logs.get_logger_provider()
+    trace_names = _default_exporter_names("traces")
+    metric_names = _default_exporter_names("metrics")
+    with _http_protobuf_by_default():
+        _initialize_components(trace_exporter_names=trace_names, metric_exporter_names=metric_names)
+    ours = [trace.get_tracer_provider(), metrics.get_meter_provider()]
+    if _logs.get_logger_provider() is not logger_provider:  # OTEL_LOGS_EXPORTER named one
+        ours.append(_logs.get_logger_provider())
+    shutdown_at_exit(ours, _endpoint())
     return True

@@ -18,7 +18,6 @@ from typing import IO, Any, Literal
 from unittest import mock
 
 import anyio.lowlevel
-import httpx2
 import openai
 import trio
 from openai import _base_client
@@ -26,6 +25,7 @@ from openai import _base_client
 from otel_openai_retry.testing import Fault
 
 from ..helpers import API_KEY
+from ..helpers import sdk_httpx as httpx2
 
 Flavor = Literal["sync", "asyncio", "trio"]
 Kind = Literal[

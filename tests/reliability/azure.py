@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 
-import httpx2
 import openai
 
 from otel_openai_retry.testing import FakeOpenAIServer
 
 from ..helpers import API_KEY
+from ..helpers import sdk_httpx as httpx2
 
 __all__ = ["AsyncAzureRouting", "AzureRouting", "azure_clients"]
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx2
 import openai
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -23,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry.testing import FakeServerProcess
 
 from ..helpers import Instrument, async_client, sync_client
+from ..helpers import sdk_httpx as httpx2
 from .chaos import (
     CALLS,
     CHAOS_POLICY,

@@ -23,7 +23,6 @@ import itertools
 import math
 import time
 
-import httpx2
 import openai
 import pytest
 import tenacity
@@ -39,6 +38,7 @@ from otel_openai_retry._strategies import Strategies
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import FAST, Instrument, async_client, attrs, one_call, sync_client
+from ..helpers import sdk_httpx as httpx2
 
 NOW = time.time()
 LAST_DATE = 253402300799  # 9999-12-31T23:59:59Z, the last instant an HTTP date can name

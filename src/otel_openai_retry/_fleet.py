@@ -236,10 +236,13 @@ class Fleet:
         self._channel.close()
 
     def _after_fork(self) -> None:
-        """In a forked child: the reporter thread did not survive the fork."""
+        """In a forked child: the reporter thread did not survive the fork, and a lock it held
+        then (the fleet's, or a guard's while it took a report) would never be released."""
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
         self._async = {}
+        for guard in list(self._guards):
+            guard.after_fork()
         if self._thread is not None and not self.closed:
             self._start()
 

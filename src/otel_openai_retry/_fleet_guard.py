@@ -18,6 +18,7 @@ What the fleet adds:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import threading
@@ -110,7 +111,9 @@ class RedisGuard:
         )
 
     def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
-        if self.shared_slot():
+        # Never a blocking round trip on a running event loop: an async call that found the
+        # fleet not pacing, an instant before the reporter heard otherwise, paces locally.
+        if self.shared_slot() and asyncio._get_running_loop() is None:
             reply = self._fleet.reserve(self.key, self._reservation(now, latest, tokens))
             if reply is not None:
                 return self._slot(reply, now, latest, tokens)
@@ -211,6 +214,9 @@ class RedisGuard:
         token_rate, token_burst = tokens if tokens is not None else (-1.0, 0)
         return (sent, retried, throttled, gate_ms, hinted or -1.0, succeeded, token_rate,
                 token_burst)  # fmt: skip
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def apply_report(self, reply: object, now: float) -> None:
         if not isinstance(reply, list) or len(reply) != 4:

@@ -29,6 +29,9 @@ class Reporting(Protocol):
 
     def apply_report(self, reply: object, now: float) -> None: ...
 
+    def after_fork(self) -> None:
+        """In a forked child: a lock the reporter held at the fork is new again."""
+
 
 class _Reported(Protocol):
     """The fleet, as the reporter thread sees it."""

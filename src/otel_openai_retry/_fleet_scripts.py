@@ -94,9 +94,13 @@ local tolerance = math.max(0, (tonumber(s[3]) or 1) - 1) * 1000 / rate
 local tat = math.max(tonumber(s[4]) or 0, now)
 local start = math.max(now, tonumber(s[8]) or 0, tat - tolerance)
 local trate, ttat, tinterval = tonumber(s[5]) or 0, 0, 0
-if trate > 0 and tcost > 0 then
+local tburst = tonumber(s[6]) or 0
+if trate > 0 and tcost > 0 and tburst > 0 then
+  -- no request costs more than the bucket holds: an estimate beyond it (a huge max_tokens the
+  -- server will refuse anyway) must not book the schedule far into the future for everyone
+  tcost = math.min(tcost, tburst)
   tinterval = tcost * 1000 / trate
-  local ttolerance = math.max(0, (tonumber(s[6]) or 0) * 1000 / trate - tinterval)
+  local ttolerance = math.max(0, tburst * 1000 / trate - tinterval)
   ttat = math.max(tonumber(s[7]) or 0, now)
   start = math.max(start, ttat - ttolerance)
 end

@@ -51,14 +51,16 @@ class OpenAIRetryInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         patch, self._patch = self._patch, None
-        if patch is not None:
-            patch.remove()
         runtime, self._runtime = self._runtime, None
-        if runtime is not None:
-            runtime.endpoints.close()  # a fleet's reporter thread and Redis connections
         bridge, self._langchain = self._langchain, None
-        if bridge is not None:
-            bridge.uninstrument()
+        try:
+            if patch is not None:
+                patch.remove()
+        finally:
+            if runtime is not None:
+                runtime.endpoints.close()  # a fleet's reporter thread and Redis connections
+            if bridge is not None:
+                bridge.uninstrument()
 
 
 def _instrument_langchain() -> BaseInstrumentor | None:

@@ -12,6 +12,7 @@ Another wrapper of ``request`` set lower in the class hierarchy is dealt with in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -97,7 +98,11 @@ class Patch:
             self.reach.remove()
         while self.handles:
             owner, name, handle = self.handles.pop()
-            wrapt.unwrap_object(owner, name, handle, missing_ok=True)
+            # Someone may have wrapped it on top of ours without wrapt: ours stays beneath theirs
+            # (the request wrappers pass calls through once ``live`` is false), and every other
+            # wrapper of ours is still undone.
+            with contextlib.suppress(wrapt.WrapperNotOutermostError):
+                wrapt.unwrap_object(owner, name, handle, missing_ok=True)
 
 
 def _async_request_wrapper(

@@ -100,6 +100,9 @@ def _is_redis_url(value: object) -> bool:
     )
 
 
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&]*", re.IGNORECASE)
+
+
 def _hide_password(text: str) -> str:
     """A URL as it may be shown in an error: its password (if any) replaced."""
     try:
@@ -107,9 +110,11 @@ def _hide_password(text: str) -> str:
         password = parts.password
     except ValueError:
         return "<unreadable URL>"
-    if not password:
-        return text
-    return parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1)).geturl()
+    if password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1))
+    # redis-py also takes it from the query string
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    return parts._replace(query=query).geturl()
 
 
 @dataclass(frozen=True, slots=True)

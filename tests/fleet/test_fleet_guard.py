@@ -134,10 +134,15 @@ def test_the_retry_budget_is_the_fleets(redis_server: RedisServer) -> None:
         second.close()
 
 
+@pytest.mark.parametrize(
+    "url", ["http://:hunter2@cache:6379", "http://cache:6379/0?password=hunter2&db=1"]
+)
 def test_a_bad_url_is_refused_at_instrument_time(
-    monkeypatch: pytest.MonkeyPatch, instrument: Instrument
+    url: str, monkeypatch: pytest.MonkeyPatch, instrument: Instrument
 ) -> None:
-    monkeypatch.setenv("OTEL_OPENAI_RETRY_REDIS_URL", "http://:hunter2@cache:6379")
+    """Refused with the variable's name, and never with the password (redis-py takes one in
+    the URL's user part or in its query)."""
+    monkeypatch.setenv("OTEL_OPENAI_RETRY_REDIS_URL", url)
     with pytest.raises(ConfigurationError) as refused:
         instrument()
     message = str(refused.value)

@@ -117,3 +117,16 @@ def test_a_slot_beyond_the_deadline_or_an_unpaced_endpoint_books_nothing(
     assert redis_server.client.hget(KEY, "tat") == booked
     wait, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
     assert 900_000 < wait <= 1_000_000
+
+
+def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
+    redis_server: RedisServer,
+) -> None:
+    """A huge estimate (``max_tokens=10**13``, which the server refuses anyway) costs the shared
+    schedule one bucket at most: the next caller waits about one bucket's refill, not years."""
+    script = redis_server.client.register_script(RESERVE)
+    pace(redis_server, rate=10_000, burst=1, trate=1_000, tburst=2_000)
+    first, _ = script(keys=[KEY], args=[1, 10**13, -1, 120_000, 5_000])
+    assert first == 0
+    wait, _ = script(keys=[KEY], args=[1, 100, -1, 120_000, 5_000])
+    assert 0 < wait <= 2_000_000  # 2,000 tokens at 1,000 a second, then the next 100 fit

@@ -110,10 +110,11 @@ def _hide_password(text: str) -> str:
         password = parts.password
     except ValueError:
         return "<unreadable URL>"
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)  # redis-py also takes it from there
+    if not password and query == parts.query:
+        return text  # as written: a round trip through urlsplit would turn "redis://" to "redis:"
     if password:
         parts = parts._replace(netloc=parts.netloc.replace(f":{password}@", ":***@", 1))
-    # redis-py also takes it from the query string
-    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
     return parts._replace(query=query).geturl()
 
 

@@ -34,7 +34,15 @@ EXTRAS_BY_IMPORT = {
 }
 """A block that imports one of these needs the extra; the rest need only the core."""
 
-EXTRA_ONLY_DISTRIBUTIONS = ("aiohttp", "langchain-core", "langchain-openai", "langchain-community")
+EXTRA_ONLY_DISTRIBUTIONS = (
+    "aiohttp",
+    "langchain-core",
+    "langchain-openai",
+    "langchain-community",
+    "redis",
+    "opentelemetry-exporter-otlp-proto-grpc",
+    "grpcio",
+)
 """Distributions that an extra brings and the core must not."""
 
 SNIPPET_ENV = {
@@ -144,7 +152,13 @@ def main(dist: Path) -> None:
         leaked = sorted(names_installed & set(EXTRA_ONLY_DISTRIBUTIONS))
         if leaked:
             sys.exit(f"FAILED: the core install brought extras' packages: {leaked}")
-        print(f"core install: {len(installed)} distributions, none of {EXTRA_ONLY_DISTRIBUTIONS}")
+        # pip itself and setuptools come with every venv: not counted as what we bring
+        brought = [line for line in installed if not line.startswith(("pip==", "setuptools=="))]
+        size_mb = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 1e6
+        print(
+            f"core install: {len(brought)} distributions, {size_mb:.0f} MB venv, "
+            f"none of {EXTRA_ONLY_DISTRIBUTIONS}"
+        )
         print(run([python, "-c", CHECK_AUTO], env, work).strip())
 
         by_extras: dict[frozenset[str], list[tuple[int, str]]] = {}

@@ -223,6 +223,29 @@ class Sdk:
 # -- what the installed SDK raises ----------------------------------------------------------------
 
 
+async def crowd(
+    client: openai.AsyncOpenAI,
+    count: int,
+    concurrency: int,
+    request: Callable[[int], Mapping[str, Any]] = lambda i: {
+        "messages": [{"role": "user", "content": f"n{i}"}]
+    },
+) -> list[bool]:
+    """``count`` chat calls, ``concurrency`` at a time, each built by ``request(i)``: which
+    ones succeeded. The many-callers shape every pacing test drives."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> bool:
+        async with semaphore:
+            try:
+                await client.chat.completions.create(model="gpt-4o-mini", **request(i))
+            except openai.APIError:
+                return False
+            return True
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
 def _stream_cut_error() -> BaseException:
     """What the bare SDK raises when a stream's body is cut after its 200, asked of the SDK
     itself through a transport that cuts it: newer SDKs wrap the transport's error in

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 
@@ -13,27 +12,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer
 
-from .helpers import FAST, Instrument, async_client, attrs, calls, sync_client
+from .helpers import FAST, Instrument, async_client, attrs, calls, crowd, sync_client
 
 PERSISTENT = replace(FAST, max_attempts=8)
 """Enough attempts for every call of a crowd to get through a rate limit."""
 
 
 async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> list[bool]:
-    client = async_client(server)
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> bool:
-        async with semaphore:
-            try:
-                await client.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"n{i}"}]
-                )
-            except openai.APIError:
-                return False
-            return True
-
-    return await asyncio.gather(*(one(i) for i in range(count)))
+    async with async_client(server) as client:
+        return await crowd(client, count, concurrency)
 
 
 def test_server_rate_limit_answers_like_openai(server: FakeOpenAIServer) -> None:

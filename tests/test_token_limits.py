@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
-import openai
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import FAST, Instrument, Sdk, async_client, attrs, calls
+from .helpers import FAST, Instrument, Sdk, async_client, attrs, calls, crowd
 
 PERSISTENT = replace(FAST, max_attempts=8)
 """Enough attempts for every call of a crowd to get through a rate limit."""
@@ -73,22 +71,13 @@ async def test_a_request_429_does_not_pace_tokens(
 
 async def run_many(base_url: str, count: int, concurrency: int) -> list[bool]:
     """``count`` calls of 100 tokens each (a prompt of 1, 99 asked for)."""
-    client = async_client(base_url)
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(i: int) -> bool:
-        async with semaphore:
-            try:
-                await client.chat.completions.create(
-                    model="gpt-4o-mini",
-                    messages=[{"role": "user", "content": f"{i % 10}"}],
-                    max_tokens=99,
-                )
-            except openai.APIError:
-                return False
-            return True
-
-    return await asyncio.gather(*(one(i) for i in range(count)))
+    async with async_client(base_url) as client:
+        return await crowd(
+            client,
+            count,
+            concurrency,
+            lambda i: {"messages": [{"role": "user", "content": f"{i % 10}"}], "max_tokens": 99},
+        )
 
 
 async def test_token_pacing_gets_a_crowd_through_a_token_limit(

@@ -10,6 +10,7 @@ installed itself is always kept; the ones set up here get a bounded exit (:mod:`
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ _PROTOCOL_VARS: Mapping[Signal, str] = {
 }
 _PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_PROTOCOL"
 _OTLP_NAMES = ("otlp", "otlp_proto_http", "otlp_proto_grpc")
+_GRPC_EXPORTER_MODULE = "opentelemetry.exporter.otlp.proto.grpc"
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -67,12 +69,38 @@ def _protocol(signal: Signal) -> tuple[str, str]:
     return variable, protocol
 
 
+def _grpc_exporter_installed() -> bool:
+    try:
+        return importlib.util.find_spec(_GRPC_EXPORTER_MODULE) is not None
+    except ImportError:  # a parent package missing altogether
+        return False
+
+
+def _require_grpc_if_chosen(signal: Signal, names: list[str]) -> None:
+    """The gRPC exporter is an extra (grpcio is large): where the settings choose it and it is
+    not installed, say which setting chose it and what to install, before anything is set up,
+    rather than the SDK's "component not found" about an entry point the user never named."""
+    variable, protocol = _protocol(signal)
+    chosen_by = None
+    if "otlp_proto_grpc" in names:
+        chosen_by = f"{_EXPORTER_VARS[signal]}=otlp_proto_grpc"
+    elif protocol == "grpc" and "otlp" in names:
+        chosen_by = f"{variable}=grpc"
+    if chosen_by is not None and not _grpc_exporter_installed():
+        raise ConfigurationError(
+            f"{chosen_by} needs the OTLP gRPC exporter, which is not installed: "
+            "pip install 'otel-openai-retry[grpc]' (or leave the protocol unset for "
+            "http/protobuf)"
+        )
+
+
 def _default_exporter_names(signal: Signal) -> list[str]:
     """Our default where the signal's variable is unset; where it is set the SDK reads it."""
-    names = os.environ.get(_EXPORTER_VARS[signal], "").strip()
-    if names:
-        if any(name.strip() in _OTLP_NAMES for name in names.split(",")):
-            _protocol(signal)
+    written = os.environ.get(_EXPORTER_VARS[signal], "").strip()
+    names = [name.strip() for name in written.split(",")] if written else ["otlp"]
+    if any(name in _OTLP_NAMES for name in names):
+        _require_grpc_if_chosen(signal, names)
+    if written:
         return []
     return ["otlp_proto_grpc" if _protocol(signal)[1] == "grpc" else "otlp_proto_http"]
 

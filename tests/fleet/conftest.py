@@ -5,7 +5,6 @@ a crowd of async calls, the warnings logged, waiting for the reporter."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import socket
@@ -23,6 +22,7 @@ from otel_openai_retry import RetryPolicy
 from otel_openai_retry._endpoints import EndpointGuard
 
 from ..helpers import FAST, MESSAGES
+from ..helpers import crowd as many_calls
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -142,14 +142,4 @@ def in_use(guard: EndpointGuard) -> bool:
 
 
 async def crowd(client: openai.AsyncOpenAI, count: int, concurrency: int) -> list[bool]:
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one() -> bool:
-        async with semaphore:
-            try:
-                await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-            except openai.APIError:
-                return False
-            return True
-
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    return await many_calls(client, count, concurrency, lambda _: {"messages": MESSAGES})

@@ -72,7 +72,20 @@ def _logfire_on() -> bool:
     return any(getattr(cls, "_is_instrumented_by_logfire", False) is True for cls in classes)
 
 
+def _any_on(*checks: Callable[[], bool]) -> Callable[[], bool]:
+    return lambda: any(check() for check in checks)
+
+
+_OPENAI_V2_ON = _instrumentor_on("opentelemetry.instrumentation.openai_v2")
+
 PEER_SCOPES: dict[str, Callable[[], bool]] = {
+    # The official openai-v2: its own scope for some operations, and for chat the scope of the
+    # util-genai handler it calls (releases of util-genai before the context keys); the
+    # genai-openai instrumentation uses the same handler and sets the keys besides.
+    "opentelemetry.instrumentation.openai_v2": _OPENAI_V2_ON,
+    "opentelemetry.util.genai.handler": _any_on(
+        _OPENAI_V2_ON, _instrumentor_on("opentelemetry.instrumentation.genai.openai")
+    ),
     # OpenLLMetry (Traceloop's opentelemetry-instrumentation-openai)
     "opentelemetry.instrumentation.openai.v1": _instrumentor_on(
         "opentelemetry.instrumentation.openai"

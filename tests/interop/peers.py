@@ -34,6 +34,9 @@ class Peer:
     uninstrument: str
     logs: tuple[str, ...] = ()
     """Names of spans the peer makes as log lines beside its inference span."""
+    other_scopes: tuple[str, ...] = ()
+    """Instrumentation scopes of the peer's inference spans for other operations, where they
+    differ from its chat span's."""
 
 
 PEERS = {
@@ -45,6 +48,19 @@ PEERS = {
         "OpenAIInstrumentor().instrument("
         "tracer_provider=tracer_provider, meter_provider=meter_provider)",
         "OpenAIInstrumentor().uninstrument()",
+    ),
+    # openai-v2 2.4b0 imports util-genai modules that 1.2b0 removed (``instruments``): it runs
+    # with the newest util-genai that has them, in its own directory as every peer does.
+    "openai-v2": Peer(
+        "openai-v2",
+        ("opentelemetry-instrumentation-openai-v2==2.4b0", "opentelemetry-util-genai==1.1b0"),
+        # Its chat spans are made by util-genai's handler, under that scope; embeddings by itself.
+        ("chat gpt-4o-mini", "opentelemetry.util.genai.handler"),
+        "from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor",
+        "OpenAIInstrumentor().instrument("
+        "tracer_provider=tracer_provider, meter_provider=meter_provider)",
+        "OpenAIInstrumentor().uninstrument()",
+        other_scopes=("opentelemetry.instrumentation.openai_v2",),
     ),
     "openllmetry": Peer(
         "openllmetry",

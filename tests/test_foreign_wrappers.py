@@ -196,6 +196,37 @@ async def test_a_wrapper_on_a_client_built_before_us_is_reached_after_its_first_
     assert len(calls(exporter.get_finished_spans())[0].attempts) == 5
 
 
+async def test_the_sdks_own_retries_of_the_call_that_went_around_warn_of_nothing(
+    sdk: Sdk,
+    server: FakeOpenAIServer,
+    instrument: Instrument,
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The call that finds a wrapper from before us goes around our loop once, with the SDK's
+    own retries; those later attempts meet ours already placed, which is no bypass to warn of.
+    ``uninstrument()`` gives the wrapper back the SDK's own method."""
+    seen: list[int] = []
+    client = sdk.client(server, max_retries=2)
+    client.request = counting(client.request, seen)  # type: ignore[method-assign]
+    instrumentor = instrument(FAST)
+    server.script(Fault.server_error(500), Fault.server_error(500))
+    with caplog.at_level(logging.INFO, logger="otel_openai_retry"):
+        await chat(sdk, client)  # the SDK's 3 attempts, around us
+    assert [r.levelno for r in caplog.records if r.name == "otel_openai_retry"] == [logging.INFO]
+    assert server.request_count == 3 and calls(exporter.get_finished_spans()) == []
+    await chat(sdk, client)
+    assert len(calls(exporter.get_finished_spans())) == 1, "ours from the next call on"
+
+    instrumentor.uninstrument()
+    exporter.clear()
+    server.script(*[Fault.server_error(500)] * 3)
+    with pytest.raises(openai.InternalServerError):
+        await chat(sdk, client)  # its wrapper, around the SDK's own 3 attempts again
+    assert server.request_count == 7 and seen == [1, 1, 1]
+    assert exporter.get_finished_spans() == ()
+
+
 async def test_a_wrapper_set_on_the_azure_client_class_before_us_runs_around_our_loop(
     sdk: Sdk, server: FakeOpenAIServer, instrument: Instrument, exporter: InMemorySpanExporter
 ) -> None:

@@ -13,7 +13,7 @@ Another wrapper of ``request`` set lower in the class hierarchy is dealt with in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,10 @@ __all__ = ["Patch"]
 
 _installed: list[Patch] = []
 
-_current_call: ContextVar[Call | None] = ContextVar("otel_openai_retry_call", default=None)
+_current_call: ContextVar[Sequence[Call]] = ContextVar("otel_openai_retry_call", default=())
+"""The call whose attempt is being sent, in a list emptied when the attempt ends: callbacks the
+SDK schedules meanwhile (the 600 s timer of its timeout, cancelled but kept by the event loop)
+keep a snapshot of the context, which must not keep the call, its client and its body alive."""
 
 
 @dataclass(slots=True)
@@ -125,11 +128,13 @@ def _async_request_wrapper(
 
         async def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            token = _current_call.set(call if attempt else None)
+            current = [call] if attempt else []
+            token = _current_call.set(current)
             try:
                 with sending(call_args[1]):
                     return await wrapped(*call_args, **call_kwargs)
             finally:
+                current.clear()
                 _current_call.reset(token)
 
         return await run_async(call.state, send, runtime.async_sleep)
@@ -155,11 +160,13 @@ def _sync_request_wrapper(runtime: Runtime, live: Callable[[], bool]) -> Callabl
 
         def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            token = _current_call.set(call if attempt else None)
+            current = [call] if attempt else []
+            token = _current_call.set(current)
             try:
                 with sending(call_args[1]):
                     return wrapped(*call_args, **call_kwargs)
             finally:
+                current.clear()
                 _current_call.reset(token)
 
         return run_sync(call.state, send, runtime.sync_sleep)
@@ -177,8 +184,7 @@ def _build_request_wrapper(
         if patch.reach is not None:
             patch.reach.went_around(instance)
     request = wrapped(*args, **kwargs)
-    call = _current_call.get()
-    if call is not None:
+    for call in _current_call.get():
         call.built_headers[:] = (getattr(request, "headers", None),)
     return request
 
@@ -186,8 +192,7 @@ def _build_request_wrapper(
 def _process_response_wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    call = _current_call.get()
-    if call is not None:
+    for call in _current_call.get():
         response = kwargs.get("response")
         if response is not None:
             call.response_received(response, bool(kwargs.get("stream")))

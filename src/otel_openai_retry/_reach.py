@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import threading
 import types
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,117 +33,36 @@ from typing import Any
 import wrapt
 
 from ._internal import guarded, logger
+from ._reach_chain import NAME, Slot, chain, classes, describe
 
 __all__ = ["Reach", "sending"]
 
-NAME = "request"
-_sending: ContextVar[object | None] = ContextVar("otel_openai_retry_sending", default=None)
+_PLACED_HERE = "_otel_openai_retry_placed"
+"""On a client whose own ``request`` we reached: what we placed in it, to put back. Kept on the
+client rather than by us, so that a client dropped by the application is freed with it."""
+_sending: ContextVar[Sequence[object]] = ContextVar("otel_openai_retry_sending", default=())
+"""The options of the attempt we are sending, in a list emptied when it ends: a callback
+scheduled meanwhile keeps the context, which must not keep the request's body alive."""
 
 
 @contextmanager
 def sending(options: object | None = None) -> Iterator[None]:
     """Mark the SDK's ``request`` being run by us, with these options, for this attempt
     (without: run by us, the call's setup having failed)."""
-    token = _sending.set(object() if options is None else options)
+    current = [object() if options is None else options]
+    token = _sending.set(current)
     try:
         yield
     finally:
+        current.clear()
         _sending.reset(token)
 
 
 def is_resent(options: object) -> bool:
     """The options of the attempt we are sending: a wrapper of ours deeper in the chain passes
     it through, so one call has one loop however many of our wrappers it meets."""
-    return options is not None and _sending.get() is options
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """A place holding the next layer inward: a class attribute, a proxy, a closure cell."""
-
-    get: Callable[[], Any]
-    put: Callable[[Any], None]
-    owner: type | None = None
-    """The class, for its own attribute: ours goes there as a wrapt wrapper of its own."""
-    bind: bool = False
-    """Whether what is put there is called with the client as an argument (a cell)."""
-
-
-def _class_slot(owner: type) -> _Slot:
-    return _Slot(lambda: vars(owner).get(NAME), lambda v: setattr(owner, NAME, v), owner=owner)
-
-
-def _inner(layer: Any) -> tuple[_Slot, Any] | None:
-    """The slot holding what ``layer`` calls, and that, when we can tell."""
-    if isinstance(layer, wrapt.BaseObjectProxy):
-        proxy = layer
-
-        def put(value: Any) -> None:
-            proxy.__wrapped__ = value
-
-        return _Slot(lambda: proxy.__wrapped__, put), proxy.__wrapped__
-    named = getattr(layer, "__wrapped__", None)  # functools.wraps says which cell it calls
-    if isinstance(layer, types.FunctionType) and layer.__closure__ and named is not None:
-        for cell in layer.__closure__:
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-            if contents is named:
-                return _Slot(_cell_get(cell), _cell_put(cell), bind=True), contents
-    return None
-
-
-def _cell_get(cell: types.CellType) -> Callable[[], Any]:
-    return lambda: cell.cell_contents
-
-
-def _cell_put(cell: types.CellType) -> Callable[[Any], None]:
-    def put(value: Any) -> None:
-        cell.cell_contents = value
-
-    return put
-
-
-def _classes(base: type) -> Iterator[type]:
-    seen: set[type] = set()
-    pending: list[type] = list(base.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        if cls not in seen:
-            seen.add(cls)
-            pending.extend(cls.__subclasses__())
-            yield cls
-
-
-def _instance_slot(client: Any) -> _Slot:
-    fields = client.__dict__
-    return _Slot(lambda: fields.get(NAME), lambda v: fields.__setitem__(NAME, v))
-
-
-def _chain(cls: type, client: Any = None) -> Iterator[tuple[_Slot, Any]]:
-    """``cls``'s own ``request`` (or ``client``'s) and each layer inward we can follow, with the
-    slot holding it."""
-    if client is None:
-        slot, layer = _class_slot(cls), vars(cls).get(NAME)
-    else:
-        slot, layer = _instance_slot(client), client.__dict__.get(NAME)
-    for _ in range(32):
-        if layer is None:
-            return
-        yield slot, layer
-        step = _inner(layer)
-        if step is None:
-            return
-        slot, layer = step
-
-
-def describe(layer: Any) -> str:
-    """``module.qualname`` of what a user would recognise as the wrapper."""
-    target = getattr(layer, "_self_wrapper", layer)  # a wrapt wrapper: its wrapper function
-    if not isinstance(target, (types.FunctionType, types.MethodType)):
-        target = type(target)
-    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', '?')}"
+    current = _sending.get()
+    return options is not None and bool(current) and current[0] is options
 
 
 @dataclass(slots=True)
@@ -153,8 +73,10 @@ class Reach:
     """Per SDK base class, our wrapper function of ``request``."""
     handles: dict[type, Any] = field(default_factory=dict)
     """Per SDK base class, our wrapt wrapper installed on it."""
-    placed: list[tuple[_Slot, Any, Any]] = field(default_factory=list)
+    placed: list[tuple[Slot, Any, Any]] = field(default_factory=list)
     """(slot, what it held, what of ours we put there), to put back."""
+    clients: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    """Clients holding placements of ours (see ``_PLACED_HERE``), while they live."""
     extra: list[tuple[type, Any]] = field(default_factory=list)
     """Our wrappers on subclasses whose own ``request`` is the bare SDK function."""
     warned: set[str] = field(default_factory=set)
@@ -163,7 +85,7 @@ class Reach:
     def install(self) -> None:
         for base, wrapper in self.wrappers.items():
             self.handles[base] = wrapt.wrap_function_wrapper(base, NAME, wrapper)
-            for cls in _classes(base):
+            for cls in classes(base):
                 self._reach(base, cls)
 
     def _ours(self, layer: Any) -> Any:
@@ -181,13 +103,13 @@ class Reach:
         function captured before we wrapped it; whether ours was put somewhere now."""
         handle = self.handles[base]
         with self.lock:  # two clients built at once must not both wrap the same class
-            for slot, layer in _chain(cls, client):
+            for slot, layer in chain(cls, client, self._is_ours):
                 if self._ours(layer) is not None:
                     return False
                 if isinstance(layer, types.MethodType) and layer.__func__ is handle.__wrapped__:
                     ours = handle.__get__(layer.__self__, type(layer.__self__))  # one client's
                     slot.put(ours)
-                    self.placed.append((slot, layer, ours))
+                    self._record(client, (slot, layer, ours))
                     return True
                 if layer is handle.__wrapped__:
                     if slot.owner is not None:
@@ -196,9 +118,20 @@ class Reach:
                     else:
                         ours = handle.__get__(None, cls) if slot.bind else handle
                         slot.put(ours)
-                        self.placed.append((slot, layer, ours))
+                        self._record(client, (slot, layer, ours))
                     return True
         return False
+
+    def _record(self, client: Any, placement: tuple[Slot, Any, Any]) -> None:
+        if client is not None:
+            try:
+                self.clients.add(client)
+            except TypeError:  # a client class without weak references: kept until remove()
+                pass
+            else:
+                client.__dict__.setdefault(_PLACED_HERE, []).append(placement)
+                return
+        self.placed.append(placement)
 
     @guarded  # a bug of ours here must not fail the client's construction or call
     def check(self, cls: type) -> bool:
@@ -216,7 +149,7 @@ class Reach:
     def went_around(self, client: Any) -> None:
         """A request was built while no attempt of ours was in flight: say by whom, once, and
         make the next call reach us if we can."""
-        if _sending.get() is not None:
+        if _sending.get():
             return
         cls = type(client)
         own = getattr(client, "__dict__", {}).get(NAME)
@@ -231,6 +164,8 @@ class Reach:
         base = next((base for base in self.handles if isinstance(client, base)), None)
         if own is not None and base is not None:  # a wrapper set on this client alone
             healed = self._reach(base, cls, client) or healed
+        if not healed and self._leads_to_ours(owner, client if own is not None else None):
+            return  # reached already: a later attempt of the SDK's own loop, after the first
         if healed:
             logger.info(
                 "otel-openai-retry: %s held the SDK's method from before we were instrumented "
@@ -247,15 +182,24 @@ class Reach:
                 name,
             )
 
+    def _leads_to_ours(self, cls: type, client: Any) -> bool:
+        return any(self._is_ours(layer) for _, layer in chain(cls, client, self._is_ours))
+
+    def _is_ours(self, layer: Any) -> bool:
+        return self._ours(layer) is not None
+
     def remove(self) -> None:
         """Put back what we placed and point references to ours at what ours wrapped."""
+        for client in list(self.clients):
+            self.placed.extend(client.__dict__.pop(_PLACED_HERE, ()))
+        self.clients.clear()
         while self.placed:
             slot, held, ours = self.placed.pop()
             if slot.get() is ours:
                 slot.put(held)
         for base in self.handles:
-            for cls in (base, *_classes(base)):
-                for slot, layer in _chain(cls):
+            for cls in (base, *classes(base)):
+                for slot, layer in chain(cls, None, self._is_ours):
                     # A reference to ours in a peer's wrapper (a peer set up after us), or one
                     # a peer's uninstrument put back on a class: to what ours wraps. Ours on a
                     # class itself comes off by unwrapping, below.

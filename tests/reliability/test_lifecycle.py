@@ -33,6 +33,7 @@ from ..helpers import (
     attrs,
     calls,
     one_call,
+    run_python,
     sync_client,
 )
 from .azure import azure_clients
@@ -165,6 +166,74 @@ async def test_clients_created_before_instrumenting(
     found = calls(exporter.get_finished_spans())
     assert [len(c.attempts) for c in found] == [2] * 5
     assert server.request_count == 10
+
+
+_DROPPED_CLIENT = """
+import asyncio, functools, gc, sys, weakref
+import openai
+from opentelemetry.sdk.trace import TracerProvider
+from otel_openai_retry import OpenAIRetryInstrumentor, RetryPolicy
+from otel_openai_retry.testing import Fault, FakeOpenAIServer
+
+flavour = sys.argv[1]
+server = FakeOpenAIServer()
+server.start()
+messages = [{"role": "user", "content": "hi"}]
+
+
+def new_client(own_wrapper=False):
+    client = (openai.AsyncOpenAI if flavour == "async" else openai.OpenAI)(
+        base_url=server.base_url, api_key="sk-test", max_retries=1
+    )
+    if own_wrapper:  # logfire.instrument_openai(client)'s shape
+        original = client.request
+
+        @functools.wraps(original)
+        def request(*args, **kwargs):
+            return original(*args, **kwargs)
+
+        client.request = request
+    return [client]
+
+
+async def used_then_dropped_is_freed(holder, calls=1):
+    client = holder.pop()
+    for _ in range(calls):
+        server.script(Fault.server_error(500))
+        reply = client.chat.completions.create(model="m", messages=messages)
+        if flavour == "async":
+            await reply
+    freed = weakref.ref(client)
+    del client, reply
+    gc.collect()
+    return freed() is None
+
+
+async def main():
+    early = new_client(own_wrapper=True)  # its wrapper holds the SDK's method from before us
+    bare = await used_then_dropped_is_freed(new_client())
+    OpenAIRetryInstrumentor().instrument(
+        tracer_provider=TracerProvider(),
+        policy=RetryPolicy(initial_wait=0.001, max_wait=0.002),
+    )
+    ours = await used_then_dropped_is_freed(new_client())
+    reached = await used_then_dropped_is_freed(early, calls=2)  # the 2nd call reaches ours
+    print(bare, ours, reached, server.request_count)
+
+
+asyncio.run(main())
+server.stop()
+"""
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_client_dropped_after_its_calls_is_freed_as_without_us(flavour: str) -> None:
+    """Applications that build a client per request and never close it must not keep them:
+    nothing of a call (its client, its body) may outlive it in the context snapshots that the
+    SDK's own timers keep (the 600 s timeout timer stays in the event loop, cancelled). In a
+    process of its own: a test runner's fixtures and logs keep references of their own."""
+    done = run_python("-c", _DROPPED_CLIENT, flavour)
+    assert done.stdout.split() == ["True", "True", "True", "8"], done.stderr
 
 
 async def test_copy_and_with_options_clients(

@@ -51,3 +51,17 @@ def test_all_is_exactly_the_public_api(module_name: str) -> None:
         and name not in module.__all__
     }
     assert undeclared == set(), "public-looking names missing from __all__"
+
+
+def test_the_instrumented_openai_range_is_the_one_the_package_requires() -> None:
+    """``opentelemetry-instrument`` skips an instrumentor whose ``_instruments`` the installed
+    SDK does not satisfy: the range it checks must be the one the package was tested with."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    from otel_openai_retry.package import _instruments
+
+    required = [Requirement(r) for r in requires("otel-openai-retry") or []]
+    (openai,) = [r for r in required if r.name == "openai" and r.marker is None]
+    assert [Requirement(r).specifier for r in _instruments] == [openai.specifier]

@@ -1,3 +1,3 @@
 """What this instrumentation patches, for ``opentelemetry-instrument``'s dependency check."""
 
-_instruments = ("openai >= 1.40",)
+_instruments = ("openai >= 1.92",)

@@ -3,6 +3,7 @@ read on Redis's own clock, never exceeds the rate and the burst, for requests an
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -31,15 +32,17 @@ _RESERVER = textwrap.dedent(
         pipe.time()
         pipe.evalsha(sha, 1, "otel_openai_retry:{test}", 1, tokens, -1, 600000, 5000)
         (seconds, micros), (wait, _) = pipe.execute()
-        grants.append(seconds + micros / 1e6 + wait / 1e6)
+        grants.append((seconds + micros / 1e6 + wait / 1e6, wait))
     print(json.dumps(grants))
     """
 )
 
 
-def reserve_from(server: RedisServer, processes: int, count: int, tokens: int = 0) -> list[float]:
-    """Every slot granted to ``processes`` processes reserving ``count`` each, at once, as times
-    on Redis's clock."""
+def reserve_from(
+    server: RedisServer, processes: int, count: int, tokens: int = 0
+) -> list[tuple[float, int]]:
+    """Every slot granted to ``processes`` processes reserving ``count`` each, at once: its time
+    on Redis's clock and the wait it was granted with (microseconds), in the order of time."""
     children = [
         subprocess.Popen(
             [sys.executable, "-c", _RESERVER, str(server.port), str(count), str(tokens), RESERVE],
@@ -49,11 +52,11 @@ def reserve_from(server: RedisServer, processes: int, count: int, tokens: int = 
         )
         for _ in range(processes)
     ]
-    grants: list[float] = []
+    grants: list[tuple[float, int]] = []
     for child in children:
         out, _ = child.communicate(timeout=60)
         assert child.returncode == 0
-        grants += json.loads(out)
+        grants += [(at, wait) for at, wait in json.loads(out)]
     return sorted(grants)
 
 
@@ -81,19 +84,24 @@ def test_the_fleet_schedule_never_exceeds_rate_and_burst(
 ) -> None:
     rate = 200.0
     pace(redis_server, rate=rate, burst=burst)
-    grants = reserve_from(redis_server, processes=4, count=50)
+    booked = reserve_from(redis_server, processes=4, count=50)
+    grants = [at for at, _ in booked]
     assert len(grants) == 200
     for width in (0.05, 0.2, 0.5):
         assert most_in_any_window(grants, width) <= burst + rate * width + 1e-6, width
-    # and no capacity wasted: 200 slots booked back to back, less the burst taken at once
-    assert grants[-1] - grants[0] <= (200 - burst) / rate + 0.05
+    # and no capacity wasted: a slot later than one interval after the one before went to a
+    # request that came after it, so was granted at once (on a busy machine, the processes
+    # ask more slowly than the rate: the schedule then follows them, without idling)
+    for (before, _), (at, wait) in itertools.pairwise(booked):
+        if at - before > 1 / rate + 1e-3:
+            assert wait == 0, (before, at, wait)
 
 
 def test_tokens_are_booked_with_the_request(redis_server: RedisServer) -> None:
     """A request rate far above what the tokens allow: the tokens decide the schedule."""
     token_rate, token_burst, cost = 10_000.0, 2_000, 500
     pace(redis_server, rate=10_000, burst=1, trate=token_rate, tburst=token_burst)
-    grants = reserve_from(redis_server, processes=4, count=25, tokens=cost)
+    grants = [at for at, _ in reserve_from(redis_server, processes=4, count=25, tokens=cost)]
     for width in (0.1, 0.3, 1.0):
         assert most_in_any_window(grants, width, cost) <= token_burst + token_rate * width + 1e-6
     assert grants[-1] - grants[0] >= (100 * cost - token_burst) / token_rate - 0.01

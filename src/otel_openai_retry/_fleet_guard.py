@@ -152,7 +152,11 @@ class RedisGuard:
             return True
         totals = self._totals
         if totals is None or now - totals[2] > STALE or not self._fleet.up:
-            return self.local.may_retry(now, status_code)
+            allowed = self.local.may_retry(now, status_code)
+            if allowed:  # decided here, but spent from the fleet's budget all the same
+                with self._lock:
+                    self._news[1] += 1
+            return allowed
         with self._lock:
             requests, retries = totals[0] + self._news[0], totals[1] + self._news[1]
             if retries + 1 > budget.ratio * requests + budget.reserve:

@@ -101,6 +101,34 @@ def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) ->
         second.close()
 
 
+def test_retries_spent_before_the_fleet_answered_count_against_its_budget(
+    redis_server: RedisServer,
+) -> None:
+    """Until a process has heard the fleet's counts (its first report, or after they went
+    stale), it decides by its own budget; what it spends meanwhile is the fleet's all the same."""
+    policy = replace(fleet(redis_server.url), budget=0.1)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        now = time.monotonic()
+        mine.sent(now)
+        assert getattr(mine, "_totals", None) is None, "not heard from the fleet yet"
+        spent = 0
+        while mine.may_retry(now, 503):
+            spent += 1
+        assert spent > 0
+
+        def heard() -> bool:
+            in_use(theirs)
+            totals = getattr(theirs, "_totals", None)
+            return totals is not None and totals[1] >= spent
+
+        wait_until(heard)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_retry_budget_is_the_fleets(redis_server: RedisServer) -> None:
     """Retries one process spends come out of what every process may spend."""
     policy = replace(fleet(redis_server.url), budget=0.1)

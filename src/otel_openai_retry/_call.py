@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from openai._base_client import BaseClient
@@ -16,7 +17,7 @@ from ._attempt_options import cap_timeout, max_attempts, sent_header_values
 from ._attributes import describe_request
 from ._call_state import CallState
 from ._call_tokens import used_tokens
-from ._companion import CompanionTelemetry, peer_span
+from ._companion import peer_span
 from ._endpoints import EndpointGuard
 from ._observers import observers_for_call
 from ._replay import capture_body
@@ -87,14 +88,13 @@ class Call:
         enabled = is_instrumentation_enabled()
         # A peer that silences other instrumentations beneath its span (Logfire) would silence
         # the attempts and retry summary only we can give; suppression it did not set still wins.
-        outer = peer_span(info.operation is not None, suppressed=not enabled)
-        enabled = enabled or outer is not None
-        telemetry = runtime.telemetry if enabled else runtime.quiet
+        peer = peer_span(info.operation is not None, suppressed=not enabled)
+        telemetry = runtime.telemetry if enabled or peer is not None else runtime.quiet
+        if peer is not None:  # beneath its span: the GenAI measurements it records are its own
+            telemetry = replace(telemetry, instruments=telemetry.instruments.without(peer.records))
         sent = functools.partial(sent_header_values, client, options, self.built_headers)
-        self.spans: CallTelemetry | CompanionTelemetry = (
-            CallTelemetry(telemetry, info, options.json_data, sent)
-            if outer is None
-            else CompanionTelemetry(telemetry, info, outer, sent)
+        self.spans = CallTelemetry(
+            telemetry, info, options.json_data, sent, None if peer is None else peer.span
         )
         self.guard: EndpointGuard = runtime.endpoints.guard(server.base_url, str(model))
         self.headers_sendable = headers_sendable(client, options)

@@ -10,6 +10,7 @@ model, server address, error type, status code, token type or modality): never a
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 
 from opentelemetry.metrics import Meter
@@ -69,6 +70,7 @@ class Instruments:
         "_older_duration",
         "_older_ttfc",
         "_operation_duration",
+        "_peer_copies",
         "_queue_requests",
         "_queue_time",
         "_reasoning",
@@ -99,7 +101,7 @@ class Instruments:
             "Duration of GenAI client operations, retries and sleeps included",
             DURATION_BUCKETS,
         )
-        self._operation_duration = operation_duration
+        self._operation_duration: _Record | None = operation_duration
         """Embeddings and calls without GenAI meaning keep this name in every mode."""
         self._older_duration: _Record | None = operation_duration if names.older else None
         self._older_ttfc: _Record | None = None
@@ -174,6 +176,26 @@ class Instruments:
         self._queue_requests = counter(
             RATE_LIMITING_REQUESTS, "{request}", "Attempts that asked their endpoint for a slot"
         )
+        self._peer_copies: dict[frozenset[str], Instruments] = {}
+
+    def without(self, records: frozenset[str]) -> Instruments:
+        """These instruments less the GenAI measurements another instrumentation records for the
+        call itself (``duration``, ``usage``: tokens and a failed call's zero, ``ttfc``): each is
+        then recorded once, by whichever of us records it; ``openai_retry.*`` ones always stay."""
+        found = self._peer_copies.get(records)
+        if found is None:
+            found = copy.copy(self)
+            if "duration" in records:
+                found._older_duration = found._current_duration = None
+                found._operation_duration = None
+            if "usage" in records:
+                found._token_histogram = found._cache_read = None
+                found._cache_write = found._reasoning = None
+                found._usage = {}
+            if "ttfc" in records:
+                found._older_ttfc = found._current_ttfc = None
+            self._peer_copies[records] = found
+        return found
 
     # -- per call ----------------------------------------------------------------------------
 
@@ -188,7 +210,7 @@ class Instruments:
         current = self._current_duration
         if inference and current is not None:
             _measure(current, seconds, failed)
-        elif older is None:
+        elif older is None and self._operation_duration is not None:
             _measure(self._operation_duration, seconds, failed)
 
     def retries(self, attributes: Attributes, retries: int, delay: float) -> None:

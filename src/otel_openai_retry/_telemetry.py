@@ -6,6 +6,10 @@ span is handed to a :class:`~otel_openai_retry._streams.StreamWatch`, which call
 stream ends. A plain call and a stream end through the same result path
 (:meth:`CallTelemetry._record_result`).
 
+Beneath another instrumentation's inference span (``_companion``), that span is the call's: ours
+makes none, puts the attempts beneath it and only the retry summary on it (the peer sets its own
+attributes, status and end), and records the GenAI measurements the peer does not.
+
 Every span start, span end and measurement is guarded on its own (``_spans``, and inside
 :class:`~otel_openai_retry._metrics.Instruments`); the call state guards each observer method it
 calls, so only the entry points it does not call (the response, the stream's end) guard
@@ -62,6 +66,7 @@ class CallTelemetry:
         "_instruments",
         "_metric_attributes",
         "_operation",
+        "_own",
         "_result_attributes",
         "_retries",
         "_sent_headers",
@@ -79,6 +84,7 @@ class CallTelemetry:
         info: RequestInfo,
         body: object,
         sent_headers: SentHeaders | None = None,
+        peer: Span | None = None,
     ) -> None:
         self._telemetry = telemetry
         self._sent_headers = sent_headers
@@ -87,8 +93,11 @@ class CallTelemetry:
         operation = self._operation = info.operation
         self._inference = operation is not None and operation.inference
         self._started = time.monotonic()
-        self.span: Span = start_span(
-            telemetry.tracer, info.span_name, SpanKind.CLIENT, info.attributes
+        self._own = peer is None
+        self.span: Span = (
+            start_span(telemetry.tracer, info.span_name, SpanKind.CLIENT, info.attributes)
+            if peer is None
+            else peer
         )
         self.recording = self.span.is_recording()
         # Attempts nest under the logical span; if it could not be started, under whatever the
@@ -105,7 +114,7 @@ class CallTelemetry:
         self._usage_recorded = False
         self._retries = 0
         self._delay = 0.0
-        if telemetry.capture_content and self.recording and operation is not None:
+        if telemetry.capture_content and self._own and self.recording and operation is not None:
             self._capture_input(operation, body)
 
     @guarded
@@ -136,7 +145,7 @@ class CallTelemetry:
             watch = StreamWatch(
                 self.stream_ended,
                 self._operation,
-                self._telemetry.capture_content,
+                self._telemetry.capture_content and self._own,
                 self._attempt_started,
                 sse=stream,
             )
@@ -152,7 +161,7 @@ class CallTelemetry:
         elif operation is not None:
             parsed = parsed_body(result)
             if parsed is not None:
-                capture = self._telemetry.capture_content and self.recording
+                capture = self._telemetry.capture_content and self.recording and self._own
                 output = operation.output_messages(parsed) if capture else None
                 self._record_result(operation.response_fields(parsed), output)
 
@@ -160,7 +169,7 @@ class CallTelemetry:
         """Tokens now; the response's attributes go on the logical span when the call ends."""
         self._instruments.usage(self._metric_attributes, fields, self._inference)
         self._usage_recorded = fields.input_tokens is not None or fields.output_tokens is not None
-        if self.recording:
+        if self.recording and self._own:
             attributes = fields.attributes()
             if output_messages is not None:
                 attributes["gen_ai.output.messages"] = output_messages
@@ -184,7 +193,7 @@ class CallTelemetry:
         self._delay = summary.total_sleep + summary.total_throttle
         try:
             self._attempts.finished()
-            if self.recording:
+            if self.span.is_recording():
                 attributes = self._result_attributes or {}
                 attributes.update(summary.attributes())
                 self._result_attributes = None
@@ -202,6 +211,8 @@ class CallTelemetry:
         instruments.retries(attributes, self._retries, self._delay)
         if kind is not None and self._inference and not self._usage_recorded:
             instruments.no_usage(attributes)
+        if not self._own:
+            return  # the peer says how its call ended, and ends its span
         logical = self.span
         if kind is not None and self.recording:
             try:
@@ -227,7 +238,7 @@ class CallTelemetry:
                         attributes["gen_ai.response.time_to_first_chunk"] = ttfc
                     set_attributes(self.span, attributes)
         finally:
-            if end.error_type is not None and self.recording:
+            if end.error_type is not None and self.span.is_recording():
                 # The loop said success when it returned the stream; the stream then failed.
                 set_attributes(self.span, {OUTCOME: Outcome.ERROR.value})
             self._end(end.error, end.error_type)

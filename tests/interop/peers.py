@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PEERS", "Peer", "install"]
+__all__ = ["ALL_GENAI", "PEERS", "Peer", "install"]
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "interop"
@@ -37,6 +37,19 @@ class Peer:
     other_scopes: tuple[str, ...] = ()
     """Instrumentation scopes of the peer's inference spans for other operations, where they
     differ from its chat span's."""
+    ours_genai: frozenset[str] = frozenset()
+    """The GenAI metrics ours records beside the peer: those it does not record itself."""
+    sdk_calls: bool = True
+    """It instruments every OpenAI SDK call (not only those its own framework makes)."""
+
+
+ALL_GENAI = frozenset(
+    {
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.time_to_first_chunk",
+    }
+)
 
 
 PEERS = {
@@ -61,6 +74,8 @@ PEERS = {
         "tracer_provider=tracer_provider, meter_provider=meter_provider)",
         "OpenAIInstrumentor().uninstrument()",
         other_scopes=("opentelemetry.instrumentation.openai_v2",),
+        # it records the duration and the token usage, not a stream's time to first chunk
+        ours_genai=frozenset({"gen_ai.client.operation.time_to_first_chunk"}),
     ),
     "openllmetry": Peer(
         "openllmetry",
@@ -85,6 +100,7 @@ PEERS = {
         "from openinference.instrumentation.openai import OpenAIInstrumentor",
         "OpenAIInstrumentor().instrument(tracer_provider=tracer_provider)",
         "OpenAIInstrumentor().uninstrument()",
+        ours_genai=ALL_GENAI,  # it records no metrics
     ),
     "logfire": Peer(
         "logfire",
@@ -99,6 +115,38 @@ PEERS = {
         "logfire_off = logfire.instrument_openai(); logfire_off.__enter__()",
         "logfire_off.__exit__(None, None, None)",
         ("streaming response from {request_data[model]!r} took {duration:.2f}s",),
+    ),
+    "langfuse": Peer(
+        "langfuse",
+        ("langfuse==5.2.0", "backoff==2.2.1"),
+        ("OpenAI-generation", "langfuse-sdk"),
+        "from langfuse import Langfuse",
+        # Its client on the script's tracer provider, exporting nowhere (Langfuse's own span
+        # processor and export filter still run); importing `langfuse.openai` wraps the SDK's
+        # resource methods, for good: Langfuse has no uninstrument.
+        "global langfuse_exported; langfuse_exported = InMemorySpanExporter(); "
+        "Langfuse(public_key='pk-lf-test', secret_key='sk-lf-test', base_url='http://127.0.0.1:9', "
+        "tracer_provider=tracer_provider, span_exporter=langfuse_exported); "
+        "import langfuse.openai",
+        "pass",
+        ours_genai=ALL_GENAI,  # it records no metrics
+    ),
+    "pydantic-ai": Peer(
+        "pydantic-ai",
+        (
+            "pydantic-ai-slim==2.78.0",
+            "pydantic-graph==2.78.0",
+            "genai-prices==0.2.5",
+            "griffelib==2.4.1",
+            "logfire-api==6.1.0",
+        ),
+        ("chat gpt-4o-mini", "pydantic-ai"),
+        "from pydantic_ai import Agent, InstrumentationSettings",
+        "Agent.instrument_all(InstrumentationSettings("
+        "tracer_provider=tracer_provider, meter_provider=meter_provider))",
+        "Agent.instrument_all(False)",
+        ours_genai=frozenset({"gen_ai.client.operation.duration"}),  # it records the others
+        sdk_calls=False,  # its agents' model requests only
     ),
 }
 

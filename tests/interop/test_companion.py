@@ -1,9 +1,9 @@
 """Beside another OpenAI instrumentation: one inference span per call, attempts beneath it.
 
-Each peer (the official one, OpenLLMetry, OpenInference, Logfire) comes from PyPI into a
-directory of its own (``peers.py``) and runs with ours in a fresh process, against the fake
-server, in both instrumentation orders, sync and async, with a retried plain call and a retried
-stream.
+Each peer that instruments the SDK's calls (the official one, OpenLLMetry, OpenInference,
+Logfire, Langfuse) comes from PyPI into a directory of its own (``peers.py``) and runs with ours in
+a fresh process, against the fake server, in both instrumentation orders, sync and async: a plain
+call retried after a 500 and a 429, a stream after a 500, an embedding after a dropped connection.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ async def calls_async(server):
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     chunks = [chunk async for chunk in stream]
+    server.script(Fault.drop())
     await client.embeddings.create(model="text-embedding-3-small", input="hi")
     return chunks
 
@@ -84,6 +85,7 @@ def calls_sync(server):
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
+    server.script(Fault.drop())
     client.embeddings.create(model="text-embedding-3-small", input="hi")
     return chunks
 
@@ -138,7 +140,7 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module", params=list(PEERS))
+@pytest.fixture(scope="module", params=[name for name, p in PEERS.items() if p.sdk_calls])
 def peer(request: pytest.FixtureRequest) -> tuple[Peer, str]:
     chosen = PEERS[request.param]
     return chosen, os.fspath(install(chosen))
@@ -163,7 +165,7 @@ def test_one_inference_span_per_call_with_every_attempt_beneath_it(
 ) -> None:
     chosen, site = peer
     report = run(chosen, site, order, flavour)
-    assert report["requests"] == 6, "3 attempts for the plain call, 2 for the stream, 1 embedding"
+    assert report["requests"] == 7, "3 for the plain call, 2 for the stream, 2 for the embedding"
     assert report["chunks"] > 0
     spans = report["spans"]
     inference = [
@@ -177,7 +179,7 @@ def test_one_inference_span_per_call_with_every_attempt_beneath_it(
     attempts = [s for s in spans if s["name"].startswith("attempt ")]
     assert len(attempts) == report["requests"], "attempt spans = requests received"
     assert {s["parent"] for s in attempts} <= {s["name"] for s in inference}
-    assert Counter(s["name"] for s in attempts) == {"attempt 1": 3, "attempt 2": 2, "attempt 3": 1}
+    assert Counter(s["name"] for s in attempts) == {"attempt 1": 3, "attempt 2": 3, "attempt 3": 1}
     assert [(s["attempts"], s["outcome"]) for s in chat] == [(3, "success"), (2, "success")]
     metrics = report["metrics"]
     ours = {name.split(":", 1)[1] for name in metrics if name.startswith("otel_openai_retry:")}
@@ -186,9 +188,14 @@ def test_one_inference_span_per_call_with_every_attempt_beneath_it(
         "openai_retry.client.call.retry_delay",
         "openai_retry.client.failed_attempts",
         "openai_retry.client.rate_limiting.requests",
-    }, "no GenAI metric of ours: the peer records them, once"
-    assert metrics["otel_openai_retry:openai_retry.client.call.retries"] == 3
-    assert metrics["otel_openai_retry:openai_retry.client.failed_attempts"] == 3
+        *chosen.ours_genai,
+    }, "no GenAI metric of ours that the peer records itself"
+    theirs = {name.split(":", 1)[1] for name in metrics if not name.startswith("otel_openai_")}
+    assert not {n for n in ours & theirs if n.startswith("gen_ai.")}, "recorded by both"
+    if "gen_ai.client.operation.duration" in chosen.ours_genai:
+        assert metrics["otel_openai_retry:gen_ai.client.operation.duration"] == 3, "once a call"
+    assert metrics["otel_openai_retry:openai_retry.client.call.retries"] == 3, "once a call"
+    assert metrics["otel_openai_retry:openai_retry.client.failed_attempts"] == 4
     assert report["restored"] is True
 
 
@@ -198,10 +205,12 @@ def test_a_dropping_sampler_still_leaves_the_genai_metrics_to_the_peer(
 ) -> None:
     chosen, site = peer
     report = run(chosen, site, order, "sync", "sampled-out")
-    assert report["requests"] == 6
+    assert report["requests"] == 7
     assert report["spans"] == []
     ours = {n for n in report["metrics"] if n.startswith("otel_openai_retry:gen_ai.")}
-    assert ours == set(), "the peer's metrics do not depend on sampling: ours would be doubles"
+    assert ours == {f"otel_openai_retry:{name}" for name in chosen.ours_genai}, (
+        "the peer's metrics do not depend on sampling: ours would be doubles"
+    )
     assert report["metrics"]["otel_openai_retry:openai_retry.client.call.retries"] == 3
 
 
@@ -210,7 +219,7 @@ def test_suppressed_calls_leave_nothing_of_ours_on_the_peers_spans(
 ) -> None:
     chosen, site = peer
     report = run(chosen, site, "peer-first", "sync", "suppressed")
-    assert report["requests"] == 6, "the retries go on"
+    assert report["requests"] == 7, "the retries go on"
     assert not [s for s in report["spans"] if s["scope"] == "otel_openai_retry"]
     assert not [s["ours"] for s in report["spans"] if s["ours"]]
     assert not [n for n in report["metrics"] if n.startswith("otel_openai_retry:")]

@@ -124,6 +124,16 @@ def _control(process: FakeServerProcess, conditions: dict[str, object]) -> None:
             raise ValueError(json.loads(exc.read())["error"]) from None
 
 
+def test_a_process_paces_streams_on_request(process: FakeServerProcess) -> None:
+    """``reset`` forgets the command line's chaos with the other conditions."""
+    process.reset()
+    process.set_chunk_latency(0.01)
+    client = openai.OpenAI(api_key=API_KEY, base_url=process.base_url, max_retries=0)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=USER, stream=True))  # type: ignore[arg-type]
+    assert chunks
+    assert [r.fault for r in process.requests] == [Fault(chunk_delay_s=0.01)]
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

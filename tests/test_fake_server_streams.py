@@ -8,6 +8,7 @@ installed SDK first, with the same bytes served by an in-memory transport, and e
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -220,6 +221,27 @@ def test_a_truncated_body_is_complete_as_http(server: FakeOpenAIServer) -> None:
     with pytest.raises(json.JSONDecodeError):
         json.loads(raw)
     assert raw.startswith(b'{"id": "chatcmpl-')
+
+
+def test_body_faults_leave_aiohttp_silent(
+    server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stall the client hangs up on, a bad frame, a spoilt body: deliberate, so no traceback
+    in a user's test log."""
+    server.script(
+        Fault.stream_stall(2), Fault.bad_sse_frame(1), Fault.truncated_json(), Fault.stream_stall(0)
+    )
+    client = openai.OpenAI(api_key=API_KEY, base_url=server.base_url, max_retries=0, timeout=0.2)
+    with caplog.at_level(logging.DEBUG, logger="aiohttp"):
+        for stream in (True, True, False, False):
+            with pytest.raises(Exception):  # noqa: B017, PT011 - each as the SDK has it
+                if stream:
+                    list(_stream(client))
+                else:
+                    client.chat.completions.create(model=MODEL, messages=USER)
+        assert client.models.list().data
+        assert server.wait_for_requests(5)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize(

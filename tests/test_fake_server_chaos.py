@@ -9,6 +9,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 
 import openai
 import pytest
@@ -173,6 +174,18 @@ async def test_a_header_list_answers_each_retry_in_turn(server: FakeOpenAIServer
         (2, 200),
     ]
     assert server.requests[0].fault.headers == (("retry-after-ms", "1"),)
+
+
+async def test_a_key_starts_the_sequence_over(server: FakeOpenAIServer, sdk: Sdk) -> None:
+    """Used up, a sequence answers successes; another key (another test) gets it anew."""
+    client = sdk.client(server, max_retries=0)
+    for key in ("first-test", "first-test", "second-test"):
+        headers = {HEADER: "429", f"{HEADER}-key": key}
+        with contextlib.suppress(openai.RateLimitError):
+            await sdk(
+                partial(client.embeddings.create, model="e", input="x", extra_headers=headers)
+            )
+    assert [r.fault.status_code for r in server.requests] == [429, 200, 429]
 
 
 async def test_a_header_fault_comes_before_the_script(server: FakeOpenAIServer, sdk: Sdk) -> None:

@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
             f"--script syntax: {SCRIPT_HELP}\n\n{CHAOS_HELP}\n\n"
             f"{FAULT_HEADER}: REQUEST HEADER, the same syntax: a request carrying it gets the\n"
             "  fault it names, whatever the script; with a list, the n-th request carrying the\n"
-            "  same value gets the n-th fault (a retry re-sends the header), later ones succeed.\n"
+            "  same value gets the n-th fault (a retry re-sends the header), later ones succeed;\n"
+            "  a new x-fake-openai-fault-key: TEXT (e.g. the test's name) starts it over.\n"
             f"  A value that does not parse is answered 400. e.g. {FAULT_HEADER}: 429:retry-after=2"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

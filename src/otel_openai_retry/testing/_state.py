@@ -20,7 +20,7 @@ from ._bodies.estimate import request_tokens
 from ._conditions import Conditions
 from ._faults import Fault
 from ._form import FormPart, parse_form
-from ._header_faults import FAULT_HEADER, HeaderFaults
+from ._header_faults import FAULT_HEADER, FAULT_KEY_HEADER, HeaderFaults
 
 __all__ = ["RecordedRequest", "ServerState", "normalize_path"]
 
@@ -153,7 +153,7 @@ class ServerState:
             queue = self._by_path.get(route.api_path)
             asked = headers.get(FAULT_HEADER)
             if asked is not None:
-                fault = self._header_faults.next(asked)
+                fault = self._header_faults.next(asked, headers.get(FAULT_KEY_HEADER, ""))
             elif queue:
                 fault = queue.popleft()
             elif self._global:

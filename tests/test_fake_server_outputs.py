@@ -8,11 +8,12 @@ from enum import Enum
 from typing import Any, Literal
 
 import openai
+import pydantic
 import pytest
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from pydantic import BaseModel, Field
 
-from otel_openai_retry.testing import FakeOpenAIServer
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
 from otel_openai_retry.testing._bodies.schema import instance_of
 
 from .helpers import Sdk
@@ -129,6 +130,24 @@ async def test_responses_parse_async(server: FakeOpenAIServer) -> None:
     ) as client:
         response = await client.responses.parse(model=MODEL, input="weather?", text_format=Place)
     assert isinstance(response.output_parsed, Place)
+
+
+async def test_a_scripted_reply_overrides_the_schema(server: FakeOpenAIServer, sdk: Sdk) -> None:
+    """What a model outside strict mode may do: text that fails the caller's model."""
+    server.script(Fault.replying("not json"), Fault.replying('{"city": "Oslo"}'))
+    client = sdk.client(server, max_retries=0)
+    with pytest.raises(pydantic.ValidationError):
+        await sdk(
+            lambda: client.chat.completions.parse(model=MODEL, messages=USER, response_format=Place)
+        )
+    tools = [openai.pydantic_function_tool(GetWeather)]
+    streamed: list[ChatCompletionChunk] = await sdk.drain(
+        lambda: client.chat.completions.create(model=MODEL, messages=USER, tools=tools, stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == (
+        '{"city": "Oslo"}'
+    )
+    assert repr(server.requests[0].fault) == "Fault(200, reply 'not json')"
 
 
 # -- tool calls ---------------------------------------------------------------------------------

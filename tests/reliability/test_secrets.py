@@ -451,6 +451,7 @@ async def test_no_prompt_or_completion_in_telemetry_with_capture_off(
         raised.append(bad_request.value)
         server.script(Fault.status(500, message=f"Could not process {PROMPT!r}"))
         assert client.chat.completions.create(model="m", messages=messages).choices
+        server.script(*[Fault.replying(f"Echo: {PROMPT}")] * 2)  # text that fails the model
         with pytest.raises(pydantic.ValidationError) as invalid:
             await aclient.chat.completions.parse(
                 model="m", messages=messages, response_format=Answer

@@ -31,34 +31,50 @@ _Body = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class _Endpoint:
-    """``answer`` and ``stream`` take the body, and ``sized``: whether usage follows its size."""
+class _How:
+    sized: bool
+    """Usage follows the request's size."""
+    reply: str | None
+    """The assistant's text, scripted (``Fault.reply``), instead of the answer it would give."""
 
-    answer: Callable[[_Body, bool], _bodies.JSON]
-    stream: Callable[[_Body, bool], list[_bodies.SSEEvent]] | None = None
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """``answer`` and ``stream`` take the body, and how to answer it."""
+
+    answer: Callable[[_Body, _How], _bodies.JSON]
+    stream: Callable[[_Body, _How], list[_bodies.SSEEvent]] | None = None
     multipart: bool = False
     """The body is ``multipart/form-data``; ``answer`` gets its parts by field name."""
 
 
 def _sized(
     build: Callable[..., _bodies.JSON | list[_bodies.SSEEvent]],
-) -> Callable[[_Body, bool], Any]:
-    return lambda body, sized: build(body, sized=sized)
+) -> Callable[[_Body, _How], Any]:
+    return lambda body, how: build(body, sized=how.sized)
 
 
-def _unsized(build: Callable[[_Body], _bodies.JSON]) -> Callable[[_Body, bool], _bodies.JSON]:
+def _replying(
+    build: Callable[..., _bodies.JSON | list[_bodies.SSEEvent]],
+) -> Callable[[_Body, _How], Any]:
+    return lambda body, how: build(body, sized=how.sized, reply=how.reply)
+
+
+def _unsized(build: Callable[[_Body], _bodies.JSON]) -> Callable[[_Body, _How], _bodies.JSON]:
     return lambda body, _: build(body)
 
 
 _ENDPOINTS: dict[tuple[str, str], _Endpoint] = {
     ("POST", "/v1/chat/completions"): _Endpoint(
-        _sized(_bodies.chat_completion), _sized(_bodies.chat_completion_events)
+        _replying(_bodies.chat_completion), _replying(_bodies.chat_completion_events)
     ),
     ("POST", "/v1/completions"): _Endpoint(
         _sized(_bodies.completion), _sized(_bodies.completion_events)
     ),
     ("POST", "/v1/embeddings"): _Endpoint(_sized(_bodies.embeddings)),
-    ("POST", "/v1/responses"): _Endpoint(_sized(_bodies.response), _sized(_bodies.response_events)),
+    ("POST", "/v1/responses"): _Endpoint(
+        _replying(_bodies.response), _replying(_bodies.response_events)
+    ),
     ("GET", "/v1/models"): _Endpoint(lambda _, __: _bodies.model_list()),
     ("POST", "/v1/files"): _Endpoint(_unsized(_bodies.file_object), multipart=True),
 }
@@ -156,14 +172,14 @@ class FakeOpenAIApp:
             error = _bodies.error_body(400, message)
             return await send.send_json(request, fault, headers, error, status=400)
         request_body: _Body = body if isinstance(body, Mapping) else {}
-        sized = self._state.conditions.sized_usage
+        how = _How(self._state.conditions.sized_usage, fault.reply)
         try:
             wants_stream = endpoint.stream is not None and request_body.get("stream") is True
             if wants_stream and fault.bad_body is None:
                 assert endpoint.stream is not None
-                events = endpoint.stream(request_body, sized)
+                events = endpoint.stream(request_body, how)
                 return await send.send_events(request, fault, headers, events)
-            payload = endpoint.answer(request_body, sized)
+            payload = endpoint.answer(request_body, how)
         except _bodies.InvalidRequestError as exc:
             error = _bodies.error_body(400, exc.message, exc.param)
             return await send.send_json(request, fault, headers, error, status=400)

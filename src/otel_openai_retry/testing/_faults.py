@@ -22,7 +22,7 @@ class Fault:
     Build it with the class methods (:meth:`ok`, :meth:`rate_limit`, :meth:`insufficient_quota`,
     :meth:`status`, :meth:`server_error`, :meth:`delay`, :meth:`drop`, :meth:`stream_break`,
     :meth:`slow_stream`, :meth:`stream_stall`, :meth:`bad_sse_frame`, :meth:`invalid_json`,
-    :meth:`truncated_json`); the
+    :meth:`truncated_json`, :meth:`replying`); the
     fields are public so that a test can combine them, e.g.
     ``dataclasses.replace(Fault.rate_limit(), delay_s=0.5)`` for a rate limit that is also slow.
 
@@ -56,6 +56,9 @@ class Fault:
         bad_body: ``"invalid"``: a 200 answer whose body is not JSON; ``"truncated"``: the first
             half of the JSON body, complete as HTTP (its ``content-length`` says so). Sent as
             ``application/json`` even to a request that asked for a stream.
+        reply: The assistant's text in a successful chat or Responses answer, instead of what it
+            would say (structured output, a tool call, the echo): e.g. content that fails the
+            caller's schema, as a model outside strict mode may send.
     """
 
     status_code: int = 200
@@ -72,6 +75,7 @@ class Fault:
     stall_s: float | None = None
     bad_frame_after: int | None = None
     bad_body: str | None = None
+    reply: str | None = None
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
@@ -206,6 +210,11 @@ class Fault:
         return cls(bad_frame_after=after_chunks)
 
     @classmethod
+    def replying(cls, text: str) -> Fault:
+        """A normal answer whose assistant text is ``text``, whatever the request asked for."""
+        return cls(reply=text)
+
+    @classmethod
     def invalid_json(cls) -> Fault:
         """A 200 whose ``application/json`` body is not JSON."""
         return cls(bad_body="invalid")
@@ -258,6 +267,8 @@ class Fault:
             parts.append(f"bad frame after {self.bad_frame_after}")
         if self.bad_body is not None:
             parts.append(f"{self.bad_body} json")
+        if self.reply is not None:
+            parts.append(f"reply {self.reply!r}")
         return parts
 
 

@@ -58,7 +58,7 @@ class _Chat:
         return chunk
 
 
-def _chat(body: Mapping[str, Any], sized: bool) -> _Chat:
+def _chat(body: Mapping[str, Any], sized: bool, forced: str | None) -> _Chat:
     model = require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -70,7 +70,7 @@ def _chat(body: Mapping[str, Any], sized: bool) -> _Chat:
         if isinstance(m, Mapping) and m.get("role") == "user"
     ]
     n = choices_count(body)
-    reply = _reply(body, messages, user_texts[-1] if user_texts else "")
+    reply = _reply(body, messages, user_texts[-1] if user_texts else "", forced)
     said = reply.text if reply.text is not None else reply.tool_calls[0].arguments
     return _Chat(
         id=new_id("chatcmpl-"),
@@ -83,21 +83,23 @@ def _chat(body: Mapping[str, Any], sized: bool) -> _Chat:
     )
 
 
-def _reply(body: Mapping[str, Any], messages: list[Any], user_text: str) -> Reply:
+def _reply(
+    body: Mapping[str, Any], messages: list[Any], user_text: str, forced: str | None
+) -> Reply:
     last = messages[-1]
     answered = (
         text_of(last.get("content"))
         if isinstance(last, Mapping) and last.get("role") == "tool"
         else None
     )
-    schema, json_object = chat_schema(body)
+    schema = chat_schema(body)
     return decide_reply(
         user_text=user_text,
         tools=chat_tools(body),
         tool_choice=body.get("tool_choice"),
         answered=answered,
         schema=schema,
-        json_object=json_object,
+        forced=forced,
     )
 
 
@@ -120,9 +122,12 @@ def _message(reply: Reply) -> JSON:
     return message
 
 
-def chat_completion(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
-    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts."""
-    chat = _chat(body, sized)
+def chat_completion(
+    body: Mapping[str, Any], *, sized: bool = False, reply: str | None = None
+) -> JSON:
+    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts;
+    ``reply`` is the assistant's text, whatever the request asked for."""
+    chat = _chat(body, sized, reply)
     return {
         "id": chat.id,
         "object": "chat.completion",
@@ -143,11 +148,13 @@ def chat_completion(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
     }
 
 
-def chat_completion_events(body: Mapping[str, Any], *, sized: bool = False) -> list[SSEEvent]:
+def chat_completion_events(
+    body: Mapping[str, Any], *, sized: bool = False, reply: str | None = None
+) -> list[SSEEvent]:
     """Role chunk, one chunk per word (of the text, or of a tool call's arguments, streamed as
     OpenAI streams them: the call's id and name first, then its arguments in pieces), the finish
     chunk, then (if asked) the usage chunk."""
-    chat = _chat(body, sized)
+    chat = _chat(body, sized, reply)
     include_usage = wants_usage(body)
 
     def chunk(choices: list[JSON], usage: JSON | None = None) -> SSEEvent:
@@ -157,24 +164,24 @@ def chat_completion_events(body: Mapping[str, Any], *, sized: bool = False) -> l
         return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
     indexes = range(chat.n)
-    reply = chat.reply
-    if reply.text is not None:
+    answer = chat.reply
+    if answer.text is not None:
         events = [
             chunk([choice(i, {"role": "assistant", "content": "", "refusal": None})])
             for i in indexes
         ]
         events.extend(
-            chunk([choice(i, {"content": piece})]) for piece in pieces(reply.text) for i in indexes
+            chunk([choice(i, {"content": piece})]) for piece in pieces(answer.text) for i in indexes
         )
     else:
-        events = [chunk([choice(i, _first_call_delta(reply))]) for i in indexes]
+        events = [chunk([choice(i, _first_call_delta(answer))]) for i in indexes]
         events.extend(
             chunk([choice(i, {"tool_calls": [{"index": number, "function": {"arguments": part}}]})])
-            for number, call in enumerate(reply.tool_calls)
+            for number, call in enumerate(answer.tool_calls)
             for part in pieces(call.arguments)
             for i in indexes
         )
-    events.extend(chunk([choice(i, {}, reply.finish_reason)]) for i in indexes)
+    events.extend(chunk([choice(i, {}, answer.finish_reason)]) for i in indexes)
     if include_usage:
         events.append(chunk([], usage=chat.usage))
     events.append(DONE)

@@ -61,10 +61,13 @@ def decide_reply(
     tool_choice: Any,
     answered: str | None,
     schema: Mapping[str, Any] | None,
-    json_object: bool = False,
+    forced: str | None = None,
 ) -> Reply:
     """``answered``: the latest tool result when the conversation ends with one (a follow-up),
-    else ``None``; ``schema``: the JSON schema the answer must match, if any."""
+    else ``None``; ``schema``: the JSON schema the answer must match, if any; ``forced``: the
+    text to answer whatever the request asks for (a scripted reply)."""
+    if forced is not None:
+        return Reply(forced)
     if tools and answered is None:
         chosen = _chosen(tools, tool_choice)
         if chosen is not None:
@@ -73,8 +76,6 @@ def decide_reply(
     text = reply_to(answered if answered is not None else user_text)
     if schema is not None:
         return Reply(json.dumps(instance_of(schema)))
-    if json_object:
-        return Reply(json.dumps({"reply": text}))
     return Reply(text)
 
 
@@ -131,28 +132,26 @@ def _tools(body: Mapping[str, Any], *, nested: bool) -> list[Tool]:
     return tools
 
 
-def chat_schema(body: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
-    """(the JSON schema of ``response_format``, whether it asks for any JSON object)."""
+def chat_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON schema of ``response_format``, if it has one.
+
+    JSON mode (``json_object``) has none: its answer is the usual echo, so the JSON a test wants
+    back is the JSON it puts in the prompt."""
     return _format(body.get("response_format"), nested=True)
 
 
-def responses_schema(body: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
+def responses_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The same, from a Responses request's ``text.format``."""
     text = body.get("text")
     return _format(text.get("format") if isinstance(text, Mapping) else None, nested=False)
 
 
-def _format(spec: Any, *, nested: bool) -> tuple[Mapping[str, Any] | None, bool]:
-    if not isinstance(spec, Mapping):
-        return None, False
-    kind = spec.get("type")
-    if kind == "json_object":
-        return None, True
-    if kind != "json_schema":
-        return None, False
+def _format(spec: Any, *, nested: bool) -> Mapping[str, Any] | None:
+    if not isinstance(spec, Mapping) or spec.get("type") != "json_schema":
+        return None
     holder = spec.get("json_schema") if nested else spec
     schema = holder.get("schema") if isinstance(holder, Mapping) else None
     if not isinstance(schema, Mapping):
         param = "response_format.json_schema.schema" if nested else "text.format.schema"
         raise InvalidRequestError(f"Missing required parameter: '{param}'.", param=param)
-    return schema, False
+    return schema

@@ -142,17 +142,17 @@ class _Response:
         }
 
 
-def _response(body: Mapping[str, Any], sized: bool) -> _Response:
+def _response(body: Mapping[str, Any], sized: bool, forced: str | None) -> _Response:
     model = require_model(body)
     user_text, input_tokens, answered = _response_texts(body)
-    schema, json_object = responses_schema(body)
+    schema = responses_schema(body)
     reply = decide_reply(
         user_text=user_text,
         tools=responses_tools(body),
         tool_choice=body.get("tool_choice"),
         answered=answered,
         schema=schema,
-        json_object=json_object,
+        forced=forced,
     )
     said = reply.text if reply.text is not None else reply.tool_calls[0].arguments
     return _Response(
@@ -167,15 +167,18 @@ def _response(body: Mapping[str, Any], sized: bool) -> _Response:
     )
 
 
-def response(body: Mapping[str, Any], *, sized: bool = False) -> JSON:
-    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts."""
-    return _response(body, sized).snapshot(done=True)
+def response(body: Mapping[str, Any], *, sized: bool = False, reply: str | None = None) -> JSON:
+    """With ``sized``, usage follows the request's size (see ``estimate``), else word counts;
+    ``reply`` is the assistant's text, whatever the request asked for."""
+    return _response(body, sized, reply).snapshot(done=True)
 
 
-def response_events(body: Mapping[str, Any], *, sized: bool = False) -> list[SSEEvent]:
+def response_events(
+    body: Mapping[str, Any], *, sized: bool = False, reply: str | None = None
+) -> list[SSEEvent]:
     """The Responses event sequence for one output item (a text message or a function call),
     numbered by ``sequence_number``."""
-    resp = _response(body, sized)
+    resp = _response(body, sized, reply)
 
     def payloads() -> Iterator[JSON]:
         yield {"type": "response.created", "response": resp.snapshot(done=False)}

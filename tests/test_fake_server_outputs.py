@@ -287,6 +287,18 @@ async def test_responses_function_calls_plain_and_streamed(
     assert answer.output_text == "Echo: 42"
 
 
+async def test_a_schema_it_cannot_follow_is_a_400(server: FakeOpenAIServer, sdk: Sdk) -> None:
+    client = sdk.client(server, max_retries=0)
+    with pytest.raises(
+        openai.BadRequestError, match="Invalid schema for the parameters of 'broken'"
+    ):
+        await sdk(
+            lambda: client.chat.completions.create(
+                model=MODEL, messages=USER, tools=[_tool("broken", {"$ref": "#/$defs/Gone"})]
+            )
+        )
+
+
 # -- the schema generator -----------------------------------------------------------------------
 
 

@@ -71,12 +71,20 @@ def decide_reply(
     if tools and answered is None:
         chosen = _chosen(tools, tool_choice)
         if chosen is not None:
-            arguments = json.dumps(instance_of(chosen.parameters))
+            arguments = _instance(chosen.parameters, f"the parameters of {chosen.name!r}")
             return Reply(None, (ToolCall(new_id("call_"), chosen.name, arguments),))
-    text = reply_to(answered if answered is not None else user_text)
     if schema is not None:
-        return Reply(json.dumps(instance_of(schema)))
-    return Reply(text)
+        return Reply(_instance(schema, "the response format's schema"))
+    return Reply(reply_to(answered if answered is not None else user_text))
+
+
+def _instance(schema: Mapping[str, Any], what: str) -> str:
+    """An instance of ``schema`` as JSON text; a schema it cannot follow (a ``$ref`` to
+    nowhere) is the caller's 400, as the real API refuses an invalid schema."""
+    try:
+        return json.dumps(instance_of(schema))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"Invalid schema for {what}: {exc!r}") from None
 
 
 def _chosen(tools: Sequence[Tool], tool_choice: Any) -> Tool | None:
@@ -86,6 +94,8 @@ def _chosen(tools: Sequence[Tool], tool_choice: Any) -> Tool | None:
     if isinstance(tool_choice, Mapping):
         function = tool_choice.get("function")
         name = function.get("name") if isinstance(function, Mapping) else tool_choice.get("name")
+        if name is None:  # a choice that names no function (a built-in tool, say)
+            return tools[0]
         for tool in tools:
             if tool.name == name:
                 return tool

@@ -35,7 +35,7 @@ class _How:
     sized: bool
     """Usage follows the request's size."""
     reply: str | None
-    """The assistant's text, scripted (``Fault.reply``), instead of the answer it would give."""
+    """The assistant's text, scripted (``Fault.replying``), instead of the answer it would give."""
 
 
 @dataclass(frozen=True)

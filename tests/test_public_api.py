@@ -19,6 +19,7 @@ PUBLIC = {
         "set_on_retry_hooks",
     ],
     "otel_openai_retry.testing": [
+        "Chaos",
         "FakeOpenAI",
         "FakeOpenAIServer",
         "FakeServerProcess",

@@ -4,7 +4,7 @@
 validates the answer against the caller's model and may raise (pydantic's ``ValidationError``,
 ``LengthFinishReasonError``). We read that response too, for usage and ids: its failure must not be
 logged or raised by us (the test suite re-raises our internal errors), and the caller still gets it
-from their own ``parse()``. The fake server's answer (``Echo: <prompt>``) is no JSON, so it fails
+from their own ``parse()``. The fake server is scripted to reply text that is no JSON, so it fails
 any model; a small stdlib server in this file answers with ``finish_reason: length``.
 """
 
@@ -21,7 +21,7 @@ from opentelemetry.trace import StatusCode
 
 from otel_openai_retry import _internal
 from otel_openai_retry._internal import set_raise_internal_errors
-from otel_openai_retry.testing import FakeOpenAIServer
+from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import CannedServer, Instrument, Sdk, json_answer, one_call, sync_client
 
@@ -60,6 +60,7 @@ async def test_a_raw_parse_that_fails_validation_is_not_our_error(
     instrument()
     caplog.set_level(logging.DEBUG, logger="otel_openai_retry")
     client = sdk.client(server)
+    server.script(Fault.replying("Echo: Answer as JSON"))
     raw = await sdk(
         lambda: client.chat.completions.with_raw_response.parse(
             model="gpt-4o-mini", messages=MESSAGES, response_format=Answer

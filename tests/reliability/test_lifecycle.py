@@ -36,7 +36,7 @@ from ..helpers import (
     run_python,
     sync_client,
 )
-from .azure import azure_clients
+from .azure import DEPLOYMENT, azure_clients
 from .chaos import SpanLedger
 
 MESSAGES: list[openai.types.chat.ChatCompletionMessageParam] = [
@@ -285,7 +285,8 @@ async def test_azure_clients_are_retried_and_named_azure(
     requests = server.requests
     assert [r.retry_count for r in requests] == [0, 1, 2, 0, 1]
     assert all(r.headers.get("api-key") == API_KEY for r in requests), "Azure's own auth header"
-    assert all(r.path == "/v1/chat/completions" for r in requests)
+    assert all(r.path == f"/openai/deployments/{DEPLOYMENT}/chat/completions" for r in requests)
+    assert {(r.deployment, r.api_version) for r in requests} == {(DEPLOYMENT, "2024-10-21")}
     found = calls(exporter.get_finished_spans())
     assert [len(c.attempts) for c in found] == [3, 2]
     for call in found:

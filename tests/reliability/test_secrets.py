@@ -40,7 +40,7 @@ from otel_openai_retry import RetryPolicy
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import API_KEY, STREAM_CUT_ERROR, Instrument, sync_client
-from .azure import AzureRouting, azure_clients
+from .azure import azure_clients
 
 DEFAULT_HEADER = "hush-default-3e1f9a0b"
 REQUEST_HEADER = "hush-request-7c2d41e5"
@@ -127,9 +127,8 @@ async def make_every_kind_of_call(server: FakeOpenAIServer) -> list[str]:
     ad_client = openai.AzureOpenAI(
         azure_ad_token=AD_TOKEN,
         api_version="2024-10-21",
-        azure_endpoint=f"http://127.0.0.1:{server.port}",
+        azure_endpoint=server.url,
         azure_deployment="prod-gpt",
-        http_client=openai.DefaultHttpxClient(transport=AzureRouting()),
     )
     ended: list[str] = []
 
@@ -451,6 +450,7 @@ async def test_no_prompt_or_completion_in_telemetry_with_capture_off(
         raised.append(bad_request.value)
         server.script(Fault.status(500, message=f"Could not process {PROMPT!r}"))
         assert client.chat.completions.create(model="m", messages=messages).choices
+        server.script(*[Fault.replying(f"Echo: {PROMPT}")] * 2)  # text that fails the model
         with pytest.raises(pydantic.ValidationError) as invalid:
             await aclient.chat.completions.parse(
                 model="m", messages=messages, response_format=Answer
@@ -538,11 +538,10 @@ def test_a_token_resolved_per_request_and_echoed_is_in_no_telemetry(
     token_piece = "SECRETaadTOKENpayload0123456789"
     instrument(policy=POLICY)
     client = openai.AzureOpenAI(
-        azure_endpoint=f"http://127.0.0.1:{server.port}",
+        azure_endpoint=server.url,
         api_version="2024-10-21",
         azure_ad_token_provider=lambda: f"eyJhbGciOiJSUzI1NiJ9.{token_piece}.sig",
         azure_deployment="prod-gpt",
-        http_client=openai.DefaultHttpxClient(transport=AzureRouting()),
         max_retries=0,
     )
     server.script(Fault.status(400, error_code=token_piece))

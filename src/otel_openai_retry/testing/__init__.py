@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .._sleeps import set_testing
+from ._chaos import Chaos
 from ._faults import Fault
 from ._harness import FakeOpenAI
 from ._process import FakeServerProcess
@@ -43,6 +44,7 @@ from ._telemetry import RetryTelemetry
 from ._verdict import Verdict
 
 __all__ = [
+    "Chaos",
     "FakeOpenAI",
     "FakeOpenAIServer",
     "FakeServerProcess",

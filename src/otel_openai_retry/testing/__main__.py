@@ -13,6 +13,8 @@ import sys
 import threading
 from types import FrameType
 
+from ._chaos import CHAOS_HELP, Chaos, parse_chaos
+from ._header_faults import FAULT_HEADER
 from ._limits import HINT_MODES, Hints
 from ._script import SCRIPT_HELP, parse_script
 from ._server import FakeOpenAIServer
@@ -28,10 +30,23 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m otel_openai_retry.testing" if invoked_as_module else None,
         description=(
             "Serve a fake OpenAI-compatible API (/v1/chat/completions, /v1/completions,\n"
-            "/v1/embeddings, /v1/responses, /v1/models) that answers with scripted faults,\n"
-            "until SIGINT or SIGTERM. Prints 'listening on BASE_URL' once it accepts requests."
+            "/v1/embeddings, /v1/responses, /v1/models, /v1/files) that answers with scripted\n"
+            "faults, until SIGINT or SIGTERM. Prints 'listening on BASE_URL' once it accepts\n"
+            "requests. Structured output (response_format / text.format with a JSON schema)\n"
+            "gets JSON valid for the schema; a request with tools gets a call to one (the\n"
+            "one tool_choice names, else the first), with arguments valid for its parameters;\n"
+            "the follow-up with the tool's result gets text. Azure paths are served too:\n"
+            "AzureOpenAI(azure_endpoint=URL without /v1, api_version=..., azure_deployment=...)\n"
+            "(/openai/deployments/NAME/...?api-version=V: 404 without api-version)."
         ),
-        epilog=f"--script syntax: {SCRIPT_HELP}",
+        epilog=(
+            f"--script syntax: {SCRIPT_HELP}\n\n{CHAOS_HELP}\n\n"
+            f"{FAULT_HEADER}: REQUEST HEADER, the same syntax: a request carrying it gets the\n"
+            "  fault it names, whatever the script; with a list, the n-th request carrying the\n"
+            "  same value gets the n-th fault (a retry re-sends the header), later ones succeed;\n"
+            "  a new x-fake-openai-fault-key: TEXT (e.g. the test's name) starts it over.\n"
+            f"  A value that does not parse is answered 400. e.g. {FAULT_HEADER}: 429:retry-after=2"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: %(default)s)")
@@ -100,7 +115,28 @@ def _parser() -> argparse.ArgumentParser:
         help="answer 429 (retry-after-ms: 100) to this random fraction of requests",
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of --reject's random choice")
+    parser.add_argument(
+        "--chunk-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="S seconds between the events of every successful stream (per token)",
+    )
+    parser.add_argument(
+        "--chaos",
+        type=_chaos,
+        default=None,
+        metavar="SPEC",
+        help="seeded random faults per request, e.g. seed=1,429=0.1,500=0.05,drop=0.02 (below)",
+    )
     return parser
+
+
+def _chaos(text: str) -> Chaos:
+    try:
+        return parse_chaos(text)
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _log_request(record: RecordedRequest) -> None:
@@ -131,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         server.script(*faults)
         server.set_latency(args.latency)
+        server.set_chunk_latency(args.chunk_latency)
+        server.set_chaos(args.chaos)
         hints: bool | Hints = False if args.no_hints else args.hints or True
         if args.rate_limit is not None:
             server.set_rate_limit(args.rate_limit, args.burst, hints=hints)

@@ -7,8 +7,6 @@ apply, and the request would not be journaled.
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import json
 import time
 import uuid
@@ -19,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from . import _bodies
+from ._azure import azure_refusal, route
 from ._control import CONTROL_PREFIX, answer_control
-from ._faults import Fault
+from ._sending import Sender
 from ._state import ServerState
 
 __all__ = ["FakeOpenAIApp"]
@@ -32,34 +31,50 @@ _Body = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class _Endpoint:
-    """``answer`` and ``stream`` take the body, and ``sized``: whether usage follows its size."""
+class _How:
+    sized: bool
+    """Usage follows the request's size."""
+    reply: str | None
+    """The assistant's text, scripted (``Fault.replying``), instead of the answer it would give."""
 
-    answer: Callable[[_Body, bool], _bodies.JSON]
-    stream: Callable[[_Body, bool], list[_bodies.SSEEvent]] | None = None
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """``answer`` and ``stream`` take the body, and how to answer it."""
+
+    answer: Callable[[_Body, _How], _bodies.JSON]
+    stream: Callable[[_Body, _How], list[_bodies.SSEEvent]] | None = None
     multipart: bool = False
     """The body is ``multipart/form-data``; ``answer`` gets its parts by field name."""
 
 
 def _sized(
     build: Callable[..., _bodies.JSON | list[_bodies.SSEEvent]],
-) -> Callable[[_Body, bool], Any]:
-    return lambda body, sized: build(body, sized=sized)
+) -> Callable[[_Body, _How], Any]:
+    return lambda body, how: build(body, sized=how.sized)
 
 
-def _unsized(build: Callable[[_Body], _bodies.JSON]) -> Callable[[_Body, bool], _bodies.JSON]:
+def _replying(
+    build: Callable[..., _bodies.JSON | list[_bodies.SSEEvent]],
+) -> Callable[[_Body, _How], Any]:
+    return lambda body, how: build(body, sized=how.sized, reply=how.reply)
+
+
+def _unsized(build: Callable[[_Body], _bodies.JSON]) -> Callable[[_Body, _How], _bodies.JSON]:
     return lambda body, _: build(body)
 
 
 _ENDPOINTS: dict[tuple[str, str], _Endpoint] = {
     ("POST", "/v1/chat/completions"): _Endpoint(
-        _sized(_bodies.chat_completion), _sized(_bodies.chat_completion_events)
+        _replying(_bodies.chat_completion), _replying(_bodies.chat_completion_events)
     ),
     ("POST", "/v1/completions"): _Endpoint(
         _sized(_bodies.completion), _sized(_bodies.completion_events)
     ),
     ("POST", "/v1/embeddings"): _Endpoint(_sized(_bodies.embeddings)),
-    ("POST", "/v1/responses"): _Endpoint(_sized(_bodies.response), _sized(_bodies.response_events)),
+    ("POST", "/v1/responses"): _Endpoint(
+        _replying(_bodies.response), _replying(_bodies.response_events)
+    ),
     ("GET", "/v1/models"): _Endpoint(lambda _, __: _bodies.model_list()),
     ("POST", "/v1/files"): _Endpoint(_unsized(_bodies.file_object), multipart=True),
 }
@@ -97,7 +112,7 @@ class FakeOpenAIApp:
 
     def __init__(self, state: ServerState) -> None:
         self._state = state
-        self._stopping = asyncio.Event()
+        self._sender = Sender()
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
@@ -106,7 +121,7 @@ class FakeOpenAIApp:
 
     def release_waiters(self) -> None:
         """Cut short every delayed handler: a stopping server must not wait out a 60 s delay."""
-        self._stopping.set()
+        self._sender.stopping.set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -115,137 +130,57 @@ class FakeOpenAIApp:
         if request.path.startswith(CONTROL_PREFIX):
             return await answer_control(self._state, request.method, request.path, body)
         request_id = f"req_{uuid.uuid4().hex}"
+        where = route(request.path, dict(request.query))
         record = self._state.admit(
-            request.method, request.path, _lowered_headers(request), body, request_id, raw
+            request.method,
+            request.path,
+            _lowered_headers(request),
+            body,
+            request_id,
+            raw,
+            route=where,
+            query=dict(request.query),
         )
         fault = record.fault
+        send = self._sender
 
-        if fault.delay_s and await self._stopped_within(fault.delay_s):
-            return self._drop(request)
+        if fault.delay_s and await send.stopped_within(fault.delay_s):
+            return send.drop(request)
         if fault.drop_connection:
-            return self._drop(request)
+            return send.drop(request)
 
-        headers = self._headers(fault, request_id, started)
+        headers = send.headers(fault, request_id, started)
         if fault.is_error:
-            return await self._send_json(
-                request,
-                fault,
-                headers,
-                _bodies.error_body(
-                    fault.status_code,
-                    fault.message,
-                    code=fault.error_code,
-                    error_type=fault.error_type,
-                ),
+            error = _bodies.error_body(
+                fault.status_code, fault.message, code=fault.error_code, error_type=fault.error_type
             )
+            return await send.send_json(request, fault, headers, error)
 
-        endpoint = _endpoint(request.method, request.path)
+        refusal = azure_refusal(where)
+        if refusal is not None:
+            return await send.send_json(request, fault, headers, refusal[1], status=refusal[0])
+        endpoint = _endpoint(request.method, where.api_path)
         if endpoint is None:
             # The real API's wording, so that a typo in a base URL reads the same here.
             message = f"Invalid URL ({request.method} {request.path})"
-            return await self._send_json(
-                request, fault, headers, _bodies.error_body(404, message), status=404
-            )
+            error = _bodies.error_body(404, message)
+            return await send.send_json(request, fault, headers, error, status=404)
         if endpoint.multipart:
             body = record.form
         elif request.method == "POST" and not isinstance(body, Mapping):
             message = "We could not parse the JSON body of your request."
-            return await self._send_json(
-                request, fault, headers, _bodies.error_body(400, message), status=400
-            )
+            error = _bodies.error_body(400, message)
+            return await send.send_json(request, fault, headers, error, status=400)
         request_body: _Body = body if isinstance(body, Mapping) else {}
-        sized = self._state.conditions.sized_usage
+        how = _How(self._state.conditions.sized_usage, fault.reply)
         try:
-            if endpoint.stream is not None and request_body.get("stream") is True:
-                return await self._send_events(
-                    request, fault, headers, endpoint.stream(request_body, sized)
-                )
-            payload = endpoint.answer(request_body, sized)
+            wants_stream = endpoint.stream is not None and request_body.get("stream") is True
+            if wants_stream and fault.bad_body is None:
+                assert endpoint.stream is not None
+                events = endpoint.stream(request_body, how)
+                return await send.send_events(request, fault, headers, events)
+            payload = endpoint.answer(request_body, how)
         except _bodies.InvalidRequestError as exc:
             error = _bodies.error_body(400, exc.message, exc.param)
-            return await self._send_json(request, fault, headers, error, status=400)
-        return await self._send_json(request, fault, headers, payload)
-
-    async def _stopped_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    @staticmethod
-    def _headers(fault: Fault, request_id: str, started: float) -> dict[str, str]:
-        headers = {
-            "x-request-id": request_id,
-            "openai-version": "2020-10-01",
-            "openai-processing-ms": str(round((time.monotonic() - started) * 1000)),
-        }
-        headers.update(fault.headers)
-        if fault.retry_after_date_in is not None:
-            # Computed now, not when scripted: the hint is relative to when the client reads it.
-            headers["retry-after"] = email.utils.formatdate(
-                time.time() + fault.retry_after_date_in, usegmt=True
-            )
-        return headers
-
-    @staticmethod
-    def _drop(
-        request: web.Request, response: web.StreamResponse | None = None
-    ) -> web.StreamResponse:
-        """Close the connection after whatever was written so far (a FIN, not a reset).
-
-        Not a reset, so that the bytes already sent are delivered before the end of the stream:
-        a stream broken after three events must show the caller those three events. aiohttp's
-        attempt to finish the returned response lands on the closed transport, which it takes as
-        the client having gone away, and it moves on without logging an error.
-        """
-        transport = request.transport
-        if transport is not None:
-            transport.close()
-        return response if response is not None else web.Response()
-
-    async def _send_json(
-        self,
-        request: web.Request,
-        fault: Fault,
-        headers: dict[str, str],
-        payload: _bodies.JSON,
-        *,
-        status: int | None = None,
-    ) -> web.StreamResponse:
-        data = json.dumps(payload).encode()
-        status = status if status is not None else fault.status_code
-        if fault.break_after is None:
-            return web.Response(
-                body=data, status=status, headers=headers, content_type="application/json"
-            )
-        # A non-streamed answer has no events to count: announce the whole body, send half.
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_type = "application/json"
-        response.content_length = len(data)
-        await response.prepare(request)
-        await response.write(data[: len(data) // 2])
-        return self._drop(request, response)
-
-    async def _send_events(
-        self,
-        request: web.Request,
-        fault: Fault,
-        headers: dict[str, str],
-        events: list[_bodies.SSEEvent],
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(status=fault.status_code, headers=headers)
-        response.content_type = "text/event-stream"
-        response.charset = "utf-8"
-        response.headers["cache-control"] = "no-cache"
-        await response.prepare(request)
-        if fault.break_after is not None:
-            # The terminator is not an event the caller receives, so it is never counted and
-            # never sent: a broken stream must not look finished.
-            events = [event for event in events if event is not _bodies.DONE][: fault.break_after]
-        for event in events:
-            await response.write(event.encode())
-        if fault.break_after is not None:
-            return self._drop(request, response)
-        await response.write_eof()
-        return response
+            return await send.send_json(request, fault, headers, error, status=400)
+        return await send.send_json(request, fault, headers, payload)

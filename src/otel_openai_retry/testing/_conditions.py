@@ -1,5 +1,5 @@
-"""Server-wide conditions: rate limits, an exhausted quota, random rejections, an outage, a base
-latency, and usage that follows the request's size.
+"""Server-wide conditions: rate limits, an exhausted quota, random rejections, seeded chaos, an
+outage, a base latency and a per-token one, and usage that follows the request's size.
 
 Scripts say what happens to the next few requests; conditions say how the server behaves for
 everyone, for as long as they are set — what load, soak and goodput benchmarks need. A request
@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ._chaos import Chaos
 from ._faults import Fault
 from ._limits import Gate, RateLimit, TokenLimit, requests_gate, tokens_gate
 
@@ -56,6 +57,9 @@ class Conditions:
     def clear(self) -> None:
         with self._lock:
             self._latency = 0.0
+            self._chunk_latency = 0.0
+            self._chaos: Chaos | None = None
+            self._chaos_random = random.Random()
             self._requests: Gate | None = None
             self._tokens: Gate | None = None
             self._quota_exhausted = False
@@ -71,6 +75,19 @@ class Conditions:
             raise ValueError(f"latency must be >= 0 seconds, got {seconds}")
         with self._lock:
             self._latency = seconds
+
+    def set_chunk_latency(self, seconds: float) -> None:
+        """Seconds between the events of every streamed answer that succeeds (per token)."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"chunk latency must be >= 0 seconds, got {seconds}")
+        with self._lock:
+            self._chunk_latency = seconds
+
+    def set_chaos(self, chaos: Chaos | None) -> None:
+        """Draw each request's fault from ``chaos`` (``None``: stop); draws start from its seed."""
+        with self._lock:
+            self._chaos = chaos
+            self._chaos_random = random.Random(None if chaos is None else chaos.seed)
 
     def set_rate_limit(self, limit: RateLimit | None) -> None:
         """The requests limit (``None``: none); a new one starts full."""
@@ -116,6 +133,9 @@ class Conditions:
                 return Fault(self._outage_status)
             if self._quota_exhausted:
                 return _QUOTA
+            drawn = None if self._chaos is None else self._chaos.draw(self._chaos_random)
+            if drawn is not None:
+                return drawn
             rejections = self._rejections
             if rejections is not None and self._random.random() < rejections.fraction:
                 return Fault(429, headers=(("retry-after-ms", str(rejections.retry_after_ms)),))
@@ -125,8 +145,13 @@ class Conditions:
                 if gate is not None
             ]
             if not charges:
-                return Fault(delay_s=self._latency) if self._latency else _OK
+                latent = self._latency or self._chunk_latency
+                return self._paced(()) if latent else _OK
             return self._charge(now, model, charges)
+
+    def _paced(self, headers: tuple[tuple[str, str], ...]) -> Fault:
+        """A success, after the base latency and at the per-token pace."""
+        return Fault(headers=headers, delay_s=self._latency, chunk_delay_s=self._chunk_latency)
 
     def _charge(self, now: float, model: str | None, charges: list[tuple[Gate, int]]) -> Fault:
         for gate, _ in charges:
@@ -144,7 +169,7 @@ class Conditions:
             message = gate.too_large_message(model, cost)
             return Fault(429, headers=tuple(headers), message=message, error_type=gate.kind)
         if not denied:
-            return Fault(headers=tuple(headers), delay_s=self._latency)
+            return self._paced(tuple(headers))
         wait, gate, cost = max(denied, key=lambda entry: entry[0])
         in_ms = [entry[0] for entry in denied if entry[1].mode == "ms"]
         in_seconds = [entry[0] for entry in denied if entry[1].mode == "seconds"]

@@ -19,7 +19,10 @@ that a server in another process is driven with the same calls as one in the tes
                          "token_limit": {"per_minute", "bucket_seconds", "hints"} | null,
                          "quota_exhausted": bool, "sized_usage": bool,
                          "random_rejections": {"fraction", "seed", "retry_after_ms"} | null,
-                         "outage_s", "outage_status"}``, each optional
+                         "outage_s", "outage_status", "chunk_latency_s",
+                         "chaos": {"seed", "rate_429", "rate_500", "rate_503", "drop",
+                         "stall", "cut", "stall_s", "retry_after_ms"} | "seed=1,429=0.1"
+                         | null}``, each optional
 ``POST /_fake/reset``    forget the script, the journal and the conditions
 =======================  ======================================================================
 
@@ -36,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ._chaos import Chaos, parse_chaos
 from ._limits import Hints, RateLimit, TokenLimit, hint_mode
 from ._state import ServerState
 from ._wire import fault_from_json, record_to_json
@@ -139,8 +143,19 @@ def _set_conditions(state: ServerState, body: Mapping[str, Any]) -> None:
                 None if seed is None else int(seed),
                 int(rejections.get("retry_after_ms", 100)),
             )
+    if "chunk_latency_s" in body:
+        conditions.set_chunk_latency(float(body["chunk_latency_s"]))
+    if "chaos" in body:
+        conditions.set_chaos(_chaos(body["chaos"]))
     if "outage_s" in body:
         conditions.start_outage(float(body["outage_s"]), int(body.get("outage_status", 503)))
+
+
+def _chaos(value: Any) -> Chaos | None:
+    """Chaos by its fields' names, in the command line's ``seed=1,429=0.1`` form, or null."""
+    if value is None:
+        return None
+    return parse_chaos(value) if isinstance(value, str) else Chaos(**value)
 
 
 def _integer(value: Any) -> int:

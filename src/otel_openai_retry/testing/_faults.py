@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Fault"]
+__all__ = ["BAD_BODIES", "Fault"]
+
+BAD_BODIES = ("invalid", "truncated")
 
 
 @dataclass(frozen=True, repr=False)
@@ -18,7 +20,9 @@ class Fault:
     """One scripted answer of :class:`~otel_openai_retry.testing.FakeOpenAIServer`.
 
     Build it with the class methods (:meth:`ok`, :meth:`rate_limit`, :meth:`insufficient_quota`,
-    :meth:`status`, :meth:`server_error`, :meth:`delay`, :meth:`drop`, :meth:`stream_break`); the
+    :meth:`status`, :meth:`server_error`, :meth:`delay`, :meth:`drop`, :meth:`stream_break`,
+    :meth:`slow_stream`, :meth:`stream_stall`, :meth:`bad_sse_frame`, :meth:`invalid_json`,
+    :meth:`truncated_json`, :meth:`replying`); the
     fields are public so that a test can combine them, e.g.
     ``dataclasses.replace(Fault.rate_limit(), delay_s=0.5)`` for a rate limit that is also slow.
 
@@ -42,6 +46,19 @@ class Fault:
             that echoes a request header, as a hostile or broken proxy might.
         error_type: The ``error.type`` of an error answer instead of the default one: a 429's
             ``"tokens"`` or ``"requests"`` says which limit was hit, which a client may pace by.
+        chunk_delay_s: Seconds between two events of a streamed answer: a model's per-token pace.
+        stall_after: Hang after this many events of a streamed answer (half the body of another
+            answer), for ``stall_s`` seconds, then go on; the client's read timeout is what ends it
+            first, as a model stuck mid-answer makes it.
+        stall_s: How long ``stall_after`` hangs; ``None``: until the client hangs up.
+        bad_frame_after: After this many events, send one event whose data is not JSON, then the
+            rest of the stream, as a broken proxy might.
+        bad_body: ``"invalid"``: a 200 answer whose body is not JSON; ``"truncated"``: the first
+            half of the JSON body, complete as HTTP (its ``content-length`` says so). Sent as
+            ``application/json`` even to a request that asked for a stream.
+        reply: The assistant's text in a successful chat or Responses answer, instead of what it
+            would say (structured output, a tool call, the echo): e.g. content that fails the
+            caller's schema, as a model outside strict mode may send.
     """
 
     status_code: int = 200
@@ -53,6 +70,12 @@ class Fault:
     message: str | None = None
     error_code: str | None = None
     error_type: str | None = None
+    chunk_delay_s: float = 0.0
+    stall_after: int | None = None
+    stall_s: float | None = None
+    bad_frame_after: int | None = None
+    bad_body: str | None = None
+    reply: str | None = None
 
     def __post_init__(self) -> None:
         canonical = tuple(sorted((str(name).lower(), str(value)) for name, value in self.headers))
@@ -69,6 +92,16 @@ class Fault:
             raise ValueError(f"break_after must be >= 0, got {self.break_after}")
         if self.drop_connection and self.break_after is not None:
             raise ValueError("a fault cannot both drop the connection and break a stream")
+        for name in ("chunk_delay_s", "stall_s"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        for name in ("stall_after", "bad_frame_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.bad_body not in (None, *BAD_BODIES):
+            raise ValueError(f"bad_body must be one of {BAD_BODIES}, got {self.bad_body!r}")
 
     # -- constructors -------------------------------------------------------------------------
 
@@ -160,6 +193,37 @@ class Fault:
         """Send ``after_chunks`` stream events, then abort: the caller gets them, then an error."""
         return cls(break_after=after_chunks)
 
+    @classmethod
+    def slow_stream(cls, per_chunk_s: float) -> Fault:
+        """A normal answer whose stream events come ``per_chunk_s`` apart (per token)."""
+        return cls(chunk_delay_s=float(per_chunk_s))
+
+    @classmethod
+    def stream_stall(cls, after_chunks: int, seconds: float | None = None) -> Fault:
+        """Send ``after_chunks`` events, then hang for ``seconds`` (``None``: until the client
+        hangs up) before the rest: what a client's read timeout is for."""
+        return cls(stall_after=after_chunks, stall_s=None if seconds is None else float(seconds))
+
+    @classmethod
+    def bad_sse_frame(cls, after_chunks: int = 1) -> Fault:
+        """After ``after_chunks`` events, one whose data is not JSON; then the rest."""
+        return cls(bad_frame_after=after_chunks)
+
+    @classmethod
+    def replying(cls, text: str) -> Fault:
+        """A normal answer whose assistant text is ``text``, whatever the request asked for."""
+        return cls(reply=text)
+
+    @classmethod
+    def invalid_json(cls) -> Fault:
+        """A 200 whose ``application/json`` body is not JSON."""
+        return cls(bad_body="invalid")
+
+    @classmethod
+    def truncated_json(cls) -> Fault:
+        """A 200 whose JSON body stops halfway, its ``content-length`` the length sent."""
+        return cls(bad_body="truncated")
+
     # -- reading --------------------------------------------------------------------------------
 
     @property
@@ -184,11 +248,28 @@ class Fault:
                 parts.append(f"code {self.error_code!r}")
             if self.error_type is not None:
                 parts.append(f"type {self.error_type!r}")
+            parts.extend(self._shaping())
         if self.delay_s:
             parts.append(f"delay {_number(self.delay_s)}s")
         return f"Fault({', '.join(parts)})"
 
     __str__ = __repr__
+
+    def _shaping(self) -> list[str]:
+        """How the answer's body is paced or spoiled, for the repr."""
+        parts = []
+        if self.chunk_delay_s:
+            parts.append(f"{_number(self.chunk_delay_s)}s per chunk")
+        if self.stall_after is not None:
+            how_long = "until hung up" if self.stall_s is None else f"{_number(self.stall_s)}s"
+            parts.append(f"stall after {self.stall_after} for {how_long}")
+        if self.bad_frame_after is not None:
+            parts.append(f"bad frame after {self.bad_frame_after}")
+        if self.bad_body is not None:
+            parts.append(f"{self.bad_body} json")
+        if self.reply is not None:
+            parts.append(f"reply {self.reply!r}")
+        return parts
 
 
 def _number(value: float) -> str:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._chaos import Chaos, chaos_to_json
 from ._child import end, error_of, first_line
 from ._faults import Fault
 from ._limits import Hints, hint_mode
@@ -149,6 +150,11 @@ class FakeServerProcess:
         return self._base_url
 
     @property
+    def url(self) -> str:
+        """``http://host:port``: what to pass as ``azure_endpoint`` to ``AzureOpenAI``."""
+        return self.base_url.removesuffix("/v1")
+
+    @property
     def port(self) -> int:
         port = urlsplit(self.base_url).port
         assert port is not None, self._base_url
@@ -227,6 +233,12 @@ class FakeServerProcess:
         )
         self._call("conditions", {"random_rejections": spec})
 
+    def set_chunk_latency(self, seconds: float) -> None:
+        self._call("conditions", {"chunk_latency_s": seconds})
+
+    def set_chaos(self, chaos: Chaos | None) -> None:
+        self._call("conditions", {"chaos": None if chaos is None else chaos_to_json(chaos)})
+
     def start_outage(self, seconds: float, status: int = 503) -> None:
         self._call("conditions", {"outage_s": seconds, "outage_status": status})
 
@@ -255,9 +267,8 @@ class FakeServerProcess:
     ) -> dict[str, Any]:
         """One control request; a value the child refuses raises ``ValueError``, as it would
         have in process."""
-        root = self.base_url.removesuffix("/v1")
         request = urllib.request.Request(
-            f"{root}/_fake/{name}",
+            f"{self.url}/_fake/{name}",
             data=None if payload is None else json.dumps(payload).encode(),
             method="GET" if payload is None else "POST",
             headers={"content-type": "application/json"},

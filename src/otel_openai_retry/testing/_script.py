@@ -26,6 +26,12 @@ comma-separated faults, applied to the next requests in order (later requests su
   drop                    close the connection without answering
   delay=S                 answer normally after S seconds
   break=N                 send N stream events, then cut the connection
+  slow=S                  answer normally, S seconds between stream events (per token)
+  stall=N[:S]             after N stream events (half a JSON body), hang S seconds, or
+                          until the client hangs up without S, then finish
+  bad-sse=N               after N stream events, one whose data is not JSON, then the rest
+  bad-json                a 200 whose body is not JSON
+  truncated-json          a 200 whose JSON body stops halfway (content-length agrees)
 example: 429:retry-after-ms=50,500,ok,drop,delay=2,400"""
 
 
@@ -54,6 +60,17 @@ def _parse(item: str) -> Fault:
         return Fault.delay(float(value))
     if word == "break":
         return Fault.stream_break(int(value))
+    if word == "slow":
+        return Fault.slow_stream(float(value))
+    if word == "stall":
+        after, _, seconds = value.partition(":")
+        return Fault.stream_stall(int(after), float(seconds) if seconds else None)
+    if word == "bad-sse":
+        return Fault.bad_sse_frame(int(value))
+    if word == "bad-json" and not value:
+        return Fault.invalid_json()
+    if word == "truncated-json" and not value:
+        return Fault.truncated_json()
 
     status, *options = item.split(":")
     return Fault(status_code=int(status), **_options(options))

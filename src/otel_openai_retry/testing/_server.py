@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ._app import FakeOpenAIApp
+from ._chaos import Chaos
 from ._faults import Fault
-from ._limits import Hints, RateLimit, TokenLimit
+from ._server_conditions import ServerConditions
 from ._serving import Running, Startup, cancel_leftovers
 from ._state import RecordedRequest, ServerState
 
@@ -35,7 +36,7 @@ _BACKLOG = 1024
 an overflowing accept queue drops SYNs, which a client sees as a connect timeout, not a fault."""
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(ServerConditions):
     """A scriptable OpenAI-compatible HTTP server for testing retry behaviour with the real SDK.
 
     ::
@@ -55,6 +56,10 @@ class FakeOpenAIServer:
         port: ``0`` lets the OS pick a free port, so parallel test runs never collide.
         on_request: Called with each :class:`RecordedRequest` as it arrives, on the server's
             thread (keep it quick); the command line uses it to log requests.
+        chaos: Start in chaos mode (:meth:`set_chaos`).
+
+    The server-wide conditions (rate limits, latency, chaos, ...) are :class:`ServerConditions`'
+    calls.
     """
 
     def __init__(
@@ -63,10 +68,13 @@ class FakeOpenAIServer:
         port: int = 0,
         *,
         on_request: Callable[[RecordedRequest], None] | None = None,
+        chaos: Chaos | None = None,
     ) -> None:
         self._host = host
         self._requested_port = port
         self._state = ServerState(on_request)
+        if chaos is not None:
+            self.set_chaos(chaos)
         self._lifecycle = threading.Lock()
         self._running: Running | None = None
 
@@ -183,8 +191,13 @@ class FakeOpenAIServer:
     @property
     def base_url(self) -> str:
         """What to pass as ``base_url`` to ``OpenAI``/``AsyncOpenAI``: ``http://host:port/v1``."""
+        return f"{self.url}/v1"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``: what to pass as ``azure_endpoint`` to ``AzureOpenAI``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}/v1"
+        return f"http://{host}:{self.port}"
 
     # -- script and journal ---------------------------------------------------------------------
 
@@ -215,61 +228,6 @@ class FakeOpenAIServer:
     def reset(self) -> None:
         """Forget the script, the journal and the conditions, e.g. between tests."""
         self._state.reset()
-
-    # -- server-wide conditions -----------------------------------------------------------------
-
-    def set_latency(self, seconds: float) -> None:
-        """Answer every successful request after this long (a model's think time)."""
-        self._state.conditions.set_latency(seconds)
-
-    def set_rate_limit(
-        self, rate: float | None, burst: int = 10, *, hints: bool | Hints = True
-    ) -> None:
-        """A token bucket of ``rate`` requests/s (``None`` removes it); over it, 429.
-
-        With ``hints``, answers carry ``retry-after-ms`` and OpenAI's ``x-ratelimit-*`` headers;
-        ``"seconds"`` gives a whole-second ``retry-after`` instead of ``retry-after-ms``,
-        ``"headers"`` the ``x-ratelimit-*`` headers alone, ``False`` (``"none"``) no header.
-        """
-        self._state.conditions.set_rate_limit(
-            None if rate is None else RateLimit(rate, burst, hints)
-        )
-
-    def set_token_limit(
-        self, per_minute: int | None, bucket_seconds: float = 60.0, *, hints: bool | Hints = True
-    ) -> None:
-        """OpenAI's tokens-per-minute limit (``None`` removes it), beside the requests one: a
-        request must fit both. Each request is charged its estimate at admission (prompt
-        characters / 4, plus ``max_tokens``, ``max_completion_tokens`` or ``max_output_tokens``
-        times ``n``); the bucket holds ``bucket_seconds`` of tokens; over it, 429 with ``type:
-        tokens``. With ``hints``, answers carry ``retry-after-ms`` and
-        ``x-ratelimit-{limit,remaining,reset}-tokens`` (modes as in :meth:`set_rate_limit`).
-        See :meth:`set_sized_usage` for usage that matches the charge.
-        """
-        self._state.conditions.set_token_limit(
-            None if per_minute is None else TokenLimit(per_minute, bucket_seconds, hints)
-        )
-
-    def set_quota_exhausted(self, exhausted: bool = True) -> None:
-        """Answer every request OpenAI's ``insufficient_quota`` 429 until set back to ``False``."""
-        self._state.conditions.set_quota_exhausted(exhausted)
-
-    def set_sized_usage(self, sized: bool = True) -> None:
-        """Report usage that follows each request's size: prompt tokens as the token limit
-        estimates them, completion tokens the request's maximum times ``n`` (16 per choice
-        when it sets none). Off, usage counts words, which tests find easier to read."""
-        self._state.conditions.set_sized_usage(sized)
-
-    def set_random_rejections(
-        self, fraction: float | None, seed: int | None = None, *, retry_after_ms: int = 100
-    ) -> None:
-        """Answer 429 with ``retry-after-ms`` to a random ``fraction`` of requests, whatever the
-        send rate (a limit shared with other applications); ``None`` removes it."""
-        self._state.conditions.set_random_rejections(fraction, seed, retry_after_ms)
-
-    def start_outage(self, seconds: float, status: int = 503) -> None:
-        """From now, answer ``status`` to every request for ``seconds``."""
-        self._state.conditions.start_outage(seconds, status)
 
     def status_counts(self) -> dict[str, int]:
         """Requests received by the answer they got: ``{"200": 950, "429": 61, "drop": 2}``."""

@@ -11,14 +11,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ._azure import Route
 from ._bodies.estimate import request_tokens
 from ._conditions import Conditions
 from ._faults import Fault
 from ._form import FormPart, parse_form
+from ._header_faults import FAULT_HEADER, FAULT_KEY_HEADER, HeaderFaults
 
 __all__ = ["RecordedRequest", "ServerState", "normalize_path"]
 
@@ -44,6 +46,10 @@ class RecordedRequest:
             span, a log line) to this request; ``None`` when the connection was dropped instead.
         raw_body: The body's bytes exactly as received, whatever its content type: what proves
             that a retry re-sent the caller's whole body (see :attr:`form` for uploads).
+        query: The query string's parameters (the last value of a repeated one).
+        deployment: The Azure deployment the path names (``/openai/deployments/{deployment}/
+            ...``); ``None`` on OpenAI's paths.
+        api_version: The ``api-version`` query parameter Azure clients send; ``None`` without.
     """
 
     method: str
@@ -55,6 +61,9 @@ class RecordedRequest:
     received_at: float
     request_id: str | None = None
     raw_body: bytes = b""
+    query: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    deployment: str | None = None
+    api_version: str | None = None
 
     @property
     def form(self) -> Mapping[str, FormPart]:
@@ -107,6 +116,7 @@ class ServerState:
         self._global: deque[Fault] = deque()
         self._by_path: dict[str, deque[Fault]] = {}
         self._requests: list[RecordedRequest] = []
+        self._header_faults = HeaderFaults()
         self._on_request = on_request
 
     def script(self, faults: Iterable[Fault], path: str | None) -> None:
@@ -128,11 +138,23 @@ class ServerState:
         body: Any,
         request_id: str,
         raw_body: bytes = b"",
+        *,
+        route: Route | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> RecordedRequest:
-        """Decide the fault for a request that just arrived and journal it, in one step."""
+        """Decide the fault for a request that just arrived and journal it, in one step.
+
+        The fault the request's ``x-fake-openai-fault`` header asks for comes first (a client
+        that names its fault means it), then the queue of the path it is answered on (an Azure
+        path's ``/v1`` twin), then the global queue, then the conditions.
+        """
+        route = route or Route(path)
         with self._changed:
-            queue = self._by_path.get(path)
-            if queue:
+            queue = self._by_path.get(route.api_path)
+            asked = headers.get(FAULT_HEADER)
+            if asked is not None:
+                fault = self._header_faults.next(asked, headers.get(FAULT_KEY_HEADER, ""))
+            elif queue:
                 fault = queue.popleft()
             elif self._global:
                 fault = self._global.popleft()
@@ -150,6 +172,9 @@ class ServerState:
                 received_at=time.monotonic(),
                 request_id=None if fault.drop_connection else request_id,
                 raw_body=raw_body,
+                query=MappingProxyType(dict(query or {})),
+                deployment=route.deployment,
+                api_version=route.api_version,
             )
             self._requests.append(record)
             self._changed.notify_all()
@@ -177,6 +202,7 @@ class ServerState:
             self._global.clear()
             self._by_path.clear()
             self._requests.clear()
+            self._header_faults.clear()
             self._changed.notify_all()
         self.conditions.clear()
 

@@ -43,6 +43,9 @@ def record_to_json(record: RecordedRequest) -> JSON:
         "request_id": record.request_id,
         # Base64: a body is any bytes (an upload, a truncated JSON), and JSON carries only text.
         "raw_body": base64.b64encode(record.raw_body).decode("ascii"),
+        "query": dict(record.query),
+        "deployment": record.deployment,
+        "api_version": record.api_version,
     }
 
 
@@ -57,4 +60,7 @@ def record_from_json(data: Mapping[str, Any]) -> RecordedRequest:
         received_at=data["received_at"],
         request_id=data["request_id"],
         raw_body=base64.b64decode(data["raw_body"]),
+        query=MappingProxyType(dict(data.get("query", {}))),
+        deployment=data.get("deployment"),
+        api_version=data.get("api_version"),
     )

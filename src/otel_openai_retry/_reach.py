@@ -33,10 +33,13 @@ import wrapt
 
 from ._internal import guarded, logger
 
-__all__ = ["Reach", "sending"]
+__all__ = ["SENDING", "Reach", "sending"]
 
 NAME = "request"
 _sending: ContextVar[object | None] = ContextVar("otel_openai_retry_sending", default=None)
+SENDING = _sending
+"""The options of the attempt our ``request`` wrapper is sending now: set and reset around each
+attempt directly (a generator context manager per attempt costs more than the two calls)."""
 
 
 @contextmanager

@@ -26,6 +26,8 @@ KINDS = ("bare", "ours", "ours-noop", "official")
 OFFICIAL = "opentelemetry-instrumentation-genai-openai"
 REPO = Path(__file__).resolve().parent.parent
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello in five words."}]
+PROVIDER_OVERRIDES: dict[str, Any] = {}
+"""Providers that replace the SDK ones ``instrument`` gives (``instructions.py``'s no-op splits)."""
 
 
 class CountingSpanExporter(SpanExporter):
@@ -82,7 +84,11 @@ def instrument(kind: str) -> Setup:
     tracer_provider = TracerProvider()
     setup = Setup(tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()]))
     tracer_provider.add_span_processor(BatchSpanProcessor(setup.exporter))
-    providers = {"tracer_provider": tracer_provider, "meter_provider": setup.meter_provider}
+    providers: dict[str, Any] = {
+        "tracer_provider": tracer_provider,
+        "meter_provider": setup.meter_provider,
+    }
+    providers |= PROVIDER_OVERRIDES
     if kind == "ours":
         OpenAIRetryInstrumentor().instrument(**providers)
         return setup

@@ -27,7 +27,7 @@ from ._explicit_retries import PUBLIC_CLIENTS, copy_wrapper, init_wrapper
 from ._internal import report_internal_error
 from ._loop import run_async, run_sync
 from ._observers import add_observer_factory, remove_observer_factory
-from ._reach import Reach, is_resent, sending
+from ._reach import SENDING, Reach, is_resent, sending
 from ._runtime import Runtime
 from ._stream_hooks import stream_method_wrapper
 from ._user_hooks import user_hooks_for_call
@@ -48,6 +48,8 @@ class Patch:
 
     handles: list[tuple[type, str, Any]] = field(default_factory=list)
     reach: Reach | None = None
+    active: bool = True
+    """Cleared by ``remove()``: read on every call, so a flag rather than a search."""
 
     @staticmethod
     def installed() -> bool:
@@ -85,7 +87,7 @@ class Patch:
     def live(self) -> bool:
         """Whether this patch is installed: a wrapper of ours still reached after ``remove()``
         (a reference a peer keeps that we could not find) only passes the call through."""
-        return any(patch is self for patch in _installed)
+        return self.active
 
     def _init_wrapper(
         self, wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any
@@ -95,6 +97,7 @@ class Patch:
         init_wrapper(wrapped, instance, args, kwargs)
 
     def remove(self) -> None:
+        self.active = False
         _installed[:] = [patch for patch in _installed if patch is not self]
         remove_observer_factory(user_hooks_for_call)
         if self.reach is not None:
@@ -128,13 +131,14 @@ def _async_request_wrapper(
 
         async def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            current = [call] if attempt else []
-            token = _current_call.set(current)
+            current, sent = ([call] if attempt else []), [call_args[1]]
+            token, marked = _current_call.set(current), SENDING.set(sent)
             try:
-                with sending(call_args[1]):
-                    return await wrapped(*call_args, **call_kwargs)
+                return await wrapped(*call_args, **call_kwargs)
             finally:
-                current.clear()
+                current.clear()  # emptied: a context snapshot kept by a timer keeps nothing
+                sent.clear()
+                SENDING.reset(marked)
                 _current_call.reset(token)
 
         return await run_async(call.state, send, runtime.async_sleep)
@@ -160,13 +164,14 @@ def _sync_request_wrapper(runtime: Runtime, live: Callable[[], bool]) -> Callabl
 
         def send(attempt: int) -> Any:
             call_args, call_kwargs = call.call_args(attempt)
-            current = [call] if attempt else []
-            token = _current_call.set(current)
+            current, sent = ([call] if attempt else []), [call_args[1]]
+            token, marked = _current_call.set(current), SENDING.set(sent)
             try:
-                with sending(call_args[1]):
-                    return wrapped(*call_args, **call_kwargs)
+                return wrapped(*call_args, **call_kwargs)
             finally:
-                current.clear()
+                current.clear()  # emptied: a context snapshot kept by a timer keeps nothing
+                sent.clear()
+                SENDING.reset(marked)
                 _current_call.reset(token)
 
         return run_sync(call.state, send, runtime.sync_sleep)

@@ -35,14 +35,17 @@ import wrapt
 from ._internal import guarded, logger
 from ._reach_chain import NAME, Slot, chain, classes, describe
 
-__all__ = ["Reach", "sending"]
+__all__ = ["SENDING", "Reach", "sending"]
 
 _PLACED_HERE = "_otel_openai_retry_placed"
 """On a client whose own ``request`` we reached: what we placed in it, to put back. Kept on the
 client rather than by us, so that a client dropped by the application is freed with it."""
 _sending: ContextVar[Sequence[object]] = ContextVar("otel_openai_retry_sending", default=())
-"""The options of the attempt we are sending, in a list emptied when it ends: a callback
-scheduled meanwhile keeps the context, which must not keep the request's body alive."""
+SENDING = _sending
+"""The options of the attempt we are sending, in a list emptied when it ends (a callback
+scheduled meanwhile keeps the context, which must not keep the request's body alive); our
+``request`` wrappers set and reset it around each attempt directly, as a generator context
+manager per attempt costs more than the two calls."""
 
 
 @contextmanager

@@ -21,7 +21,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otel_openai_retry._decisions import error_type
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, FAST, MESSAGES, Instrument, async_client, one_call, sync_client
+from .helpers import (
+    API_KEY,
+    FAST,
+    MESSAGES,
+    Instrument,
+    async_client,
+    attrs,
+    one_call,
+    sync_client,
+)
 
 DATA = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"}\n' * 20
 
@@ -175,6 +184,34 @@ def test_a_client_closed_during_a_sleep_makes_no_attempt_that_was_never_sent(
     assert server.request_count == len(call.attempts) == call.attr("openai_retry.attempts") == 1
     assert call.attr("openai_retry.outcome") == "non_retryable"
     assert call.attr("error.type") == error_type(expected)
+
+
+def test_a_client_closed_during_an_attempt_is_not_retried(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """Closing the client fails the attempt in flight, and every retry would be refused: the
+    caller gets that attempt's own failure at once, not a backoff followed by the SDK's refusal
+    of a closed client."""
+    instrument(policy=FAST)
+    client = sync_client(server)
+    server.script(Fault.delay(2.0))
+
+    def close_once_the_request_has_arrived() -> None:
+        server.wait_for_requests(1)
+        client.close()
+
+    closer = threading.Thread(target=close_once_the_request_has_arrived)
+    closer.start()
+    with pytest.raises(openai.APIConnectionError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    closer.join()
+
+    call = one_call(exporter.get_finished_spans())
+    assert server.request_count == len(call.attempts) == call.attr("openai_retry.attempts") == 1
+    assert attrs(call.attempts[0])["error.type"] == error_type(raised.value)
+    assert call.attr("error.type") == error_type(raised.value)
+    assert call.attr("openai_retry.outcome") == "non_retryable"
+    assert call.attr("openai_retry.total_sleep") == 0
 
 
 @pytest.mark.parametrize(

@@ -163,7 +163,7 @@ def what_the_bare_sdk_logs(server: FakeOpenAIServer) -> SdkLeaks:
                         extra_headers={"x-request-secret": REQUEST_HEADER},
                     )
     server.reset()  # the calls judged below are the instrumented ones
-    leaks = set()
+    leaks: set[tuple[str, object, str]] = set()
     for record in records:
         text = logging.Formatter().format(record)
         if record.name.split(".")[0] == "openai":  # the SDK's loggers only

@@ -20,7 +20,15 @@ PERSISTENT = replace(FAST, max_attempts=8)
 
 
 async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> list[bool]:
-    client = async_client(server)
+    """``count`` calls, ``concurrency`` at a time, from one client closed at the end: a client
+    left to the garbage collector closes its sockets without telling the event loop, and a new
+    connection given the same file descriptor is then never read (the crowd waits out the
+    SDK's 600 s timeout)."""
+    async with async_client(server) as client:
+        return await _crowd(client, count, concurrency)
+
+
+async def _crowd(client: openai.AsyncOpenAI, count: int, concurrency: int) -> list[bool]:
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> bool:

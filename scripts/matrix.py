@@ -9,7 +9,8 @@ the suite runs there. The table at the end (resolution, Python, openai: passed, 
 what a release note quotes.
 
     python scripts/matrix.py                # every cell (tens of minutes on 2 cores)
-    python scripts/matrix.py --ci           # CI's share: lowest-direct, this Python, the core
+    python scripts/matrix.py --ci           # CI's share: lowest-direct, this Python, the retry
+                                            # scenarios
     python scripts/matrix.py --only lowest  # the cells whose name contains "lowest"
 """
 
@@ -45,9 +46,6 @@ RETRY = (
 """The retry scenarios a new major of openai could break: the loop, its stops, streams, errors
 as the SDK raises them, what each attempt sends, the auto import and LangChain."""
 
-CI_TESTS = tuple(path for path in RETRY if path != "tests/test_request_integrity.py")
-"""What CI runs at the floors, in a couple of minutes: the retry scenarios but those of
-``test_request_integrity.py``, which still fail at the floors (see the matrix)."""
 
 SHOWN = (
     "openai",
@@ -209,7 +207,7 @@ def table(outcomes: Sequence[Outcome]) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for o in outcomes:
         resolved = ", ".join(f"{n} {o.versions[n]}" for n in SHOWN if n in o.versions)
-        labels = {CORE: "core (-m 'not slow')", RETRY: "retry scenarios", CI_TESTS: "CI's share"}
+        labels = {CORE: "core (-m 'not slow')", RETRY: "retry scenarios"}
         tests = labels.get(o.cell.tests, " ".join(o.cell.tests))
         openai = o.cell.openai or "(resolved)"
         cells = [o.cell.resolution, o.cell.python, openai, tests, str(o.passed), str(o.failed)]
@@ -220,14 +218,16 @@ def table(outcomes: Sequence[Outcome]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ci", action="store_true", help="lowest-direct on this Python, core")
+    parser.add_argument(
+        "--ci", action="store_true", help="lowest-direct on this Python, the retry scenarios"
+    )
     parser.add_argument("--only", default="", help="run the cells whose name contains this")
     parser.add_argument("--tests", nargs="*", help="pytest arguments instead of each cell's")
     args = parser.parse_args(argv)
     os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")  # the interpreters found here only
     if args.ci:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
-        cells = [Cell("lowest-direct", here, "", CI_TESTS)]
+        cells = [Cell("lowest-direct", here, "", RETRY)]
     else:
         cells = [cell for cell in CELLS if args.only in cell.name]
     if args.tests is not None:

@@ -19,6 +19,10 @@ PERSISTENT = replace(FAST, max_attempts=8)
 
 
 async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> list[bool]:
+    """``count`` calls, ``concurrency`` at a time, from one client closed at the end: a client
+    left to the garbage collector closes its sockets without telling the event loop, and a new
+    connection given the same file descriptor is then never read (the crowd waits out the
+    SDK's 600 s timeout)."""
     async with async_client(server) as client:
         return await crowd(client, count, concurrency)
 

@@ -3,6 +3,7 @@ in a pytest session of their own (``pytester``), and the fixtures used directly 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -241,20 +242,31 @@ def test_everything_is_undone_after_each_test(user: pytest.Pytester) -> None:
 def test_the_plugin_costs_nothing_to_a_session_that_does_not_use_it(
     user: pytest.Pytester,
 ) -> None:
+    """Nothing heavy is imported until a test asks for a fixture: measured against the same
+    session with the plugin turned off, since other plugins may import some of it themselves
+    (langsmith's imports aiohttp)."""
     user.makepyfile(
         test_other="""
+        import json
         import sys
 
 
         def test_unrelated(request):
-            assert request.config.pluginmanager.has_plugin("otel_openai_retry")
+            on = request.config.pluginmanager.has_plugin("otel_openai_retry")
             loaded = [m for m in ("otel_openai_retry", "openai", "aiohttp") if m in sys.modules]
-            assert loaded == []
+            with open(f"loaded-{'on' if on else 'off'}.json", "w") as out:
+                json.dump(loaded, out)
         """
     )
     result = user.runpytest_subprocess("-p", "no:cacheprovider", "--trace-config")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*otel_openai_retry*_otel_openai_retry_pytest*"])
+    without = user.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:otel_openai_retry")
+    without.assert_outcomes(passed=1)
+
+    loaded = json.loads((user.path / "loaded-on.json").read_text())
+    assert "otel_openai_retry" not in loaded
+    assert loaded == json.loads((user.path / "loaded-off.json").read_text())
 
 
 def test_the_readme_plugin_example_runs_as_written(user: pytest.Pytester) -> None:

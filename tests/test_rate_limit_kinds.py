@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import httpx2
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -15,6 +14,7 @@ from otel_openai_retry._decisions import classify, rate_limit_kind
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from .helpers import FAST, MESSAGES, Instrument, Sdk, attrs, calls, one_call, sync_client
+from .helpers import sdk_httpx as httpx2
 
 QUOTA_BODY = {
     "message": "You exceeded your current quota, please check your plan and billing details.",

@@ -18,9 +18,19 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_openai_retry._decisions import error_type
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
-from .helpers import API_KEY, FAST, MESSAGES, Instrument, async_client, one_call, sync_client
+from .helpers import (
+    API_KEY,
+    FAST,
+    MESSAGES,
+    Instrument,
+    async_client,
+    attrs,
+    one_call,
+    sync_client,
+)
 
 DATA = b'{"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"}\n' * 20
 
@@ -57,23 +67,32 @@ def test_a_read_once_upload_is_never_retried(
     exporter: InMemorySpanExporter,
     instrument: Instrument,
 ) -> None:
-    """The bare SDK refuses to retry a body it cannot rewind; so do we: the retry would send an
-    empty file part, and the call would report success."""
+    """We never retry a body that cannot be rewound: the retry would send an empty file part,
+    and the call would report success. Newer SDKs refuse that retry too; older ones make it, and
+    the bare run shows what it costs: a file that is not the caller's, reported as created."""
     if instrumented:
         instrument(policy=FAST)
     server.script(Fault.server_error(500))
     client = sync_client(server)
 
+    if not instrumented:
+        try:
+            client.files.create(file=("batch.jsonl", pipe), purpose="batch")
+        except openai.InternalServerError:
+            assert uploaded(server) == [DATA]  # the SDK refused the retry
+        else:
+            assert uploaded(server) == [DATA, b""]  # the SDK retried: an empty file "created"
+        return
+
     with pytest.raises(openai.InternalServerError):
         client.files.create(file=("batch.jsonl", pipe), purpose="batch")
 
     assert uploaded(server) == [DATA]
-    if instrumented:
-        call = one_call(exporter.get_finished_spans())
-        assert call.span.name == "POST /files"
-        assert len(call.attempts) == 1
-        assert call.attr("openai_retry.attempts") == 1
-        assert call.attr("openai_retry.outcome") == "non_retryable"
+    call = one_call(exporter.get_finished_spans())
+    assert call.span.name == "POST /files"
+    assert len(call.attempts) == 1
+    assert call.attr("openai_retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "non_retryable"
 
 
 async def test_a_seekable_upload_is_rewound_before_every_retry(
@@ -135,8 +154,16 @@ async def test_raw_responses_report_the_true_number_of_retries(
 def test_a_client_closed_during_a_sleep_makes_no_attempt_that_was_never_sent(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
-    """The SDK raises its own error for a closed client at once; that is not a request, so it
-    gets no attempt span, is not charged to the budget and is not retried."""
+    """The SDK raises its own error for a closed client at once (which error depends on its
+    version: measured here on a bare client); that is not a request, so it gets no attempt
+    span, is not charged to the budget and is not retried."""
+    bare = sync_client(server, max_retries=0)
+    bare.close()
+    with pytest.raises(Exception) as bare_raised:  # noqa: PT011 (whatever the SDK raises)
+        bare.models.list()
+    expected = bare_raised.value
+    assert server.request_count == 0
+
     instrument(policy=FAST)
     client = sync_client(server)
     server.script(Fault.rate_limit(retry_after_ms=1000))
@@ -148,14 +175,43 @@ def test_a_client_closed_during_a_sleep_makes_no_attempt_that_was_never_sent(
 
     closer = threading.Thread(target=close_once_the_first_attempt_has_failed)
     closer.start()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(type(expected)) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    closer.join()
+    assert str(raised.value) == str(expected)
+
+    call = one_call(exporter.get_finished_spans())
+    assert server.request_count == len(call.attempts) == call.attr("openai_retry.attempts") == 1
+    assert call.attr("openai_retry.outcome") == "non_retryable"
+    assert call.attr("error.type") == error_type(expected)
+
+
+def test_a_client_closed_during_an_attempt_is_not_retried(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """Closing the client fails the attempt in flight, and every retry would be refused: the
+    caller gets that attempt's own failure at once, not a backoff followed by the SDK's refusal
+    of a closed client."""
+    instrument(policy=FAST)
+    client = sync_client(server)
+    server.script(Fault.delay(2.0))
+
+    def close_once_the_request_has_arrived() -> None:
+        server.wait_for_requests(1)
+        client.close()
+
+    closer = threading.Thread(target=close_once_the_request_has_arrived)
+    closer.start()
+    with pytest.raises(openai.APIConnectionError) as raised:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     closer.join()
 
     call = one_call(exporter.get_finished_spans())
     assert server.request_count == len(call.attempts) == call.attr("openai_retry.attempts") == 1
+    assert attrs(call.attempts[0])["error.type"] == error_type(raised.value)
+    assert call.attr("error.type") == error_type(raised.value)
     assert call.attr("openai_retry.outcome") == "non_retryable"
-    assert call.attr("error.type") == "RuntimeError"
+    assert call.attr("openai_retry.total_sleep") == 0
 
 
 @pytest.mark.parametrize(
@@ -193,13 +249,29 @@ def test_a_request_the_transport_refuses_is_no_attempt(
     assert call.attr("openai_retry.outcome") == "non_retryable"
 
 
+def _late_key_client(server: FakeOpenAIServer, source: str) -> openai.OpenAI:
+    """A client whose key the SDK resolves per request, ending in a newline."""
+    if source == "azure-ad-token-provider":
+        return openai.AzureOpenAI(
+            azure_ad_token_provider=lambda: API_KEY + "\n",
+            api_version="2024-10-21",
+            azure_endpoint=f"http://127.0.0.1:{server.port}",
+            azure_deployment="prod-gpt",
+        )
+    client = sync_client(server, api_key=lambda: API_KEY + "\n")
+    if getattr(client, "_api_key_provider", None) is None:
+        pytest.skip(f"openai {openai.__version__} takes no API key from a callable")
+    return client
+
+
+@pytest.mark.parametrize("source", ["api-key-callable", "azure-ad-token-provider"])
 def test_a_key_the_sdk_resolves_late_is_refused_once_not_retried(
-    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+    source: str, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     """A key from a callable is only known when the SDK prepares the request, so the transport
     is the one to refuse it; that refusal is not retried (it would be refused every time)."""
     instrument(policy=FAST)
-    client = sync_client(server, api_key=lambda: API_KEY + "\n")
+    client = _late_key_client(server, source)
 
     with pytest.raises(openai.APIConnectionError):
         client.models.list()
@@ -223,17 +295,35 @@ async def test_what_is_refused_is_judged_by_the_clients_own_transport(
     instrument: Instrument,
 ) -> None:
     """The SDK's aiohttp transport sends what h11 refuses (whitespace at either end): such a
-    request is a real attempt, traced and retried; CR and LF no transport sends."""
+    request is a real attempt, traced and retried; CR and LF no transport sends, and the caller
+    gets what the bare SDK raises for them (measured here: its type depends on the version)."""
+    headers = {"x-team": value}
+    expected: BaseException | None = None
+    if not sent:
+        bare = async_client(
+            server,
+            default_headers=headers,
+            max_retries=0,
+            http_client=openai.DefaultAioHttpClient(),
+        )
+        try:
+            with pytest.raises(Exception) as bare_raised:  # noqa: PT011 (whatever the SDK raises)
+                await bare.models.list()
+        finally:
+            await bare.close()
+        expected = bare_raised.value
+        assert server.request_count == 0
+
     instrument(policy=FAST)
     client = async_client(
-        server, default_headers={"x-team": value}, http_client=openai.DefaultAioHttpClient()
+        server, default_headers=headers, http_client=openai.DefaultAioHttpClient()
     )
     server.script(Fault.server_error(500))
     try:
-        if sent:
+        if expected is None:
             assert (await client.models.list()).data is not None
         else:
-            with pytest.raises(ValueError, match="control character"):
+            with pytest.raises(type(expected)):
                 await client.models.list()
     finally:
         await client.close()

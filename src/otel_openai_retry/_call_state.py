@@ -6,7 +6,6 @@ its observers what happens, each one guarded: an observer's bug costs only its o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -72,8 +71,7 @@ class CallState:
         self.guard = guard
         """Pacing and the retry budget of this call's pacing key: the one owner of both."""
         self.replay = replay
-        """The body's rewind, when it is more than plain data: a body that cannot be sent
-        again is never retried."""
+        """The body's rewind, if more than plain data: one that cannot be sent again is not."""
         self.sendable = sendable
         """Whether the transport would send the next attempt at all (the client is open, the
         headers are legal); one that would not is no attempt: no span, no budget."""
@@ -146,7 +144,7 @@ class CallState:
     def _give_up_as(self, outcome: Outcome) -> None:
         verdict = self.verdict
         if verdict is not None:
-            self.verdict = dataclasses.replace(verdict, retryable=False, give_up_as=outcome)
+            self.verdict = verdict.given_up(outcome)
 
     # -- what the driver does ----------------------------------------------------------------
 
@@ -216,7 +214,6 @@ class CallState:
         self, retry_state: tenacity.RetryCallState, attempt: int, exc: BaseException
     ) -> None:
         verdict = classify(exc, self.strategies.policy)
-        self.verdict = verdict
         if verdict.status_code == 429 and verdict.give_up_as is not Outcome.QUOTA_EXHAUSTED:
             response = getattr(exc, "response", None)
             # Only a hint this call itself would wait for may make everyone else wait: one the
@@ -227,6 +224,9 @@ class CallState:
                 getattr(response, "headers", None),
                 verdict.limit,
             )
+        if verdict.retryable and not self.will_send():  # closed meanwhile: a retry is refused
+            verdict = verdict.given_up(Outcome.NON_RETRYABLE)
+        self.verdict = verdict
         for observer in self.observers:
             try:
                 observer.attempt_failed(attempt, exc, verdict)

@@ -13,7 +13,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import openai
 
@@ -60,6 +60,10 @@ class Verdict:
     """The server's hint in seconds (finite, >= 0), or ``None``."""
     limit: str | None = None
     """For a 429: the limit its body says was hit, ``"tokens"`` or ``"requests"``, if it says."""
+
+    def given_up(self, outcome: Outcome) -> Verdict:
+        """The same failure, not retried after all (the budget, the deadline, a closed client)."""
+        return replace(self, retryable=False, give_up_as=outcome)
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

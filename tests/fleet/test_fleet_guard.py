@@ -17,6 +17,7 @@ import pytest
 from otel_openai_retry import ConfigurationError, RetryPolicy
 from otel_openai_retry._endpoints import Endpoints
 from otel_openai_retry._fleet import REPORT_EVERY
+from otel_openai_retry._fleet_guard import RedisGuard
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import MESSAGES, Instrument, Sdk, async_client, run_python
@@ -89,7 +90,8 @@ def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) ->
         mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
         mine.throttled(time.monotonic(), None, HEADERS)
         # the other process, using the endpoint, hears of it at its next report
-        wait_until(lambda: in_use(theirs) and theirs.shared_slot() and mine.shared_slot())
+        paced = [cast("RedisGuard", guard).fleet_paces for guard in (mine, theirs)]
+        wait_until(lambda: in_use(theirs) and all(paces() for paces in paced))
         assert theirs.pacing()
         now = time.monotonic()
         delays = [g.slot_delay(now, math.inf) for g in (mine, theirs, mine, theirs)]

@@ -12,11 +12,14 @@ a send slot from a shared schedule:
 - OpenAI's ``x-ratelimit-limit/remaining/reset-requests`` headers, when present, give the server's
   refill rate: the schedule starts at it and never exceeds it, but a 429 past it (the limit is
   shared: a fleet's other processes) takes it down, AIMD-style, as below;
-- without them, the rate adapts AIMD-style, as the AWS SDK's adaptive retry mode does: it starts
-  from the send rate measured over the last second (what provoked the 429), then additive
-  increase per success, multiplicative decrease on a 429 (at most once per ``DECREASE_GUARD``),
-  but never below the rate at which successes are coming back: against a token bucket that rate
-  is the bucket's, so slowing below it would only waste capacity;
+- without them, the rate is found from the answers alone: far over a limit (429s the majority),
+  the schedule starts at once at a share of the success rate (``PROVISIONAL``: a bucket's burst
+  inflates the first count), then at the rate successes come at once the burst is spent; a later
+  429 sets it a margin (``BACKOFF``) under where the limit was met (the lower of the rate and the
+  success rate over the last second: against a token bucket, the bucket's rate), at most once
+  per ``DECREASE_GUARD`` and not for the 429s of slots booked before; successes raise it, a step
+  each, or, near where the limit was met, by ``PROBE_PER_SECOND`` (a bucket's burst hides a small
+  excess for seconds: a fast climb overshoots it by far before the next 429 says so);
 - when the schedule has not delayed anyone and no 429 came for ``DISENGAGE_AFTER`` seconds,
   pacing switches itself off, so an application that is within its limits pays nothing.
 

@@ -51,7 +51,6 @@ excess for seconds: a fast climb would overshoot far before the next 429 said so
 from __future__ import annotations
 
 from ._pacing import (
-    BACKOFF,
     DECREASE_FACTOR,
     DECREASE_GUARD,
     DISENGAGE_AFTER,
@@ -60,10 +59,9 @@ from ._pacing import (
     INCREASE_FRACTION,
     INCREASE_PER_SUCCESS,
     MIN_RATE,
-    PROBE_BAND,
-    PROBE_PER_SECOND,
     START_FLOOR,
 )
+from ._pacing_evidence import BACKOFF, PROBE_BAND, PROBE_PER_SECOND
 
 __all__ = ["NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
 

@@ -34,8 +34,12 @@ import threading
 from collections.abc import Mapping
 
 from ._pacing_evidence import (
+    BACKOFF,
     BUCKET,
     FAR_OVER,
+    PROBE_BAND,
+    PROBE_PER_SECOND,
+    PROVISIONAL,
     Answers,
     SendRate,
 )
@@ -71,17 +75,6 @@ INCREASE_PER_SUCCESS = 0.5
 INCREASE_FRACTION = 0.005
 """Each success while probing for capacity (no headers) adds the larger of these to the rate:
 an absolute floor so a low rate recovers, a fraction so a high one does too."""
-PROBE_PER_SECOND = 0.03
-"""Without headers, near the rate that last met a 429 (``PROBE_BAND`` of it), the rate grows by
-this share per second only: a bucket's burst hides a small excess for seconds, so a fast climb
-overshoots it far before the first 429 says so."""
-PROBE_BAND = (0.85, 1.1)
-PROVISIONAL = 0.7
-"""The share of the first success rate measured (a bucket's burst inflates it) paced at until a
-clean one is measured."""
-BACKOFF = 0.95
-"""Without headers, a 429 to a settled schedule sets the rate to this share of the lower of the
-rate and the success rate over the last second: where the limit was met, minus a margin."""
 HINT_MARGIN = 0.98
 """Send slightly under the rate the headers announce, to absorb clock and latency noise."""
 DEFAULT_MAX_GATE = 120.0
@@ -119,11 +112,9 @@ class AdaptiveLimiter(TrialRules):
         """Without headers: the rate at which the last 429 came (0: none yet)."""
         self._grown_at = 0.0
         self._provisional = False
-        """Without headers: paced at a first, burst-inflated success rate until the clean one
-        is measured."""
+        """Without headers: paced at a burst-inflated success rate until the clean one is in."""
         self._hold = 0.0
-        """Without headers: 429s before this time (to sends booked before the last decrease)
-        do not lower the rate again."""
+        """Without headers: until then 429s (to slots booked before a decrease) lower nothing."""
         self._last_decrease = -math.inf
         self._last_throttled = -math.inf
         self._last_delay = -math.inf
@@ -243,9 +234,8 @@ class AdaptiveLimiter(TrialRules):
             self.rate = min(ceiling, self.rate + increase)
 
     def _measure_clean(self, now: float) -> None:
-        """After a provisional rate: the rate successes come at once a bucket's burst is spent
-        (its successes come first), over the whole buckets from half a bucket after the
-        engagement began; from then on the schedule's rate and the 429s' ceiling."""
+        """After a provisional rate: the rate successes come at once a bucket's burst (spent
+        first) is, from half a bucket after the engagement began: the schedule's and ceiling."""
         later, _, spanned = self._answers.after(now, self._answers.since + BUCKET / 2)
         if spanned < BUCKET * 0.9 or later < FLOOR_MIN_SUCCESSES:
             return

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from otel_openai_retry._fleet_scripts import NOT_PACED, REPORT, REPORT_CONSTANTS, RESERVE, TOO_LATE
-from otel_openai_retry._pacing import BACKOFF
+from otel_openai_retry._pacing_evidence import BACKOFF
 
 from ..helpers import clean_environment
 from .conftest import RedisServer
@@ -137,7 +137,7 @@ def report(server: RedisServer, throttled: int = 0, succeeded: int = 0) -> float
     """One process's report (no header rate, no gate): the fleet's request rate after it."""
     news = (0, 0, throttled, -1, -1, succeeded, -1, 0)
     reply = server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)
-    return float(reply[3]) / 1000  # type: ignore[index]
+    return float(reply[3]) / 1000
 
 
 def test_without_hints_a_429_lowers_the_fleet_to_what_got_through_once(

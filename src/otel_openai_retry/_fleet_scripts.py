@@ -39,13 +39,13 @@ reads back what the fleet saw::
               budget window, request rate x 1000}
 
 Requests, retries and successes are counted per second of Redis's clock over ``window`` seconds
-(the budget's sliding window). The rate is learnt as one process's limiter learns it: the server's
-header rate when it gives one; else a 429 to an unpaced endpoint starts the schedule at a share of
-the fleet's send rate over the last second or so; a later 429 (at most once per ``guard``, and not
-for slots booked before the last decrease) sets it a margin (``backoff``) under where the limit was
-met: the lower of the rate and the fleet's success rate over the last second. Successes then raise
-it: additively, or, near that rate, by a small share per second (a bucket's burst hides a small
-excess for seconds: a fast climb would overshoot far before the next 429 said so).
+(the budget's sliding window). The rate is learnt as one process's limiter learns it: the highest
+header rate the engagement heard; else a 429 to an unpaced endpoint starts the schedule at a share
+of the fleet's send rate over the last second or so; a later 429 (at most once per ``guard``, and
+not for slots booked before the last decrease) sets it a margin (``backoff``) under where the limit
+was met: the lower of the rate and the fleet's success rate over the last second. Successes then
+raise it: additively, or, near that rate, by a small share per second (a bucket's burst hides a
+small excess for seconds: a fast climb would overshoot far before the next 429 said so).
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ if ok >= 5 then succeeding = ok / span end
 if throttled > 0 then
   if engaged <= now or rate <= 0 then
     rate = math.max(floor, recent / span * engage)
-    last, ceiling = now, 0
+    last, ceiling, state['hinted'] = now, 0, 0
     redis.call('HSET', key, 'tat', now, 'ttat', now)
   elseif hinted < 0 and now >= math.max(last + guard, state['hold'] or 0) then
     -- where the limit was met (the lower of the rate and what got through), less a margin;
@@ -220,12 +220,15 @@ elseif engaged > now and succeeded > 0 and hinted < 0 and now - last >= guard th
   end
 end
 if engaged > now then
-  if hinted > 0 then rate = math.max(minrate, hinted * margin) end
+  -- the highest header rate of the engagement: each process's is a lower bound (a count
+  -- floored, over the time to refill it), the lower the emptier its bucket when it read it
+  local highest = math.max(state['hinted'] or 0, hinted)
+  if highest > 0 then rate = math.max(minrate, highest * margin) end
   if thinted > 0 then
     redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst)
   end
   redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last, 'warm',
-             now + warmth, 'grown', now, 'ceiling', ceiling)
+             now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest)
   state['warm'] = now + warmth
 end
 redis.call('PEXPIRE', key, math.max(keep, math.floor((state['warm'] or 0) - now)))

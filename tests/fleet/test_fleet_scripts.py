@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from otel_openai_retry._fleet_scripts import NOT_PACED, REPORT, REPORT_CONSTANTS, RESERVE, TOO_LATE
+from otel_openai_retry._pacing import HINT_MARGIN
 from otel_openai_retry._pacing_evidence import BACKOFF
 
 from ..helpers import clean_environment
@@ -153,3 +154,13 @@ def test_without_hints_a_429_lowers_the_fleet_to_what_got_through_once(
     lowered = report(redis_server, throttled=1)
     assert BACKOFF * 100 / 2 <= lowered <= BACKOFF * 100  # 100 over one to two seconds
     assert report(redis_server, throttled=5) == lowered
+
+
+def test_the_fleet_paces_at_the_highest_header_rate_it_heard(redis_server: RedisServer) -> None:
+    """Each process reads the server's rate from its answers' headers, a lower bound that is
+    lower the emptier the bucket was: the fleet keeps the highest one of the engagement."""
+    pace(redis_server, rate=50)
+    news = (0, 0, 0, -1)
+    for hinted, expected in [(90.0, 90.0), (100.0, 100.0), (88.0, 100.0)]:
+        reply = redis_server.client.eval(REPORT, 1, KEY, *news, hinted, 1, -1, 0, *REPORT_CONSTANTS)
+        assert float(reply[3]) / 1000 == pytest.approx(expected * HINT_MARGIN, abs=0.01)

@@ -39,6 +39,7 @@ from typing import Any
 
 import openai
 from _common import MESSAGES, REPO, child_env, describe_machine, instrument, run_calls
+from _journal import PROCESS_HEADER, sources
 
 from otel_openai_retry.testing import FakeServerProcess
 
@@ -84,6 +85,9 @@ class Scenario:
     """A random fraction of requests answered 429 (``retry-after-ms: 100``), whatever the rate."""
     kill_redis_at: float | None = None
     """Kill the shared strategy's redis-server this far into the bound."""
+    warm: bool = False
+    """Run the shared strategy's fleet twice against one Redis: the second run's processes join
+    a fleet that has learnt the limit (each run is reported)."""
     versus: str | None = None
     """Wall times shown against this strategy's (else against the bound)."""
     target: float = 1.0
@@ -173,6 +177,15 @@ SCENARIOS = {
         max_429_per_ok=0.1,
         fleet_max_429_per_ok=0.1,
     ),
+    "warm-fleet": Scenario(
+        "requests bucket 100/s, burst 10, retry-after-ms; a second fleet joins the first's Redis",
+        (SHARED,),
+        rate=100,
+        warm=True,
+        target=1.1,
+        max_429_per_ok=0.1,
+        fleet_max_429_per_ok=0.05,
+    ),
     "redis-dies": Scenario(
         "requests bucket 100/s, burst 10; the shared strategy's Redis killed a third in",
         ("ours", SHARED),
@@ -197,14 +210,17 @@ SCENARIOS = {
 
 
 def build_call(
-    strategy: str, base_url: str, sync: bool, prompts: Iterator[str]
+    strategy: str, base_url: str, sync: bool, prompts: Iterator[str], process: str = "0"
 ) -> Callable[[], Any]:
     """One logical call of ``strategy`` (a coroutine function unless ``sync``), each with the
-    next of ``prompts``."""
+    next of ``prompts``, its requests tagged with ``process``."""
     instrument(STRATEGIES[strategy][0])
     kwargs: dict[str, Any] = {"max_retries": 0} if strategy in RECIPES else {}
     client = (openai.OpenAI if sync else openai.AsyncOpenAI)(
-        api_key="sk-bench", base_url=base_url, **kwargs
+        api_key="sk-bench",
+        base_url=base_url,
+        default_headers={PROCESS_HEADER: process},
+        **kwargs,
     )
 
     def create(content: str) -> Any:
@@ -241,7 +257,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     if args.calls_in_all is not None:
         prompts = dataclasses.replace(SCENARIOS[args.scenario], calls=args.calls_in_all).prompts()
     mine = iter(prompts[args.first : args.first + args.calls])
-    call = build_call(args.child, args.base_url, args.sync, mine)
+    call = build_call(args.child, args.base_url, args.sync, mine, str(args.first))
     threads = ThreadPoolExecutor(args.concurrency)  # with --sync, the calls run there
     failures = 0
 
@@ -289,19 +305,28 @@ def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         process.wait()
 
 
+WARM = " (warm)"
+"""The label of a warm scenario's second run."""
+
+
 def run_strategy(
     server: FakeServerProcess, scenario: Scenario, strategy: str, args: argparse.Namespace
-) -> dict[str, float]:
+) -> dict[str, dict[str, Any]]:
+    """The strategy's run (two for a warm scenario's shared strategy), by label."""
     if strategy != SHARED:
-        return run_fleet(server, scenario, strategy, args, {})
+        return {strategy: run_fleet(server, scenario, strategy, args, {})}
     with redis_server() as (url, redis):
         killer = None
         bound = scenario.bound()
         if scenario.kill_redis_at is not None and bound is not None:
             killer = threading.Timer(scenario.kill_redis_at * bound, redis.kill)
             killer.start()
+        env = {"OTEL_OPENAI_RETRY_REDIS_URL": url}
         try:
-            return run_fleet(server, scenario, strategy, args, {"OTEL_OPENAI_RETRY_REDIS_URL": url})
+            runs = {strategy: run_fleet(server, scenario, strategy, args, env)}
+            if scenario.warm:
+                runs[strategy + WARM] = run_fleet(server, scenario, strategy, args, env)
+            return runs
         finally:
             if killer is not None:
                 killer.cancel()
@@ -313,7 +338,7 @@ def run_fleet(
     strategy: str,
     args: argparse.Namespace,
     env: dict[str, str],
-) -> dict[str, float]:
+) -> dict[str, Any]:
     scenario.configure(server)
     time.sleep(0.2)  # a full bucket for everyone
     fleet = []
@@ -350,6 +375,7 @@ def run_fleet(
         "failures": failures,
         "ok": scenario.calls - failures,
         "throttled": server.status_counts().get("429", 0),
+        "sources": sources(server.requests) if args.where else None,
     }
 
 
@@ -367,30 +393,48 @@ def report(
         if strategy == SHARED and shutil.which("redis-server") is None:
             print(f"  {strategy:<13} skipped: no redis-server (make redis installs it)")
             continue
-        runs = [run_strategy(server, scenario, strategy, args) for _ in range(args.runs)]
-        walls[strategy] = wall = statistics.median(run["wall"] for run in runs)
-        reference = bound if bound is not None else walls.get(str(scenario.versus))
-        ratio = None if reference is None else wall / reference
-        failed = statistics.median(run["failures"] for run in runs)
-        waste = statistics.median(run["throttled"] / max(run["ok"], 1) for run in runs)
-        mark = ""
-        most_429 = scenario.max_429_per_ok
-        if strategy == SHARED and args.processes > 1:
-            most_429 = scenario.fleet_max_429_per_ok
-        if strategy in ("ours", SHARED) and ratio is not None:
-            met = failed == 0 and ratio <= scenario.target
-            met = met and (most_429 is None or waste <= most_429)
-            wanted = f"≤{scenario.target}x" + ("" if most_429 is None else f", ≤{most_429} 429/ok")
-            mark = f"  target ({wanted}) " + ("met" if met else "MISSED")
-        print(
-            f"  {strategy:<13} {statistics.median(run['ok'] for run in runs):>5.0f} {failed:>6.0f} "
-            f"{wall:>7.1f} {'' if ratio is None else f'{ratio:.2f}x':>13} {waste:>7.2f}{mark}",
-            flush=True,
-        )
-        if args.runs > 1:
-            each = ", ".join(f"{run['ok']:.0f} ok {run['wall']:.1f} s" for run in runs)
-            print(f"  {'':<13} runs: {each}")
+        labelled = [run_strategy(server, scenario, strategy, args) for _ in range(args.runs)]
+        for label in labelled[0]:
+            runs = [each[label] for each in labelled]
+            walls[label] = show(label, strategy, runs, scenario, args, walls)
     print()
+
+
+def show(
+    label: str,
+    strategy: str,
+    runs: list[dict[str, Any]],
+    scenario: Scenario,
+    args: argparse.Namespace,
+    walls: dict[str, float],
+) -> float:
+    """Print one strategy's line (medians of its runs); its median wall time."""
+    bound = scenario.bound()
+    wall: float = statistics.median(run["wall"] for run in runs)
+    reference = bound if bound is not None else walls.get(str(scenario.versus))
+    ratio = None if reference is None else wall / reference
+    failed = statistics.median(run["failures"] for run in runs)
+    waste = statistics.median(run["throttled"] / max(run["ok"], 1) for run in runs)
+    mark = ""
+    most_429 = scenario.max_429_per_ok
+    if strategy == SHARED and args.processes > 1:
+        most_429 = scenario.fleet_max_429_per_ok
+    if strategy in ("ours", SHARED) and ratio is not None:
+        met = failed == 0 and ratio <= scenario.target
+        met = met and (most_429 is None or waste <= most_429)
+        wanted = f"≤{scenario.target}x" + ("" if most_429 is None else f", ≤{most_429} 429/ok")
+        mark = f"  target ({wanted}) " + ("met" if met else "MISSED")
+    print(
+        f"  {label:<13} {statistics.median(run['ok'] for run in runs):>5.0f} {failed:>6.0f} "
+        f"{wall:>7.1f} {'' if ratio is None else f'{ratio:.2f}x':>13} {waste:>7.2f}{mark}",
+        flush=True,
+    )
+    if args.runs > 1:
+        each = ", ".join(f"{run['ok']:.0f} ok {run['wall']:.1f} s" for run in runs)
+        print(f"  {'':<13} runs: {each}")
+    for run in runs if args.where else ():
+        print(f"  {'':<13} 429s: {run['sources']}")
+    return wall
 
 
 def main() -> int:
@@ -404,6 +448,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs per strategy (medians)")
     parser.add_argument("--processes", type=int, default=1, help="a fleet: processes per strategy")
     parser.add_argument("--sync", action="store_true", help="threads and the sync client")
+    parser.add_argument(
+        "--where", action="store_true", help="split each run's 429s: first wave, learning, steady"
+    )
     parser.add_argument("--child", choices=STRATEGIES, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, help="instead of the scenario's (the bound follows)")

@@ -133,3 +133,23 @@ async def test_budget_zero_turns_it_off(server: FakeOpenAIServer, instrument: In
     server.start_outage(30)
     await run_many(server, 100, concurrency=50)
     assert server.request_count == 500
+
+
+@pytest.mark.slow
+async def test_without_hints_the_schedule_settles_under_the_limit(
+    server: FakeOpenAIServer, instrument: Instrument
+) -> None:
+    """No ``Retry-After``, no ``x-ratelimit-*``: the pacer finds the rate from the 429s alone.
+    Past the first second (the cold first wave and the measuring of what gets through), it
+    sends just under the limit and probes upwards slowly: the server refuses few of the
+    requests it receives then (an AIMD climbing a step per success refused one in six or
+    seven, overshooting the limit every few seconds)."""
+    instrument(policy=RetryPolicy(max_attempts=10))
+    server.set_rate_limit(100, burst=10, hints=False)
+    assert all(await run_many(server, 600, concurrency=50))
+    journal = server.requests
+    start = journal[0].received_at
+    steady = [r.fault.status_code for r in journal if r.received_at - start >= 1.0]
+    first = [r.fault.status_code for r in journal if r.received_at - start < 1.0]
+    assert steady.count(429) <= 0.05 * steady.count(200), (first.count(429), steady.count(429))
+    assert first.count(429) > steady.count(429)  # the limit was met: pacing had work to do

@@ -370,3 +370,21 @@ def test_a_wrong_verdict_that_our_rate_matters_is_withdrawn_quickly() -> None:
     paced_end, _, _ = simulate(lucky_while(random_rejections(0.1), 0.4, 1.6), 64, 50, latency, True)
     free_end, _, _ = simulate(lucky_while(random_rejections(0.1), 0.4, 1.6), 64, 50, latency, False)
     assert paced_end <= 1.1 * free_end, (paced_end, free_end)
+
+
+def test_a_trial_that_heard_no_answer_judges_nothing() -> None:
+    """A trial of whether our rate matters, begun, then no answer at all for longer than its
+    window counts (the callers stalled): its verdict is not a division by nothing in the
+    caller's success, and pacing stays on (nothing showed that it does not help)."""
+    limiter = AdaptiveLimiter()
+    limiter.on_throttled(0.0, None, None)
+    for i in range(44):  # a few 429s among many successes, the second before the trial
+        now = 4.5 + i / 100
+        if i % 11:
+            limiter.on_success(now, None)
+        else:
+            limiter.on_throttled(now, None, None)
+    limiter.on_success(5.2, None)  # the reference is in: the trial begins
+    assert limiter.engaged and limiter.rate < 44
+    limiter.on_success(13.5, None)  # its window holds no answer when it is judged
+    assert limiter.engaged and not limiter.independent

@@ -8,11 +8,13 @@ again, every ``reconnect_every`` seconds, so a dead Redis costs callers nothing;
 reply shares again, with fresh connections.
 
 Callers do one kind of round trip, a slot reservation, and only while the fleet paces their
-endpoint: with the sync client from a sync call, with an asyncio client of the running loop from
-an async one (never blocking I/O inside an event loop; no asyncio loop, as under trio, means
-local pacing). Everything else (counts for the budget, 429s and header rates for the schedule,
-whether the fleet paces an endpoint at all) goes through the reporter thread, so an endpoint that
-is not paced costs no round trip per call.
+endpoint (or once per endpoint, to join it): with the sync client from a sync call; from an async
+one, with a client of its own run in one of the fleet's threads and awaited (never blocking I/O
+inside an event loop). Not an asyncio client: its connections would be opened on the caller's
+loop, within the caller's round-trip timeout, which a loop busy starting a crowd of calls misses
+every time. No asyncio loop, as under trio, means local pacing. Everything else (counts for the
+budget, 429s and header rates for the schedule, whether the fleet paces an endpoint at all) goes
+through the reporter thread, so an endpoint that is not paced costs no round trip per call.
 
 redis-py is imported here only, and this module only when a Redis URL is configured.
 """
@@ -25,11 +27,10 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import redis
-import redis.asyncio
-import redis.asyncio.retry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -38,7 +39,7 @@ from ._fleet_scripts import RESERVE
 from ._internal import logger
 
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript, Script
+    from redis.commands.core import Script
 
 __all__ = ["REPORT_EVERY", "ROUND_TRIP_TIMEOUT", "Fleet"]
 
@@ -52,6 +53,8 @@ machine is not an outage); any other failure counts at once."""
 REPORT_TIMEOUT = 1.0
 """The same for the reporter thread, which no caller waits for: a busy Redis (or machine) that
 answers in tens of milliseconds is not down."""
+SLOT_THREADS = 4
+"""Threads booking async calls' slots (a reservation takes a fraction of a millisecond)."""
 RECONNECT_EVERY = 3.0
 REPORT_EVERY = 0.5
 """Seconds between reports of a used endpoint: how soon the fleet's pacing reaches a process
@@ -69,6 +72,7 @@ class Fleet:
         reconnect_every: float = RECONNECT_EVERY,
         report_every: float = REPORT_EVERY,
     ) -> None:
+        self._timeout = timeout
         self._options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -78,7 +82,9 @@ class Fleet:
         self._client: redis.Redis = self._connect(redis.Redis, "slot-sync")
         self._channel = ReportChannel(self._connect(redis.Redis, "report", REPORT_TIMEOUT))
         self._reserve: Script = self._client.register_script(RESERVE)
-        self._async: dict[asyncio.AbstractEventLoop, AsyncScript] = {}
+        self._slot_client: redis.Redis = self._connect(redis.Redis, "slot-thread")
+        self._threaded: Script = self._slot_client.register_script(RESERVE)
+        self._threads = ThreadPoolExecutor(SLOT_THREADS, "otel-openai-retry-slot")
         kwargs = self._client.get_connection_kwargs()
         self.where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
         """Where Redis is, for messages: never the URL, which may hold a password."""
@@ -102,8 +108,6 @@ class Fleet:
         options = {**self._options, "client_name": f"otel-openai-retry:{role}"}
         if timeout is not None:
             options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
-        if kind is redis.asyncio.Redis:
-            options["retry"] = redis.asyncio.retry.Retry(NoBackoff(), 0)
         client = kind.from_url(self._url, **options)
         client.connection_pool.connection_kwargs.update(options)
         return client
@@ -121,31 +125,23 @@ class Fleet:
         return reply
 
     async def reserve_async(self, key: str, args: Sequence[float]) -> tuple[int, int] | None:
-        """A slot from the running asyncio loop's client; ``None`` under another event loop
-        (trio) or when Redis failed."""
+        """A slot booked from one of the fleet's threads, awaited for a round trip's time at
+        most; ``None`` under another event loop (trio) or when Redis failed."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return None
-        script = self._async.get(loop)
-        if script is None:
-            script = self._async_script(loop)
+        booked = loop.run_in_executor(self._threads, self._book, key, args)
         try:
-            reply = _pair(await script(keys=[key], args=list(args)))
+            reply = await asyncio.wait_for(booked, self._timeout)
         except Exception as exc:
             self._struck(exc)
             return None
         self._strikes = 0
         return reply
 
-    def _async_script(self, loop: asyncio.AbstractEventLoop) -> AsyncScript:
-        """A client per event loop: an asyncio connection belongs to the loop that opened it."""
-        with self._lock:
-            for gone in [other for other in self._async if other.is_closed()]:
-                del self._async[gone]
-            client: redis.asyncio.Redis = self._connect(redis.asyncio.Redis, "slot-async")
-            script = self._async[loop] = client.register_script(RESERVE)
-            return script
+    def _book(self, key: str, args: Sequence[float]) -> tuple[int, int]:
+        return _pair(self._threaded(keys=[key], args=list(args)))
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -183,7 +179,7 @@ class Fleet:
             was_up = self.up
             if not was_up:  # callers' connections opened before the outage are dead: new ones
                 self._client.connection_pool.disconnect()
-                self._async = {}
+                self._slot_client.connection_pool.disconnect()
             self.up = True
         if not was_up:
             logger.info("otel-openai-retry: Redis at %s answers again: shared pacing", self.where)
@@ -233,6 +229,8 @@ class Fleet:
         self.closed = True
         self.wakeup.set()
         self._client.close()
+        self._slot_client.close()
+        self._threads.shutdown(wait=False)
         self._channel.close()
 
     def _after_fork(self) -> None:
@@ -240,7 +238,7 @@ class Fleet:
         then (the fleet's, or a guard's while it took a report) would never be released."""
         self._lock = threading.Lock()
         self.wakeup = threading.Event()
-        self._async = {}
+        self._threads = ThreadPoolExecutor(SLOT_THREADS, "otel-openai-retry-slot")
         for guard in list(self._guards):
             guard.after_fork()
         if self._thread is not None and not self.closed:

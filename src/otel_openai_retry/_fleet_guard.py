@@ -7,6 +7,11 @@ What the fleet adds:
 - a lease: until the fleet paces the endpoint (as last heard by the reporter, at most
   ``REPORT_EVERY`` ago), a slot is the local guard's, with no round trip; while it paces, each
   attempt books its slot with one atomic reservation (requests and tokens together);
+- a join: the process's first call to the endpoint books its slot in Redis (one round trip per
+  endpoint per process), which says at once whether the fleet paces it (or paced it lately: the
+  fleet then paces again at the rates it learnt), so a process starting into a paced fleet sends
+  no unpaced first wave; the calls that come while that answer is on its way wait for it (no
+  longer than a round trip may take) rather than go unpaced;
 - a 429 that the local limiter takes as a reason to pace (not one it judged independent of our
   rate) is reported at once, with its ``Retry-After`` gate and the header rates: the whole fleet
   paces from the next report on;
@@ -26,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ._fleet import Fleet
+from ._fleet import ROUND_TRIP_TIMEOUT, Fleet
 from ._fleet_scripts import NOT_PACED, TOO_LATE
 from ._pacing import DISENGAGE_AFTER
 from ._rate_headers import read_limit, refill_rate
@@ -66,10 +71,13 @@ class RedisGuard:
 
     __slots__ = (
         "__weakref__",
+        "_answered",
         "_engaged_until",
         "_fleet",
         "_gate_until",
         "_hinted",
+        "_joined",
+        "_joining",
         "_lock",
         "_news",
         "_tokens_hinted",
@@ -90,56 +98,110 @@ class RedisGuard:
         self._totals: tuple[int, int, float] | None = None
         """The fleet's requests and retries over the budget's window, and when heard."""
         self._news = [0, 0, 0, 0]
-        """Since the last report: requests sent, retries sent, 429s, successes while paced."""
+        """Since the last report: requests sent, retries sent, 429s, successes."""
         self._gate_until: float | None = None
         self._hinted: float | None = None
         self._tokens_hinted: tuple[float, int] | None = None
         self._lock = threading.Lock()
+        self._joining = False
+        self._joined = threading.Event()
+        """Set once the process's first reservation (its join) has been answered or failed."""
+        self._answered: asyncio.Future[None] | None = None
+        """The same, for async calls waiting on the event loop of an async join."""
         fleet.register(self)
 
     # -- what the retry loop asks -----------------------------------------------------------------
 
     def pacing(self) -> bool:
-        return self.local.pacing() or self.shared_slot()
+        return self.local.pacing() or self.fleet_paces()
 
-    def shared_slot(self) -> bool:
-        """Whether a slot is booked in Redis now (a round trip): the fleet paces the endpoint."""
+    def fleet_paces(self) -> bool:
+        """Whether the fleet paces the endpoint, as last heard (and Redis is up)."""
         return (
             self._engaged_until > time.monotonic()
             and self._fleet.up
             and self.local.limiter is not None
         )
 
+    def shared_slot(self) -> bool:
+        """Whether a slot is booked in Redis now (a round trip): the fleet paces the endpoint,
+        or the process has yet to join it."""
+        return self.fleet_paces() or (
+            not self._joined.is_set() and self._fleet.up and self.local.limiter is not None
+        )
+
     def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
         # Never a blocking round trip on a running event loop: an async call that found the
         # fleet not pacing, an instant before the reporter heard otherwise, paces locally.
         if self.shared_slot() and asyncio._get_running_loop() is None:
-            reply = self._fleet.reserve(self.key, self._reservation(now, latest, tokens))
-            if reply is not None:
-                return self._slot(reply, now, latest, tokens)
+            joining = self._join_or_wait()
+            if joining or self.fleet_paces():  # a join not answered in time: local
+                args = self._reservation(now, latest, tokens, joining)
+                reply = self._fleet.reserve(self.key, args)
+                return self._slot(reply, now, latest, tokens, joining)
         return self.local.slot_delay(now, latest, tokens)
 
     async def aslot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
-        if self.shared_slot():
-            reply = await self._fleet.reserve_async(
-                self.key, self._reservation(now, latest, tokens)
-            )
-            if reply is not None:
-                return self._slot(reply, now, latest, tokens)
+        loop = asyncio._get_running_loop()  # None under another event loop (trio): local
+        if loop is not None and self.shared_slot():
+            joining = self._join_or_wait(block=False)
+            if joining:
+                self._answered = loop.create_future()
+            else:
+                await self._join_answered()
+            if joining or self.fleet_paces():
+                args = self._reservation(now, latest, tokens, joining)
+                reply = await self._fleet.reserve_async(self.key, args)
+                return self._slot(reply, now, latest, tokens, joining)
         return self.local.slot_delay(now, latest, tokens)
 
-    def _reservation(self, now: float, latest: float, tokens: int) -> Sequence[float]:
-        left = -1.0 if math.isinf(latest) else max(0.0, latest - now) * 1000
-        return (1, max(0, tokens), left, self.max_gate * 1000, DISENGAGE_AFTER * 1000)
+    async def _join_answered(self) -> None:
+        """Wait for the join's answer (no longer than a round trip may take) when an async call
+        of this event loop is on its way with it; a sync one (another thread) or another
+        loop's is not waited for (the call paces locally)."""
+        answered = self._answered
+        if answered is not None and answered.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([answered], timeout=ROUND_TRIP_TIMEOUT)
 
-    def _slot(self, reply: tuple[int, int], now: float, latest: float, tokens: int) -> float | None:
-        wait, engaged_ms = reply
-        self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
-        if wait == NOT_PACED:
+    def _join_or_wait(self, block: bool = True) -> bool:
+        """``True`` for the call that joins (the process's first); another waits for the
+        join's answer (sync calls here; async ones poll, never blocking their loop)."""
+        if self._joined.is_set():
+            return False
+        with self._lock:
+            joining, self._joining = not self._joining, True
+        if not joining and block:
+            self._joined.wait(ROUND_TRIP_TIMEOUT)
+        return joining
+
+    def _reservation(
+        self, now: float, latest: float, tokens: int, joining: bool
+    ) -> Sequence[float]:
+        left = -1.0 if math.isinf(latest) else max(0.0, latest - now) * 1000
+        limits = (self.max_gate * 1000, DISENGAGE_AFTER * 1000)
+        return (1, max(0, tokens), left, *limits, int(joining))
+
+    def _slot(
+        self,
+        reply: tuple[int, int] | None,
+        now: float,
+        latest: float,
+        tokens: int,
+        joining: bool,
+    ) -> float | None:
+        if reply is not None:
+            engaged_ms = reply[1]
+            self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
+        if joining:  # answered or failed: a process joins once
+            self._joined.set()
+            answered = self._answered
+            if answered is not None and not answered.done():
+                answered.set_result(None)
+        if reply is None or reply[0] == NOT_PACED:
             return self.local.slot_delay(now, latest, tokens)
-        if wait == TOO_LATE:
+        if reply[0] == TOO_LATE:
             return None
-        return wait / 1e6
+        return reply[0] / 1e6
 
     def sent(self, now: float) -> None:
         self.local.sent(now)
@@ -165,7 +227,7 @@ class RedisGuard:
             return True
 
     def pacing_tokens(self) -> bool:
-        return self.local.pacing_tokens() or self.shared_slot()
+        return self.local.pacing_tokens() or self.fleet_paces()
 
     def tokens_used(self, now: float, reserved: int, used: int) -> None:
         self.local.tokens_used(now, reserved, used)
@@ -191,9 +253,9 @@ class RedisGuard:
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
         self.local.answered(now, headers)
-        if self._engaged_until > now:
-            with self._lock:
-                self._news[3] += 1
+        with self._lock:  # counted always: the fleet's success rate is what a 429 lowers to
+            self._news[3] += 1
+            if self._engaged_until > now:
                 self._learn(headers)
 
     def _learn(self, headers: Mapping[str, str] | None) -> None:
@@ -220,7 +282,11 @@ class RedisGuard:
                 token_burst)  # fmt: skip
 
     def after_fork(self) -> None:
+        """A forked child is a process starting: it joins the fleet anew."""
         self._lock = threading.Lock()
+        self._joining = False
+        self._joined = threading.Event()
+        self._answered = None
 
     def apply_report(self, reply: object, now: float) -> None:
         if not isinstance(reply, list) or len(reply) != 4:

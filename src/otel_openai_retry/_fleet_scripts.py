@@ -11,7 +11,7 @@ a "theoretical arrival time" per resource, no timer and no refill loop)::
 
     KEYS[1]  the endpoint's hash
     ARGV     request cost (1), token cost (>= 0), latest (ms from now; < 0: none), max gate (ms),
-             disengage after (ms)
+             disengage after (ms), joining (1: the process's first call to the endpoint)
     reply    {wait in µs, or NOT_PACED (go at once, nothing booked) or TOO_LATE (the slot comes
               after ``latest``: nothing booked), ms until the fleet stops pacing}
 
@@ -20,6 +20,12 @@ the request schedule (``rate`` per second, ``burst`` at once; 1: evenly spaced) 
 schedule (``trate`` tokens per second, ``tburst`` at once). A slot beyond ``max gate`` is not
 booked: the caller waits ``max gate`` (no caller waits longer than the policy lets a server make
 it wait). A slot that made its caller wait keeps the fleet pacing for ``disengage after``.
+
+What the fleet learnt outlives its pacing: while the fleet paces, each report marks the hash's
+rates (requests and tokens) warm for ``WARM`` seconds. A process's first call to an endpoint
+(``joining``) that finds them warm while the fleet no longer paces starts pacing again at them:
+a process starting, or a pod joining, sends no first wave of its own into a limit the fleet
+already knows.
 
 ``REPORT`` (sent by each process's reporter thread, every half second while an endpoint is used,
 at once after a 429; never by a caller) adds what the process saw since its last report and
@@ -32,11 +38,14 @@ reads back what the fleet saw::
     reply    {ms until the fleet stops pacing (0: not paced), requests and retries over the
               budget window, request rate x 1000}
 
-Requests and retries are counted per second of Redis's clock over ``window`` seconds (the
-budget's sliding window). The rate is learnt as one process's limiter learns it: the server's
-header rate when it gives one; else a 429 to an unpaced endpoint starts the schedule at a share of
-the fleet's send rate over the last second or so, and then AIMD: a multiplicative decrease per 429
-(at most once per ``guard``), an additive increase per success.
+Requests, retries and successes are counted per second of Redis's clock over ``window`` seconds
+(the budget's sliding window). The rate is learnt as one process's limiter learns it: the highest
+header rate the engagement heard; else a 429 to an unpaced endpoint starts the schedule at a share
+of the fleet's send rate over the last second or so; a later 429 (at most once per ``guard``, and
+not for slots booked before the last decrease) sets it a margin (``backoff``) under where the limit
+was met: the lower of the rate and the fleet's success rate over the last second. Successes then
+raise it: additively, or, near that rate, by a small share per second (a bucket's burst hides a
+small excess for seconds: a fast climb would overshoot far before the next 429 said so).
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from ._pacing import (
     MIN_RATE,
     START_FLOOR,
 )
+from ._pacing_evidence import BACKOFF, PROBE_BAND, PROBE_PER_SECOND
 
 __all__ = ["NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
 
@@ -60,7 +70,10 @@ TOO_LATE = -1
 WINDOW = 10
 """Seconds the fleet's retry budget counts over, as :class:`~._budget.RetryBudget`'s window."""
 KEEP = 60_000
-"""Milliseconds an endpoint's hash outlives its last use."""
+"""Milliseconds an endpoint's hash outlives its last use (or its rates' warmth, if later)."""
+WARM = 300_000
+"""Milliseconds the rates the fleet paced at are remembered for processes that join: minutes,
+as a limit stays what it was (a deploy, a restart, a scaled-out pod come within them)."""
 
 REPORT_CONSTANTS: tuple[float, ...] = (
     WINDOW,
@@ -74,6 +87,10 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     INCREASE_FRACTION,
     HINT_MARGIN,
     KEEP,
+    WARM,
+    BACKOFF,
+    PROBE_PER_SECOND,
+    *PROBE_BAND,
 )
 
 RESERVE = f"""
@@ -81,14 +98,19 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local key = KEYS[1]
 local s = redis.call('HMGET', key, 'engaged', 'rate', 'burst', 'tat', 'trate', 'tburst', 'ttat',
-                     'gate')
+                     'gate', 'warm')
 local engaged = tonumber(s[1]) or 0
 local rate = tonumber(s[2]) or 0
-if engaged <= now or rate <= 0 then
-  return {{{NOT_PACED}, 0}}
-end
 local cost, tcost = tonumber(ARGV[1]), tonumber(ARGV[2])
 local latest, maxgate, disengage = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if rate <= 0 or (engaged <= now and (tonumber(ARGV[6]) ~= 1 or (tonumber(s[9]) or 0) <= now)) then
+  return {{{NOT_PACED}, 0}}
+end
+if engaged <= now then
+  -- a process joins a fleet that paced lately: pace again at once, at the rates it learnt
+  engaged = now + disengage
+  redis.call('HSET', key, 'engaged', engaged)
+end
 local interval = cost * 1000 / rate
 local tolerance = math.max(0, (tonumber(s[3]) or 1) - 1) * 1000 / rate
 local tat = math.max(tonumber(s[4]) or 0, now)
@@ -124,7 +146,7 @@ if wait > 1 then
   engaged = math.max(engaged, now + disengage)
   redis.call('HSET', key, 'engaged', engaged)
 end
-redis.call('PEXPIRE', key, {KEEP})
+redis.call('PEXPIRE', key, math.max({KEEP}, math.floor((tonumber(s[9]) or 0) - now)))
 return {{math.floor(wait * 1000), math.floor(engaged - now)}}
 """
 
@@ -138,18 +160,22 @@ local sent, retried, throttled, gate, hinted = a[1], a[2], a[3], a[4], a[5]
 local succeeded, thinted, tburst = a[6], a[7], a[8]
 local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
 local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
+local warmth, backoff, probe, low, high = a[20], a[21], a[22], a[23], a[24]
 local second = math.floor(now / 1000)
 if sent > 0 then redis.call('HINCRBY', key, 'r:' .. second, sent) end
 if retried > 0 then redis.call('HINCRBY', key, 'x:' .. second, retried) end
-local requests, retries, recent = 0, 0, 0
+if succeeded > 0 then redis.call('HINCRBY', key, 's:' .. second, succeeded) end
+local requests, retries, recent, ok = 0, 0, 0, 0
 local state = {}
 local fields = redis.call('HGETALL', key)
 for i = 1, #fields, 2 do
-  local kind, at = string.match(fields[i], '^([rx]):(%d+)$')
+  local kind, at = string.match(fields[i], '^([rxs]):(%d+)$')
   if kind == nil then
     state[fields[i]] = tonumber(fields[i + 1])
   elseif tonumber(at) <= second - window then
     redis.call('HDEL', key, fields[i])
+  elseif kind == 's' then
+    if tonumber(at) >= second - 1 then ok = ok + tonumber(fields[i + 1]) end
   elseif kind == 'r' then
     requests = requests + tonumber(fields[i + 1])
     if tonumber(at) >= second - 1 then recent = recent + tonumber(fields[i + 1]) end
@@ -160,30 +186,52 @@ end
 local engaged = state['engaged'] or 0
 local rate = state['rate'] or 0
 local last = state['decreased'] or 0
+local ceiling = state['ceiling'] or 0
+-- successes per second over the last second and this one so far (this report's included)
+local span = 1 + now / 1000 - second
+local succeeding = 0
+if ok >= 5 then succeeding = ok / span end
 if throttled > 0 then
   if engaged <= now or rate <= 0 then
-    rate = math.max(floor, recent / (1 + now / 1000 - second) * engage)
-    last = now
+    rate = math.max(floor, recent / span * engage)
+    last, ceiling, state['hinted'] = now, 0, 0
     redis.call('HSET', key, 'tat', now, 'ttat', now)
-  elseif hinted < 0 and now - last >= guard then
-    rate = math.max(minrate, rate * decrease)
+  elseif hinted < 0 and now >= math.max(last + guard, state['hold'] or 0) then
+    -- where the limit was met (the lower of the rate and what got through), less a margin;
+    -- not again for the 429s of slots booked before now (they keep the old spacing)
+    ceiling = rate
+    if succeeding > 0 then ceiling = math.min(rate, succeeding) end
+    rate = math.max(minrate, ceiling * backoff)
     last = now
+    redis.call('HSET', key, 'hold', math.max(now, state['tat'] or 0))
   end
   engaged = math.max(engaged, now + disengage)
   if gate >= 0 then
     redis.call('HSET', key, 'gate', math.max(state['gate'] or 0, now + gate))
   end
 elseif engaged > now and succeeded > 0 and hinted < 0 and now - last >= guard then
-  rate = rate + succeeded * math.max(increase, rate * fraction)
+  -- near where the limit was met, a slow probe by time; else additive per success
+  if ceiling > 0 and rate > high * ceiling then ceiling = 0 end
+  if ceiling > 0 and rate >= low * ceiling then
+    local grown = state['grown'] or now
+    rate = rate + rate * probe * math.min(1, math.max(0, now - grown) / 1000)
+  else
+    rate = rate + succeeded * math.max(increase, rate * fraction)
+  end
 end
 if engaged > now then
-  if hinted > 0 then rate = math.max(minrate, hinted * margin) end
+  -- the highest header rate of the engagement: each process's is a lower bound (a count
+  -- floored, over the time to refill it), the lower the emptier its bucket when it read it
+  local highest = math.max(state['hinted'] or 0, hinted)
+  if highest > 0 then rate = math.max(minrate, highest * margin) end
   if thinted > 0 then
     redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst)
   end
-  redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last)
+  redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last, 'warm',
+             now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest)
+  state['warm'] = now + warmth
 end
-redis.call('PEXPIRE', key, keep)
+redis.call('PEXPIRE', key, math.max(keep, math.floor((state['warm'] or 0) - now)))
 local left = 0
 if engaged > now then left = math.floor(engaged - now) end
 return {left, requests, retries, math.floor(rate * 1000)}

@@ -12,11 +12,14 @@ a send slot from a shared schedule:
 - OpenAI's ``x-ratelimit-limit/remaining/reset-requests`` headers, when present, give the server's
   refill rate: the schedule starts at it and never exceeds it, but a 429 past it (the limit is
   shared: a fleet's other processes) takes it down, AIMD-style, as below;
-- without them, the rate adapts AIMD-style, as the AWS SDK's adaptive retry mode does: it starts
-  from the send rate measured over the last second (what provoked the 429), then additive
-  increase per success, multiplicative decrease on a 429 (at most once per ``DECREASE_GUARD``),
-  but never below the rate at which successes are coming back: against a token bucket that rate
-  is the bucket's, so slowing below it would only waste capacity;
+- without them, the rate is found from the answers alone: far over a limit (429s the majority),
+  the schedule starts at once at a share of the success rate (``PROVISIONAL``: a bucket's burst
+  inflates the first count), then at the rate successes come at once the burst is spent; a later
+  429 sets it a margin (``BACKOFF``) under where the limit was met (the lower of the rate and the
+  success rate over the last second: against a token bucket, the bucket's rate), at most once
+  per ``DECREASE_GUARD`` and not for the 429s of slots booked before; successes raise it, a step
+  each, or, near where the limit was met, by ``PROBE_PER_SECOND`` (a bucket's burst hides a small
+  excess for seconds: a fast climb overshoots it by far before the next 429 says so);
 - when the schedule has not delayed anyone and no 429 came for ``DISENGAGE_AFTER`` seconds,
   pacing switches itself off, so an application that is within its limits pays nothing.
 
@@ -31,8 +34,12 @@ import threading
 from collections.abc import Mapping
 
 from ._pacing_evidence import (
+    BACKOFF,
+    BUCKET,
     FAR_OVER,
-    TRIAL_MARGIN,
+    PROBE_BAND,
+    PROBE_PER_SECOND,
+    PROVISIONAL,
     Answers,
     SendRate,
 )
@@ -82,11 +89,15 @@ class AdaptiveLimiter(TrialRules):
     """The shared send schedule of one endpoint."""
 
     __slots__ = (
+        "_ceiling",
+        "_grown_at",
         "_hinted",
+        "_hold",
         "_last_delay",
         "_lock",
         "_max_gate",
         "_next_free",
+        "_provisional",
     )
 
     def __init__(self, *, max_gate: float = DEFAULT_MAX_GATE) -> None:
@@ -97,6 +108,13 @@ class AdaptiveLimiter(TrialRules):
         self._hinted = 0.0
         """The highest refill rate the headers gave this engagement: each is a lower bound."""
         self._gate_until = 0.0
+        self._ceiling = 0.0
+        """Without headers: the rate at which the last 429 came (0: none yet)."""
+        self._grown_at = 0.0
+        self._provisional = False
+        """Without headers: paced at a burst-inflated success rate until the clean one is in."""
+        self._hold = 0.0
+        """Without headers: until then 429s (to slots booked before a decrease) lower nothing."""
         self._last_decrease = -math.inf
         self._last_throttled = -math.inf
         self._last_delay = -math.inf
@@ -157,8 +175,10 @@ class AdaptiveLimiter(TrialRules):
             hinted = refill_rate(headers) if headers is not None else None
             if hinted is not None:
                 self._follow(hinted, now, throttled=False)
+            elif self._provisional:
+                self._measure_clean(now)
             elif self._phase != TRIAL and now - self._last_decrease >= DECREASE_GUARD:
-                self.rate += max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
+                self._grow(now)
             if self._answers.add(now, throttled=False) and hinted is None:
                 self._next_phase(now)
 
@@ -184,6 +204,8 @@ class AdaptiveLimiter(TrialRules):
                 self._gate_until = max(self._gate_until, now + gate)
             if not self.engaged:
                 self._engage(now)
+            elif hinted is None and self._provisional:
+                self._measure_clean(now)
             elif hinted is None:
                 self._decrease(now)
             if hinted is not None:
@@ -211,10 +233,37 @@ class AdaptiveLimiter(TrialRules):
             increase = max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
             self.rate = min(ceiling, self.rate + increase)
 
+    def _measure_clean(self, now: float) -> None:
+        """After a provisional rate: the rate successes come at once a bucket's burst (spent
+        first) is, from half a bucket after the engagement began: the schedule's and ceiling."""
+        later, _, spanned = self._answers.after(now, self._answers.since + BUCKET / 2)
+        if spanned < BUCKET * 0.9 or later < FLOOR_MIN_SUCCESSES:
+            return
+        self._provisional = False
+        self._ceiling = later / spanned
+        self.rate = max(MIN_RATE, self._ceiling * BACKOFF)
+        self._last_decrease = self._grown_at = now
+        self._hold = max(now, self._next_free)
+
+    def _grow(self, now: float) -> None:
+        """Additive increase per success, or, near the rate that met the last 429, a slow probe
+        by time; past the band, that rate is forgotten (the limit rose)."""
+        low, high = PROBE_BAND
+        ceiling = self._ceiling
+        if ceiling and self.rate > high * ceiling:
+            self._ceiling = ceiling = 0.0
+        if ceiling and self.rate >= low * ceiling:
+            self.rate += self.rate * PROBE_PER_SECOND * min(1.0, max(0.0, now - self._grown_at))
+        else:
+            self.rate += max(INCREASE_PER_SUCCESS, self.rate * INCREASE_FRACTION)
+        self._grown_at = now
+
     def _engage(self, now: float) -> None:
         self._hinted = 0.0
         self.rate = max(START_FLOOR, self._sends.rate(now) * ENGAGE_FACTOR)
-        self._last_decrease = now
+        self._last_decrease = self._grown_at = now
+        self._ceiling = self._hold = 0.0
+        self._provisional = False
         self.engaged = True
         self._next_free = max(now, self._gate_until)
         self._answers = Answers(now)
@@ -231,14 +280,21 @@ class AdaptiveLimiter(TrialRules):
         ok, throttled, span = self._answers.last_second(now)
         succeeding = ok / span if span >= FLOOR_MIN_SPAN and ok >= FLOOR_MIN_SUCCESSES else 0.0
         measuring = self._phase == REFERENCE
-        if succeeding and throttled >= (FAR_OVER if measuring else 1) * ok:
-            lowered = succeeding * TRIAL_MARGIN  # a short count: a bucket's burst inflates it
-            if measuring:  # no doubt: pace now, no trial
-                self._settle(now)
-        elif self._phase == REFERENCE or now - self._last_decrease < DECREASE_GUARD:
-            return
+        if measuring and succeeding and throttled >= FAR_OVER * ok:
+            # No doubt: pace now, no trial; at once at this rate (a bucket's burst, spent
+            # first, inflates it), then at the clean one as soon as it is measured.
+            self._provisional = True
+            lowered = succeeding * PROVISIONAL
+            self._settle(now)
+        elif self._phase == REFERENCE or now < max(
+            self._last_decrease + DECREASE_GUARD, self._hold
+        ):
+            return  # measuring; or answers to slots booked before the last decrease
         else:
-            lowered = max(self.rate * DECREASE_FACTOR, succeeding)
+            self._ceiling = min(self.rate, succeeding or self.rate)
+            lowered = self._ceiling * BACKOFF
         if lowered < self.rate:
             self.rate = max(MIN_RATE, lowered)
-            self._last_decrease = now
+            self._last_decrease = self._grown_at = now
+            # Slots booked before now keep the old rate's spacing: their 429s are no news.
+            self._hold = max(now, self._next_free)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 __all__ = [
+    "BACKOFF",
     "BUCKET",
     "BUCKETS",
     "FAR_OVER",
@@ -13,6 +14,9 @@ __all__ = [
     "INDEPENDENT_HOLD",
     "INDEPENDENT_MIN_ANSWERS",
     "INDEPENDENT_RISE",
+    "PROBE_BAND",
+    "PROBE_PER_SECOND",
+    "PROVISIONAL",
     "RETRIAL_AFTER",
     "TRIAL_EVIDENCE",
     "TRIAL_KEPT",
@@ -68,6 +72,18 @@ INDEPENDENT_RISE = 0.15
 much more than it: a new limit that our rate does hit."""
 INDEPENDENT_MIN_ANSWERS = 30
 
+# Finding the rate without any hint (see ``_pacing``):
+PROBE_PER_SECOND = 0.03
+"""Without headers, near the rate that last met a 429 (``PROBE_BAND`` of it), the rate grows by
+this share per second only: a bucket's burst hides a small excess for seconds, so a fast climb
+overshoots it far before the first 429 says so."""
+PROBE_BAND = (0.85, 1.1)
+PROVISIONAL = 0.7
+"""The share of the first success rate measured (a bucket's burst inflates it) paced at until a
+clean one is measured."""
+BACKOFF = 0.95
+"""Without headers, a 429 to a settled schedule sets the rate to this share of the lower of the
+rate and the success rate over the last second: where the limit was met, minus a margin."""
 SEND_RATE_SPAN = 0.25
 """Shortest span the send rate is measured over (sends began this recently: a burst)."""
 

@@ -114,15 +114,16 @@ class TrialRules:
             if ok + throttled < TRIAL_MIN_ANSWERS and now - started < TRIAL_TIMEOUT:
                 return
             self._settle(now)
-            if not fell(*self._reference[:2], throttled, ok + throttled):
-                self._stand_aside(now, throttled / (ok + throttled))
+            answers = ok + throttled  # none at all (the caller stalled): nothing to judge by
+            if answers and not fell(*self._reference[:2], throttled, answers):
+                self._stand_aside(now, throttled / answers)
         elif now - self._phase_since > RETRIAL_AFTER:  # unpaced again, briefly: still a limit?
             self._phase = REFERENCE
             self._phase_since = now
             self._reference = (0, 0, 0.0)
         elif self._slowing_did_not_help(now):
             ok, throttled, _ = self._answers.recent(now, BUCKETS - 1)
-            self._stand_aside(now, throttled / (ok + throttled))
+            self._stand_aside(now, throttled / max(1, ok + throttled))
 
     def _slowing_did_not_help(self, now: float) -> bool:
         """After a verdict that our rate matters: whether the rate has since fallen far below

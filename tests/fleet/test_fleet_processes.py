@@ -13,7 +13,7 @@ import pytest
 from otel_openai_retry.testing import FakeOpenAIServer
 
 from ..helpers import clean_environment
-from .conftest import RedisServer
+from .conftest import RedisServer, wait_until
 
 _CALLER = textwrap.dedent(
     """
@@ -102,3 +102,31 @@ def test_a_fleet_sharing_redis_meets_fewer_429s_than_processes_pacing_alone(
     assert succeeded == [60, 60, 60]
     assert shared < 0.5 * alone, (shared, alone)
     assert redis_server.scripts_run() > 0
+
+
+@pytest.mark.slow
+def test_processes_joining_a_fleet_that_paced_lately_start_paced(
+    server: FakeOpenAIServer, redis_server: RedisServer
+) -> None:
+    """A fleet meets the limit cold: its first wave is refused and it learns the rate. Once it
+    has stopped pacing (its processes gone, nothing waiting), a new fleet starts against the
+    same Redis into a full bucket: it paces from its first calls, and the server refuses a
+    fraction of what it refused the first."""
+    server.set_rate_limit(50, burst=5)
+    assert run_fleet(server, 3, 60, redis_url=redis_server.url) == [60, 60, 60]
+    cold = server.status_counts().get("429", 0)
+    keys = redis_server.client.keys("otel_openai_retry:*")
+    [key] = [key for key in keys if redis_server.client.hget(key, "warm")]  # the chat model's
+
+    def stopped_pacing() -> bool:
+        seconds, micros = redis_server.client.time()
+        engaged = float(redis_server.client.hget(key, "engaged") or 0)
+        return engaged <= seconds * 1000 + micros / 1000
+
+    wait_until(stopped_pacing, seconds=30)
+    server.reset()
+    server.set_rate_limit(50, burst=5)
+    assert run_fleet(server, 3, 60, redis_url=redis_server.url) == [60, 60, 60]
+    warm = server.status_counts().get("429", 0)
+    assert cold >= 3 * 10 - 5  # 30 at once into a burst of 5
+    assert warm <= cold / 3, (warm, cold)

@@ -11,7 +11,9 @@ import textwrap
 
 import pytest
 
-from otel_openai_retry._fleet_scripts import NOT_PACED, RESERVE, TOO_LATE
+from otel_openai_retry._fleet_scripts import NOT_PACED, REPORT, REPORT_CONSTANTS, RESERVE, TOO_LATE
+from otel_openai_retry._pacing import HINT_MARGIN
+from otel_openai_retry._pacing_evidence import BACKOFF
 
 from ..helpers import clean_environment
 from .conftest import RedisServer
@@ -138,3 +140,35 @@ def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
     assert first == 0
     wait, _ = script(keys=[KEY], args=[1, 100, -1, 120_000, 5_000])
     assert 0 < wait <= 2_000_000  # 2,000 tokens at 1,000 a second, then the next 100 fit
+
+
+def report(server: RedisServer, throttled: int = 0, succeeded: int = 0) -> float:
+    """One process's report (no header rate, no gate): the fleet's request rate after it."""
+    news = (0, 0, throttled, -1, -1, succeeded, -1, 0)
+    reply = server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)
+    return float(reply[3]) / 1000
+
+
+def test_without_hints_a_429_lowers_the_fleet_to_what_got_through_once(
+    redis_server: RedisServer,
+) -> None:
+    """The fleet sends at 200/s while 100 a second get through: a 429 sets the rate a margin
+    under the fleet's success rate, not a step under its own; more 429s, to slots booked before
+    (the schedule runs a second ahead), leave it there."""
+    seconds, micros = redis_server.client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    pace(redis_server, rate=200, tat=now_ms + 1000)
+    report(redis_server, succeeded=100)
+    lowered = report(redis_server, throttled=1)
+    assert BACKOFF * 100 / 2 <= lowered <= BACKOFF * 100  # 100 over one to two seconds
+    assert report(redis_server, throttled=5) == lowered
+
+
+def test_the_fleet_paces_at_the_highest_header_rate_it_heard(redis_server: RedisServer) -> None:
+    """Each process reads the server's rate from its answers' headers, a lower bound that is
+    lower the emptier the bucket was: the fleet keeps the highest one of the engagement."""
+    pace(redis_server, rate=50)
+    news = (0, 0, 0, -1)
+    for hinted, expected in [(90.0, 90.0), (100.0, 100.0), (88.0, 100.0)]:
+        reply = redis_server.client.eval(REPORT, 1, KEY, *news, hinted, 1, -1, 0, *REPORT_CONSTANTS)
+        assert float(reply[3]) / 1000 == pytest.approx(expected * HINT_MARGIN, abs=0.01)

@@ -91,11 +91,14 @@ def test_the_fleet_schedule_never_exceeds_rate_and_burst(
     assert len(grants) == 200
     for width in (0.05, 0.2, 0.5):
         assert most_in_any_window(grants, width) <= burst + rate * width + 1e-6, width
-    # and no capacity wasted: a slot later than one interval after the one before went to a
-    # request that came after it, so was granted at once (on a busy machine, the processes
-    # ask more slowly than the rate: the schedule then follows them, without idling)
+    # and no capacity wasted: while requests wait, slots follow one another an interval apart,
+    # so a slot a whole interval later than that went to a request that came after it and was
+    # granted at once (on a busy machine, the processes ask more slowly than the rate: the
+    # schedule then follows them, without idling). The slot's time is read as TIME plus the
+    # wait, and Redis may be descheduled between the two on a busy machine: hence not "later
+    # than one interval" but "a slot skipped".
     for (before, _), (at, wait) in itertools.pairwise(booked):
-        if at - before > 1 / rate + 1e-3:
+        if at - before > 2 / rate + 2e-3:
             assert wait == 0, (before, at, wait)
 
 

@@ -67,12 +67,17 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
 
     How many 429s either way depends on the machine's scheduling. Where the crowd overruns the
     limit, pacing cuts them to a fraction (measured: 59-107 against 413-540 with two CPU hogs
-    beside the suite, no hints); where a starved CPU keeps the crowd near the limit anyway (85
-    unpaced, with hints), pacing must still keep them to the first wave (50 at once into a burst
-    of 10) plus a few. The speed is measured in benchmarks/goodput.py, not here."""
+    beside the suite, 200 calls, no hints); where a starved CPU keeps the crowd near the limit
+    anyway (85 unpaced, with hints; 250-320 without, on openai 1.92, whose client is slower),
+    pacing must still keep them to the first wave (50 at once into a burst of 10) plus a few
+    per call. Without hints, pacing first measures the crowd unpaced for about a second (the
+    trial of whether our rate is what the 429s depend on): the crowd is long enough (4 s at the
+    limit) for that not to be most of the run. An attempt pacing held back seldom meets a 429
+    (measured: none with hints, at most 12 % without, on a loaded machine). The speed is
+    measured in benchmarks/goodput.py, not here."""
     unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
     server.set_rate_limit(100, burst=10, hints=hints)
-    await run_many(server, 200, concurrency=50)
+    await run_many(server, 400, concurrency=50)
     throttled_unpaced = server.status_counts().get("429", 0)
     unpaced.uninstrument()
     server.reset()
@@ -80,16 +85,21 @@ async def test_pacing_gets_a_crowd_through_a_rate_limit(
 
     instrument(policy=PERSISTENT)
     server.set_rate_limit(100, burst=10, hints=hints)
-    results = await run_many(server, 200, concurrency=50)
+    results = await run_many(server, 400, concurrency=50)
     assert all(results)
     counts = server.status_counts()
     first_wave = 50 - 10
-    allowed = max(0.5 * throttled_unpaced, first_wave + 0.3 * 200)
+    allowed = max(0.5 * throttled_unpaced, first_wave + 0.3 * 400)
     assert counts.get("429", 0) <= allowed, (counts, throttled_unpaced)
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == server.request_count
-    throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
-    assert any(isinstance(t, float) and t > 0 for t in throttles), "pacing engaged"
+    attempts = [attrs(a) for c in found for a in c.attempts]
+    held_back = [
+        a for a in attempts if isinstance(t := a.get("openai_retry.throttle"), float) and t > 0
+    ]
+    assert held_back, "pacing engaged"
+    refused = [a for a in held_back if a.get("http.response.status_code") == 429]
+    assert len(refused) <= 0.25 * len(held_back), (len(refused), len(held_back))
 
 
 async def test_pacing_off_means_no_throttle(

@@ -23,6 +23,7 @@ from otel_openai_retry._pacing import (
     parse_duration,
     refill_rate,
 )
+from otel_openai_retry._pacing_evidence import TRIAL_MIN_ANSWERS, reference_suffices
 
 
 @pytest.mark.parametrize(
@@ -331,7 +332,7 @@ def simulate(
     return end, delayed, throttled
 
 
-@pytest.mark.parametrize("fraction", [0.1, 0.3])
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.3, 0.4, 0.5])
 def test_pacing_stands_aside_for_rate_independent_429s(fraction: float) -> None:
     """64 callers x 50 calls, a random share answered 429 however slowly they send: pacing
     adds little delay next to the work, and the calls end about when they do without it."""
@@ -370,6 +371,24 @@ def test_a_wrong_verdict_that_our_rate_matters_is_withdrawn_quickly() -> None:
     paced_end, _, _ = simulate(lucky_while(random_rejections(0.1), 0.4, 1.6), 64, 50, latency, True)
     free_end, _, _ = simulate(lucky_while(random_rejections(0.1), 0.4, 1.6), 64, 50, latency, False)
     assert paced_end <= 1.1 * free_end, (paced_end, free_end)
+
+
+@pytest.mark.parametrize(
+    ("throttled", "answers", "enough"),
+    [
+        (10, 19, False),  # too few answers to know the success rate the trial sends at
+        (8, 20, True),  # 40 %: a trial that removes them shows it after 20
+        (2, 20, False),  # 10 %: 20 answers are noise
+        (10, 99, False),
+        (0, TRIAL_MIN_ANSWERS, True),  # at most this many, whatever they say
+    ],
+)
+def test_a_reference_lasts_as_long_as_a_verdict_needs(
+    throttled: int, answers: int, enough: bool
+) -> None:
+    """The reference is measured unpaced: every 429 in it is one pacing did not save. With
+    many, a short one is enough for a trial that removes them to prove it did."""
+    assert reference_suffices(throttled, answers) is enough
 
 
 def test_a_trial_that_heard_no_answer_judges_nothing() -> None:

@@ -285,6 +285,7 @@ class AdaptiveLimiter(TrialRules):
             # first, inflates it), then at the clean one as soon as it is measured.
             self._provisional = True
             lowered = succeeding * PROVISIONAL
+            self._reference = (throttled, ok + throttled, succeeding)  # see _slowing_did_not_help
             self._settle(now)
         elif self._phase == REFERENCE or now < max(
             self._last_decrease + DECREASE_GUARD, self._hold

@@ -23,12 +23,14 @@ __all__ = [
     "TRIAL_LAG",
     "TRIAL_MARGIN",
     "TRIAL_MIN_ANSWERS",
+    "TRIAL_RESIDUE",
     "TRIAL_TIMEOUT",
     "TRIAL_WINDOW",
     "UNHELPED_SHARE",
     "Answers",
     "SendRate",
     "fell",
+    "reference_suffices",
 ]
 
 BUCKET = 0.1
@@ -53,12 +55,20 @@ TRIAL_WINDOW = 5
 """Buckets (0.5 s) of answers that judge a trial."""
 TRIAL_LAG = 0.3
 """Seconds after a trial starts before its answers count: requests in flight were sent before."""
-TRIAL_MARGIN = 0.9
-"""A trial sends slightly under the success rate it measured (a bucket's burst inflates it)."""
+TRIAL_MARGIN = 0.8
+"""A trial sends this share of the success rate it measured: a bucket's burst inflates that rate
+(by a tenth or more over a short reference), and a trial sent at the limit meets 429s from a busy
+client's bunched sends, which would judge a real limit not one of ours."""
 TRIAL_TIMEOUT = 5.0
 TRIAL_MIN_ANSWERS = 100
 """Answers a trial's reference and its verdict each wait for (or for ``TRIAL_TIMEOUT``): with
 fewer, a 10 % fraction of 429s is too noisy to tell from half of it."""
+REFERENCE_MIN_ANSWERS = 20
+TRIAL_RESIDUE = 10
+"""A reference with a large 429 fraction ends sooner: once it has this many answers and a trial
+of ``TRIAL_MIN_ANSWERS`` answers with this many 429s left (answers to requests sent before it,
+or bunched by a busy client) would be judged a fall. Its 429s are what the reference costs:
+measured unpaced, at the natural rate."""
 UNHELPED_SHARE = 0.8
 """A verdict that our rate matters is withdrawn once pacing is below this share of the
 reference's success rate and the 429 fraction has not clearly fallen: slowing did not help."""
@@ -185,3 +195,14 @@ def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int)
     pooled = (throttled + trial_throttled) / (answers + trial_answers)
     error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / trial_answers))
     return error == 0.0 or before - during >= TRIAL_EVIDENCE * error
+
+
+def reference_suffices(throttled: int, answers: int) -> bool:
+    """Whether a trial's reference has answers enough: ``TRIAL_MIN_ANSWERS``, or fewer when its
+    429 fraction is so high that a trial removing them all but ``TRIAL_RESIDUE`` would show it.
+    A short reference only costs the trial power, never its verdict's correctness: the z-test
+    of :func:`fell` weighs both sample sizes."""
+    return answers >= TRIAL_MIN_ANSWERS or (
+        answers >= REFERENCE_MIN_ANSWERS
+        and fell(throttled, answers, TRIAL_RESIDUE, TRIAL_MIN_ANSWERS)
+    )

@@ -3,18 +3,19 @@
 Not every 429 says "slower": a limit shared with other applications rejects a fraction of our
 requests however slowly we send, and pacing would then only add waiting. So, without header rates,
 an engagement starts with a trial of whether the 429 fraction responds to our rate. It first
-measures the answers unpaced (``REFERENCE``: gates apply, the schedule does not, so the rates
-measured are the natural ones; 429s ``FAR_OVER`` times the successes end it at once, pacing at the
-success rate, when there is no doubt), then sends a little under the rate the successes came at
-(``TRIAL``): against a limit that rate gets as many through and the 429s vanish; against a
-rate-independent one, they stay. Our rate is judged to matter only if the 429 fraction fell by
-half and by ``TRIAL_EVIDENCE`` standard errors; otherwise pacing stands aside (no gate, no
+measures the answers unpaced, for as many answers as a verdict needs (``REFERENCE``: gates apply,
+the schedule does not, so the rates measured are the natural ones; 429s ``FAR_OVER`` times the
+successes end it at once, pacing at the success rate), then sends a little under the rate the
+successes came at (``TRIAL``): against a limit that rate gets as many through and the 429s vanish;
+against a rate-independent one, they stay. Our rate is judged to matter only if the 429 fraction
+fell by half and by ``TRIAL_EVIDENCE`` standard errors; otherwise pacing stands aside (no gate, no
 schedule: each caller's own retry sleep still honours its hint) until the 429 fraction climbs
 clearly above the verdict's, the 429s stop, or ``INDEPENDENT_HOLD`` passes. When it does matter,
-AIMD goes on (``SETTLED``); should the rate then fall well below the reference's success rate
-with the 429 fraction not falling with it, the verdict was unlucky and pacing stands aside at
-once; else a new trial runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates apply once
-settled.
+AIMD goes on (``SETTLED``); should the rate then fall well below the reference's success rate with
+the 429 fraction not falling with it, the verdict was unlucky (or the 429s far over the successes
+were not a limit of ours: half of all answers rejected by a limit shared with others) and pacing
+stands aside at once; else a new trial runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates
+apply once settled.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ._pacing_evidence import (
     Answers,
     SendRate,
     fell,
+    reference_suffices,
 )
 
 __all__ = ["DISENGAGE_AFTER", "MIN_RATE", "REFERENCE", "SETTLED", "TRIAL", "TrialRules"]
@@ -90,13 +92,14 @@ class TrialRules:
             began = self._phase_since
             ok, throttled, span = self._answers.after(now, began)
             if span < TRIAL_WINDOW * BUCKET * 0.9 or (
-                ok + throttled < TRIAL_MIN_ANSWERS and now - began < TRIAL_TIMEOUT
+                not reference_suffices(throttled, ok + throttled) and now - began < TRIAL_TIMEOUT
             ):
                 return
             if ok + throttled < TRIAL_WINDOW:  # too few answers to judge by: plain AIMD
                 self._settle(now)
                 return
-            if throttled >= ok:  # far over a limit: no doubt our rate matters
+            if throttled >= ok:  # far over a limit, most likely: pace, and watch that it helps
+                self._reference = (throttled, ok + throttled, ok / span)
                 self._settle(now)
                 return
             # Send at the rate the successes come at: against a limit, that rate gets as many

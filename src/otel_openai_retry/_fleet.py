@@ -35,7 +35,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ._fleet_reporter import ReportChannel, Reporting, report_loop
-from ._fleet_scripts import RESERVE
+from ._fleet_scripts import REPORT_SPAN, RESERVE
 from ._internal import logger
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ answers in tens of milliseconds is not down."""
 SLOT_THREADS = 4
 """Threads booking async calls' slots (a reservation takes a fraction of a millisecond)."""
 RECONNECT_EVERY = 3.0
-REPORT_EVERY = 0.5
+REPORT_EVERY = REPORT_SPAN / 1000
 """Seconds between reports of a used endpoint: how soon the fleet's pacing reaches a process
 that has not seen a 429 itself, and how stale the fleet's budget counts may be."""
 

@@ -41,11 +41,16 @@ reads back what the fleet saw::
 Requests, retries and successes are counted per second of Redis's clock over ``window`` seconds
 (the budget's sliding window). The rate is learnt as one process's limiter learns it: the highest
 header rate the engagement heard; else a 429 to an unpaced endpoint starts the schedule at a share
-of the fleet's send rate over the last second or so; a later 429 (at most once per ``guard``, and
-not for slots booked before the last decrease) sets it a margin (``backoff``) under where the limit
-was met: the lower of the rate and the fleet's success rate over the last second. Successes then
-raise it: additively, or, near that rate, by a small share per second (a bucket's burst hides a
-small excess for seconds: a fast climb would overshoot far before the next 429 said so).
+of the fleet's send rate over the last second or so (or since the fleet began to use the endpoint,
+if later: a fleet's first second is not a second of sends); a later 429 (at most once per
+``guard``; not for slots booked before the last decrease; not within ``REPORT_SPAN`` of the
+engagement, while processes yet to hear of it send on their own) lowers it a margin (``backoff``)
+under where the limit was met, the fleet's success rate over the last second, which it then probes
+towards: additively, or, near it, by a small share per second (a bucket's burst hides a small
+excess for seconds: a fast climb would overshoot far before the next 429 said so). Unlike one
+process's limiter, the fleet takes the success rate as where the limit was met even above its own
+rate: its counts arrive a report late, and the 429s of slots booked at a higher rate would
+otherwise pin it under the limit.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ NOT_PACED = -2
 TOO_LATE = -1
 WINDOW = 10
 """Seconds the fleet's retry budget counts over, as :class:`~._budget.RetryBudget`'s window."""
+REPORT_SPAN = 500
+"""Milliseconds between a process's reports, at most (its reporter's ``REPORT_EVERY``): what a
+report carries happened within them before it, so the fleet's first report counts successes from
+that long before; and a process hears that the fleet paces within them after an engagement, so
+until then its 429s (it sent on its own) lower nothing."""
 KEEP = 60_000
 """Milliseconds an endpoint's hash outlives its last use (or its rates' warmth, if later)."""
 WARM = 300_000
@@ -91,6 +101,7 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     BACKOFF,
     PROBE_PER_SECOND,
     *PROBE_BAND,
+    REPORT_SPAN,
 )
 
 RESERVE = f"""
@@ -160,8 +171,9 @@ local sent, retried, throttled, gate, hinted = a[1], a[2], a[3], a[4], a[5]
 local succeeded, thinted, tburst = a[6], a[7], a[8]
 local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
 local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
-local warmth, backoff, probe, low, high = a[20], a[21], a[22], a[23], a[24]
+local warmth, backoff, probe, low, high, lag = a[20], a[21], a[22], a[23], a[24], a[25]
 local second = math.floor(now / 1000)
+redis.call('HSETNX', key, 'began', now)
 if sent > 0 then redis.call('HINCRBY', key, 'r:' .. second, sent) end
 if retried > 0 then redis.call('HINCRBY', key, 'x:' .. second, retried) end
 if succeeded > 0 then redis.call('HINCRBY', key, 's:' .. second, succeeded) end
@@ -187,21 +199,24 @@ local engaged = state['engaged'] or 0
 local rate = state['rate'] or 0
 local last = state['decreased'] or 0
 local ceiling = state['ceiling'] or 0
--- successes per second over the last second and this one so far (this report's included)
-local span = 1 + now / 1000 - second
+-- successes per second over the last second and this one so far (this report's included), or
+-- since the fleet began to use the endpoint (its first report's news included), if later
+local since = (now + lag - (state['began'] or now)) / 1000
+local span = math.max(0.25, math.min(1 + now / 1000 - second, since))
 local succeeding = 0
 if ok >= 5 then succeeding = ok / span end
 if throttled > 0 then
   if engaged <= now or rate <= 0 then
     rate = math.max(floor, recent / span * engage)
     last, ceiling, state['hinted'] = now, 0, 0
-    redis.call('HSET', key, 'tat', now, 'ttat', now)
+    -- the 429s of processes that have yet to hear the fleet paces are no news
+    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag)
   elseif hinted < 0 and now >= math.max(last + guard, state['hold'] or 0) then
-    -- where the limit was met (the lower of the rate and what got through), less a margin;
+    -- the limit was met where what got through came (else at the rate), less a margin;
     -- not again for the 429s of slots booked before now (they keep the old spacing)
     ceiling = rate
-    if succeeding > 0 then ceiling = math.min(rate, succeeding) end
-    rate = math.max(minrate, ceiling * backoff)
+    if succeeding > 0 then ceiling = succeeding end
+    rate = math.max(minrate, math.min(rate, ceiling) * backoff)
     last = now
     redis.call('HSET', key, 'hold', math.max(now, state['tat'] or 0))
   end

@@ -160,11 +160,43 @@ def test_without_hints_a_429_lowers_the_fleet_to_what_got_through_once(
     (the schedule runs a second ahead), leave it there."""
     seconds, micros = redis_server.client.time()
     now_ms = seconds * 1000 + micros / 1000
-    pace(redis_server, rate=200, tat=now_ms + 1000)
+    pace(redis_server, rate=200, tat=now_ms + 1000, began=now_ms - 10_000)
     report(redis_server, succeeded=100)
     lowered = report(redis_server, throttled=1)
     assert BACKOFF * 100 / 2 <= lowered <= BACKOFF * 100  # 100 over one to two seconds
     assert report(redis_server, throttled=5) == lowered
+
+
+def test_without_hints_the_ceiling_is_what_got_through_not_a_rate_booked_before(
+    redis_server: RedisServer,
+) -> None:
+    """A fleet that climbed past the limit (200/s booked, 100/s through) and was lowered: the
+    429s of slots booked at the old rate lower it again once they are due, but the limit it
+    then probes slowly towards is still where the successes came, not its own lowered rate (a
+    fleet's success count arrives a report late: pinning the probe at its own rate left it
+    far under the limit for seconds)."""
+    seconds, micros = redis_server.client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    pace(redis_server, rate=200, began=now_ms - 10_000)
+    report(redis_server, succeeded=150)
+    first = report(redis_server, throttled=1)
+    redis_server.client.hset(KEY, mapping={"decreased": 0, "hold": 0})  # the guard is over
+    second = report(redis_server, throttled=1)
+    assert second == pytest.approx(first * BACKOFF, rel=0.01)
+    assert float(redis_server.client.hget(KEY, "ceiling") or 0) >= first / BACKOFF * 0.99
+
+
+def test_the_429s_of_processes_yet_to_hear_of_an_engagement_lower_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """The first 429 engages the fleet at a share of what it sent; the others that come within
+    a report's interval (processes sending on their own until their next report), after the
+    guard between two decreases too, leave the rate alone, however many."""
+    engaged = report(redis_server, throttled=1)
+    assert engaged > 0
+    redis_server.client.hset(KEY, "decreased", 0)  # the guard is over; the interval is not
+    for _ in range(20):
+        assert report(redis_server, throttled=3, succeeded=1) == engaged
 
 
 def test_the_fleet_paces_at_the_highest_header_rate_it_heard(redis_server: RedisServer) -> None:

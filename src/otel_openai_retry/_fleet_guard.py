@@ -227,7 +227,9 @@ class RedisGuard:
             return True
 
     def pacing_tokens(self) -> bool:
-        return self.local.pacing_tokens() or self.fleet_paces()
+        # The join books a slot too, with the tokens of its call: the fleet may pace at the
+        # token rate it learnt lately.
+        return self.local.pacing_tokens() or self.shared_slot()
 
     def tokens_used(self, now: float, reserved: int, used: int) -> None:
         self.local.tokens_used(now, reserved, used)

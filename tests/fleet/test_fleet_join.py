@@ -14,6 +14,7 @@ from typing import cast
 from otel_openai_retry._endpoints import EndpointGuard, Endpoints
 from otel_openai_retry._fleet_guard import RedisGuard
 from otel_openai_retry._fleet_scripts import RESERVE
+from otel_openai_retry._slots import take_slot
 
 from .conftest import RedisServer, fleet, wait_until
 
@@ -23,6 +24,25 @@ TEN_A_SECOND = {
     "x-ratelimit-reset-requests": "1s",
 }
 """A server refilling 10 requests per second."""
+
+THOUSAND_TOKENS_A_SECOND = {
+    "x-ratelimit-limit-tokens": "1000",
+    "x-ratelimit-remaining-tokens": "0",
+    "x-ratelimit-reset-tokens": "1s",
+}
+
+
+class Prompt:
+    """A call's token cost as the estimator gives it: a fixed size."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+
+    def estimate(self) -> int:
+        return self.tokens
+
+    def used(self, result: object) -> int | None:
+        return None
 
 
 def paces(guard: EndpointGuard) -> bool:
@@ -105,5 +125,33 @@ async def test_a_process_joining_a_fleet_that_paced_lately_starts_paced(
         # each wait counts from its own reservation: only the first slot is free
         waits = sorted(cast("list[float]", delays))
         assert waits[0] == 0.0 and all(wait > 0 for wait in waits[1:]), delays
+    finally:
+        joining.close()
+
+
+def test_a_process_joining_a_fleet_that_paced_tokens_books_its_first_calls_tokens(
+    redis_server: RedisServer,
+) -> None:
+    """The fleet learnt a token limit (about 1,000 a second, a second's worth at once) and
+    stopped pacing. A process joins with calls of 900 tokens: the first one's tokens are booked
+    with the join, so the second waits for the bucket to refill, as behind any other call."""
+    learnt = Endpoints(fleet(redis_server.url))
+    try:
+        guard = learnt.guard("http://api", "m")
+        guard.throttled(time.monotonic(), None, {**TEN_A_SECOND, **THOUSAND_TOKENS_A_SECOND})
+        wait_until(lambda: paces(guard))
+        [key] = redis_server.client.keys("otel_openai_retry:*")
+        assert float(redis_server.client.hget(key, "trate") or 0) > 900
+    finally:
+        learnt.close()
+    redis_server.client.hset(key, "engaged", 0)  # what 5 s without waits or 429s leave
+    joining = Endpoints(fleet(redis_server.url))
+    try:
+        mine = joining.guard("http://api", "m")
+        now = time.monotonic()
+        first_wait, _, first_tokens = take_slot(mine, now, math.inf, Prompt(900))
+        second_wait, _, second_tokens = take_slot(mine, now, math.inf, Prompt(900))
+        assert (first_wait, first_tokens, second_tokens) == (0.0, 900, 900)
+        assert second_wait is not None and second_wait > 0.5  # 900 tokens to refill, not 0.1 s
     finally:
         joining.close()

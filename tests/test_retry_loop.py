@@ -8,6 +8,7 @@ import gc
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import openai
 import pytest
@@ -439,8 +440,10 @@ async def test_no_secret_reaches_any_span(
 async def test_attempt_spans_equal_requests_under_concurrency(
     sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
-    """40 calls at once: tasks on one loop, or threads sharing one sync client."""
-    instrument(policy=FAST)
+    """40 calls at once: tasks on one loop, or threads sharing one sync client. The faults go
+    to whichever request comes next, so attempts enough for all of them: threads start slowly
+    on a busy machine, and the first few can take every fault between them."""
+    instrument(policy=replace(FAST, max_attempts=31))
     faults = [Fault.rate_limit(retry_after_ms=5), Fault.server_error(500), Fault.drop()] * 10
     server.script(*faults)
     results = await sdk.gather(*[chat(sdk.client(server))] * 40)

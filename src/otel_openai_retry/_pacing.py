@@ -68,7 +68,6 @@ earlier request (its hint-based sleep already spaces it)."""
 DECREASE_FACTOR = 0.85
 ENGAGE_FACTOR = 0.85
 """An engagement starts at this share of the send rate measured over the last second."""
-
 DECREASE_GUARD = 0.2
 """Seconds during which further 429s (from requests already in flight) do not cut the rate again."""
 INCREASE_PER_SUCCESS = 0.5

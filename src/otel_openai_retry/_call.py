@@ -145,12 +145,6 @@ class Call:
         self.spans.response_received(response, stream)
         self.guard.answered(time.monotonic(), response.headers)
 
-    def call_args(self, attempt: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (self.cast_to, self.options_for(attempt)), {
-            "stream": self.stream,
-            "stream_cls": self.stream_cls,
-        }
-
 
 def _bind(
     cast_to: Any, options: FinalRequestOptions, *, stream: bool = False, stream_cls: Any = None

@@ -124,7 +124,9 @@ class AttemptSpans:
             self._unmade.attributes["http.response.status_code"] = status_code
 
     def succeeded(self) -> None:
-        self.detach()
+        token, self._token = self._token, None  # ``detach``, inline on every call's path
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
         self._unmade = None
         span, self._span = self._span, None
         if span is not None:

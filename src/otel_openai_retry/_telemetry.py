@@ -196,7 +196,7 @@ class CallTelemetry:
         self._delay = summary.total_sleep + summary.total_throttle
         try:
             self._attempts.finished()
-            if self.span.is_recording():
+            if self.recording and self.span.is_recording():
                 attributes = self._result_attributes or {}
                 attributes.update(summary.attributes())
                 self._result_attributes = None

@@ -212,7 +212,12 @@ def _usage_counts(fields: Mapping[str, Any]) -> tuple[int | None, int | None]:
     output_tokens = fields.get("output_tokens")
     if output_tokens is None:
         output_tokens = fields.get("completion_tokens")
-    return token_count(input_tokens), token_count(output_tokens)
+    # ``token_count``, inline: every response has both
+    if not (type(input_tokens) is int and 0 <= input_tokens < _MAX_COUNT):
+        input_tokens = None
+    if not (type(output_tokens) is int and 0 <= output_tokens < _MAX_COUNT):
+        output_tokens = None
+    return input_tokens, output_tokens
 
 
 _MAX_COUNT = 2**63

@@ -168,13 +168,7 @@ class CallState:
         self.verdict = None
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
-        slot = await take_slot_async(self.guard, now, latest, self.tokens)
-        return self._slot_taken(now, *slot)
-
-    def _slot_taken(
-        self, now: float, delay: float | None, queued: str | None, reserved: int
-    ) -> float:
-        self._reserved = reserved
+        delay, queued, self._reserved = await take_slot_async(self.guard, now, latest, self.tokens)
         if queued is not None:
             self._queued = (queued, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)

@@ -179,7 +179,8 @@ class AttemptSpans:
 
     def finished(self) -> None:
         """The call is over: the last attempt, if it failed, ends at its failure."""
-        self.detach()
+        if self._token is not None:
+            self.detach()
         self._unmade = None  # a single attempt: the call's span says it all
         span, self._span = self._span, None
         if span is not None:

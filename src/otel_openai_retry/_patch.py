@@ -107,11 +107,6 @@ class Patch:
                 wrapt.unwrap_object(owner, name, handle, missing_ok=True)
 
 
-def _passes_through(patch: Patch, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Removed, or an attempt of ours met again (see ``_reach.is_resent``)."""
-    return not patch.active or (bool(SENDING.get()) and is_resent(options_of(args, kwargs)))
-
-
 def _async_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Awaitable[Any]]:
     async def request(
         wrapped: Callable[..., Awaitable[Any]],
@@ -119,7 +114,8 @@ def _async_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Awai
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if _passes_through(patch, args, kwargs):
+        # Removed, or an attempt of ours met again (see ``_reach.is_resent``).
+        if not patch.active or (SENDING.get() and is_resent(options_of(args, kwargs))):
             return await wrapped(*args, **kwargs)
         try:
             call = Call(runtime, instance, args, kwargs, is_async=True)
@@ -154,7 +150,8 @@ def _sync_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Any]:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if _passes_through(patch, args, kwargs):
+        # Removed, or an attempt of ours met again (see ``_reach.is_resent``).
+        if not patch.active or (SENDING.get() and is_resent(options_of(args, kwargs))):
             return wrapped(*args, **kwargs)
         try:
             call = Call(runtime, instance, args, kwargs, is_async=False)

@@ -4,8 +4,10 @@ header values it carries (to keep them out of telemetry)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from copy import copy
 from typing import Any
 
+import pydantic
 from openai._base_client import BaseClient
 from openai._constants import DEFAULT_MAX_RETRIES
 from openai._models import FinalRequestOptions
@@ -13,7 +15,42 @@ from openai._models import FinalRequestOptions
 from ._explicit_retries import is_explicit
 from ._strategies import Strategies
 
-__all__ = ["cap_timeout", "max_attempts", "sent_header_values"]
+__all__ = ["cap_timeout", "max_attempts", "options_with", "sent_header_values"]
+
+_PYDANTIC_SLOTS = (
+    "__dict__",
+    "__pydantic_fields_set__",
+    "__pydantic_extra__",
+    "__pydantic_private__",
+)
+_DIRECT_COPY = (
+    getattr(pydantic.BaseModel, "__slots__", None) == _PYDANTIC_SLOTS
+    and FinalRequestOptions.model_copy is pydantic.BaseModel.model_copy
+    and FinalRequestOptions.__copy__ is pydantic.BaseModel.__copy__
+    and FinalRequestOptions.model_config.get("extra") != "allow"
+)
+"""Whether the SDK's options are a pydantic 2 model whose shallow copy is exactly its four slots,
+copied (``BaseModel.__copy__``), and an update exactly its ``__dict__`` and fields set updated."""
+_set = object.__setattr__
+
+
+def options_with(options: FinalRequestOptions, update: dict[str, Any]) -> FinalRequestOptions:
+    """``options.model_copy(update=update)``, made directly where that is what it does (see
+    ``_DIRECT_COPY``): once per attempt, pydantic's generic path costs half as much again."""
+    if (
+        not _DIRECT_COPY
+        or type(options) is not FinalRequestOptions
+        or getattr(options, "__pydantic_private__", None) is not None
+    ):
+        return options.model_copy(update=update)
+    copied = FinalRequestOptions.__new__(FinalRequestOptions)
+    _set(copied, "__dict__", {**options.__dict__, **update})
+    _set(copied, "__pydantic_extra__", copy(options.__pydantic_extra__))
+    fields_set = copy(options.__pydantic_fields_set__)
+    fields_set.update(update)
+    _set(copied, "__pydantic_fields_set__", fields_set)
+    _set(copied, "__pydantic_private__", None)
+    return copied
 
 
 def max_attempts(

@@ -124,7 +124,9 @@ class AttemptSpans:
             self._unmade.attributes["http.response.status_code"] = status_code
 
     def succeeded(self) -> None:
-        self.detach()
+        token, self._token = self._token, None  # ``detach``, inline on every call's path
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
         self._unmade = None
         span, self._span = self._span, None
         if span is not None:
@@ -177,7 +179,8 @@ class AttemptSpans:
 
     def finished(self) -> None:
         """The call is over: the last attempt, if it failed, ends at its failure."""
-        self.detach()
+        if self._token is not None:
+            self.detach()
         self._unmade = None  # a single attempt: the call's span says it all
         span, self._span = self._span, None
         if span is not None:

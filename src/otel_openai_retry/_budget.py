@@ -52,7 +52,11 @@ class RetryBudget:
     def record_request(self, now: float) -> None:
         """An attempt was sent (first attempts and retries alike)."""
         with self._lock:
-            self._bucket(now)[0] += 1
+            # The current bucket, found without ``_bucket``'s call: this runs on every attempt.
+            bucket = self._buckets.get(math.floor(now / self._width))
+            if bucket is None:
+                bucket = self._bucket(now)
+            bucket[0] += 1
 
     def try_retry(self, now: float) -> bool:
         """Withdraw one retry if the budget allows it."""

@@ -13,7 +13,7 @@ from openai._models import FinalRequestOptions
 from openai._types import NotGiven
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-from ._attempt_options import cap_timeout, max_attempts, sent_header_values
+from ._attempt_options import cap_timeout, max_attempts, options_with, sent_header_values
 from ._attributes import describe_request
 from ._call_state import CallState
 from ._call_tokens import used_tokens
@@ -125,7 +125,7 @@ class Call:
         """The SDK's retries off, the true retry count on the wire, the deadline respected."""
         options = self.options
         if attempt == 0:  # not an attempt: the SDK, unobserved, raises what it raises
-            return options.model_copy(update={"max_retries": 0})
+            return options_with(options, {"max_retries": 0})
         headers: Mapping[str, Any] = (
             {} if isinstance(options.headers, NotGiven) else options.headers
         )
@@ -138,18 +138,12 @@ class Call:
                 self.client.timeout if isinstance(options.timeout, NotGiven) else options.timeout
             )
             update["timeout"] = cap_timeout(configured, self.deadline - time.monotonic())
-        return options.model_copy(update=update)
+        return options_with(options, update)
 
     def response_received(self, response: Any, stream: bool) -> None:
         """The SDK accepted this attempt's HTTP response: tell telemetry and the pacer."""
         self.spans.response_received(response, stream)
         self.guard.answered(time.monotonic(), response.headers)
-
-    def call_args(self, attempt: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (self.cast_to, self.options_for(attempt)), {
-            "stream": self.stream,
-            "stream_cls": self.stream_cls,
-        }
 
 
 def _bind(

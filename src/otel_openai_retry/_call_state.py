@@ -24,6 +24,9 @@ from ._strategies import MAX_SLEEP, Strategies
 
 __all__ = ["CallState"]
 
+_CLEAN = CallSummary(Outcome.SUCCESS, 1, 0.0, 0.0)
+"""How a call that succeeded at its first attempt, unpaced, ended."""
+
 
 class CallState:
     """Everything one logical call remembers between its attempts."""
@@ -33,6 +36,7 @@ class CallState:
         "_reserved",
         "_stop",
         "attempts",
+        "deadline",
         "guard",
         "max_attempts",
         "name",
@@ -90,12 +94,9 @@ class CallState:
         self.retry_details: RetryDetails | None = None
         """The retry tenacity just decided on (set before each sleep)."""
         self.started = time.monotonic()
-
-    @property
-    def deadline(self) -> float | None:
+        timeout = strategies.policy.timeout
+        self.deadline = self.started + timeout if timeout > 0 else None
         """Monotonic time by which the whole call must be over, if the policy sets one."""
-        timeout = self.strategies.policy.timeout
-        return self.started + timeout if timeout > 0 else None
 
     # -- what tenacity asks ------------------------------------------------------------------
 
@@ -157,20 +158,17 @@ class CallState:
         self.verdict = None  # whatever fails from here on is judged afresh
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
-        return self._slot_taken(now, *take_slot(self.guard, now, latest, self.tokens))
+        delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
+        if queued is not None:
+            self._queued = (queued, now)
+        return 0.0 if delay is None else min(delay, MAX_SLEEP)
 
     async def pacing_delay_async(self) -> float:
         """:meth:`pacing_delay` for a guard whose slot is a round trip away (``shared_slot``)."""
         self.verdict = None
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
-        slot = await take_slot_async(self.guard, now, latest, self.tokens)
-        return self._slot_taken(now, *slot)
-
-    def _slot_taken(
-        self, now: float, delay: float | None, queued: str | None, reserved: int
-    ) -> float:
-        self._reserved = reserved
+        delay, queued, self._reserved = await take_slot_async(self.guard, now, latest, self.tokens)
         if queued is not None:
             self._queued = (queued, now)
         return 0.0 if delay is None else min(delay, MAX_SLEEP)
@@ -263,9 +261,12 @@ class CallState:
             waited = time.monotonic() - queued[1]
             self.total_throttle += waited
             self._tell_paced("canceled", waited)
-        summary = CallSummary(
-            self._outcome(exc), self.attempts, self.total_sleep, self.total_throttle
-        )
+        if exc is None and self.attempts == 1 and not self.total_sleep and not self.total_throttle:
+            summary = _CLEAN  # most calls: one summary for all, as it cannot be changed
+        else:
+            summary = CallSummary(
+                self._outcome(exc), self.attempts, self.total_sleep, self.total_throttle
+            )
         for observer in self.observers:
             try:
                 observer.finished(summary, exc)

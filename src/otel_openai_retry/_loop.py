@@ -140,10 +140,10 @@ async def run_async(
     """Run one logical call; ``send(attempt)`` performs one HTTP attempt (``0``: not one)."""
     steps = _Steps(state)
     result: Any = None
+    do: object = _FIRST  # tenacity's first step, taken without asking it
     try:
         while True:
-            do = steps.next()
-            if isinstance(do, tenacity.DoAttempt):
+            if do is _FIRST or isinstance(do, tenacity.DoAttempt):
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
                     steps.refused(result := await send(0))
                     break
@@ -168,6 +168,7 @@ async def run_async(
                     await sleep(do)
             else:
                 break  # tenacity is done: its outcome is the call's
+            do = steps.next()
         result = steps.result(result)
     except BaseException as exc:
         state.finish(exc)
@@ -186,10 +187,10 @@ def run_sync(
     """The synchronous twin of :func:`run_async`: the same lines without ``await``."""
     steps = _Steps(state)
     result: Any = None
+    do: object = _FIRST  # tenacity's first step, taken without asking it
     try:
         while True:
-            do = steps.next()
-            if isinstance(do, tenacity.DoAttempt):
+            if do is _FIRST or isinstance(do, tenacity.DoAttempt):
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
                     steps.refused(result := send(0))
                     break
@@ -211,6 +212,7 @@ def run_sync(
                     sleep(do)
             else:
                 break  # tenacity is done: its outcome is the call's
+            do = steps.next()
         result = steps.result(result)
     except BaseException as exc:
         state.finish(exc)

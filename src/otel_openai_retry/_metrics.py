@@ -206,7 +206,10 @@ class Instruments:
         failed = attributes if error_type is None else _with(attributes, "error.type", error_type)
         older = self._older_duration
         if older is not None:
-            _measure(older, seconds, failed)
+            try:  # ``_measure``, inline on the path of every call
+                older(seconds, failed)
+            except Exception:
+                report_internal_error("metrics")
         current = self._current_duration
         if inference and current is not None:
             _measure(current, seconds, failed)
@@ -215,19 +218,27 @@ class Instruments:
 
     def retries(self, attributes: Attributes, retries: int, delay: float) -> None:
         """Once per call: its retries, and its time without an attempt in flight if any."""
-        _measure(self._call_retries, retries, attributes)
+        try:  # ``_measure``, inline on the path of every call
+            self._call_retries(retries, attributes)
+        except Exception:
+            report_internal_error("metrics")
         if retries or delay > 0:
             _measure(self._retry_delay, delay, attributes)
 
     def usage(self, attributes: Attributes, fields: ResponseFields, inference: bool) -> None:
         histogram = self._token_histogram
-        if histogram is not None:
+        if histogram is not None:  # ``_measure`` and ``_with``, inline on every call's path
             for direction, count in (
                 ("input", fields.input_tokens),
                 ("output", fields.output_tokens),
             ):
                 if count is not None:
-                    _measure(histogram, count, _with(attributes, "gen_ai.token.type", direction))
+                    typed = dict(attributes)
+                    typed["gen_ai.token.type"] = direction
+                    try:
+                        histogram(count, typed)
+                    except Exception:
+                        report_internal_error("metrics")
         if not (inference and self._usage):
             return
         for direction, modality, count in fields.usage_by_modality():

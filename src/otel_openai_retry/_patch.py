@@ -49,7 +49,9 @@ class Patch:
     handles: list[tuple[type, str, Any]] = field(default_factory=list)
     reach: Reach | None = None
     active: bool = True
-    """Cleared by ``remove()``: read on every call, so a flag rather than a search."""
+    """Cleared by ``remove()``: read on every call, so a flag rather than a search. A wrapper of
+    ours still reached after ``remove()`` (a reference a peer keeps that we could not find) only
+    passes the call through."""
 
     @staticmethod
     def installed() -> bool:
@@ -60,11 +62,10 @@ class Patch:
     def install(cls, runtime: Runtime) -> Patch:
         patch = cls()
         _installed.append(patch)
-        live = patch.live
         patch.reach = Reach(
             {
-                AsyncAPIClient: _async_request_wrapper(runtime, live),
-                SyncAPIClient: _sync_request_wrapper(runtime, live),
+                AsyncAPIClient: _async_request_wrapper(runtime, patch),
+                SyncAPIClient: _sync_request_wrapper(runtime, patch),
             }
         )
         patch.reach.install()
@@ -84,11 +85,6 @@ class Patch:
         handle = wrapt.wrap_function_wrapper(owner, name, wrapper)
         self.handles.append((owner, name, handle))
 
-    def live(self) -> bool:
-        """Whether this patch is installed: a wrapper of ours still reached after ``remove()``
-        (a reference a peer keeps that we could not find) only passes the call through."""
-        return self.active
-
     def _init_wrapper(
         self, wrapped: Callable[..., None], instance: Any, args: Any, kwargs: Any
     ) -> None:
@@ -105,22 +101,21 @@ class Patch:
         while self.handles:
             owner, name, handle = self.handles.pop()
             # Someone may have wrapped it on top of ours without wrapt: ours stays beneath theirs
-            # (the request wrappers pass calls through once ``live`` is false), and every other
+            # (the request wrappers pass calls through once ``active`` is false), and every other
             # wrapper of ours is still undone.
             with contextlib.suppress(wrapt.WrapperNotOutermostError):
                 wrapt.unwrap_object(owner, name, handle, missing_ok=True)
 
 
-def _async_request_wrapper(
-    runtime: Runtime, live: Callable[[], bool]
-) -> Callable[..., Awaitable[Any]]:
+def _async_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Awaitable[Any]]:
     async def request(
         wrapped: Callable[..., Awaitable[Any]],
         instance: BaseClient[Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if not live() or is_resent(options_of(args, kwargs)):
+        # Removed, or an attempt of ours met again (see ``_reach.is_resent``).
+        if not patch.active or (SENDING.get() and is_resent(options_of(args, kwargs))):
             return await wrapped(*args, **kwargs)
         try:
             call = Call(runtime, instance, args, kwargs, is_async=True)
@@ -130,11 +125,13 @@ def _async_request_wrapper(
                 return await wrapped(*args, **kwargs)
 
         async def send(attempt: int) -> Any:
-            call_args, call_kwargs = call.call_args(attempt)
-            current, sent = ([call] if attempt else []), [call_args[1]]
+            options = call.options_for(attempt)
+            current, sent = ([call] if attempt else []), [options]
             token, marked = _current_call.set(current), SENDING.set(sent)
             try:
-                return await wrapped(*call_args, **call_kwargs)
+                return await wrapped(
+                    call.cast_to, options, stream=call.stream, stream_cls=call.stream_cls
+                )
             finally:
                 current.clear()  # emptied: a context snapshot kept by a timer keeps nothing
                 sent.clear()
@@ -146,14 +143,15 @@ def _async_request_wrapper(
     return request
 
 
-def _sync_request_wrapper(runtime: Runtime, live: Callable[[], bool]) -> Callable[..., Any]:
+def _sync_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Any]:
     def request(
         wrapped: Callable[..., Any],
         instance: BaseClient[Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if not live() or is_resent(options_of(args, kwargs)):
+        # Removed, or an attempt of ours met again (see ``_reach.is_resent``).
+        if not patch.active or (SENDING.get() and is_resent(options_of(args, kwargs))):
             return wrapped(*args, **kwargs)
         try:
             call = Call(runtime, instance, args, kwargs, is_async=False)
@@ -163,11 +161,13 @@ def _sync_request_wrapper(runtime: Runtime, live: Callable[[], bool]) -> Callabl
                 return wrapped(*args, **kwargs)
 
         def send(attempt: int) -> Any:
-            call_args, call_kwargs = call.call_args(attempt)
-            current, sent = ([call] if attempt else []), [call_args[1]]
+            options = call.options_for(attempt)
+            current, sent = ([call] if attempt else []), [options]
             token, marked = _current_call.set(current), SENDING.set(sent)
             try:
-                return wrapped(*call_args, **call_kwargs)
+                return wrapped(
+                    call.cast_to, options, stream=call.stream, stream_cls=call.stream_cls
+                )
             finally:
                 current.clear()  # emptied: a context snapshot kept by a timer keeps nothing
                 sent.clear()
@@ -185,9 +185,10 @@ def _build_request_wrapper(
     """Keep the headers of the request the SDK built for an attempt: credentials resolved per
     request (an Azure AD token provider) are in no option, and newer SDKs strip them from the
     request an error carries, which is what an error body's echo must be checked against."""
-    for patch in _installed[-1:]:
-        if patch.reach is not None:
-            patch.reach.went_around(instance)
+    if not SENDING.get():  # (the check ``went_around`` starts with, saving a call per attempt)
+        for patch in _installed[-1:]:
+            if patch.reach is not None:
+                patch.reach.went_around(instance)
     request = wrapped(*args, **kwargs)
     for call in _current_call.get():
         call.built_headers[:] = (getattr(request, "headers", None),)

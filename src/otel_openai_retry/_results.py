@@ -10,6 +10,11 @@ from openai._legacy_response import LegacyAPIResponse
 
 __all__ = ["parsed_body"]
 
+_models: dict[type, bool] = {}
+"""Per result type, whether it is an SDK model: the check goes through ``ABCMeta`` (pydantic's
+metaclass), a Python-level call, while result types are few."""
+_MAX_TYPES = 256
+
 
 def parsed_body(result: object) -> object | None:
     """The parsed model (or JSON) behind an SDK result, or ``None``.
@@ -19,7 +24,13 @@ def parsed_body(result: object) -> object | None:
     an internal error of ours: it is not logged or raised here, nothing is cached, so their own
     ``parse()`` raises it again; the span still gets the body's ids and usage, read as JSON.
     """
-    if isinstance(result, BaseModel):
+    cls = type(result)
+    model = _models.get(cls)
+    if model is None:
+        if len(_models) >= _MAX_TYPES:
+            _models.clear()
+        model = _models[cls] = isinstance(result, BaseModel)
+    if model:
         return result
     if isinstance(result, LegacyAPIResponse) and not getattr(result, "_stream", False):
         try:

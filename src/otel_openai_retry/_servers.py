@@ -58,10 +58,11 @@ def server_of(client: BaseClient[Any, Any]) -> Server:
     their base URL, so cache by the URL object's identity (checked, as ids are reused)."""
     # The attribute behind the ``base_url`` property, which the SDK's clients override with a
     # function that imports a module at every access.
+    plain = _plain_base_url.get(type(client))  # (``_reads_configured_base_url``'s cache)
+    if plain is None:
+        plain = _reads_configured_base_url(client)
     url = (
-        client.__dict__.get("_configured_base_url")
-        if _reads_configured_base_url(client)
-        else getattr(client, "_base_url", None)
+        client.__dict__.get("_configured_base_url") if plain else getattr(client, "_base_url", None)
     )
     if url is None:
         url = client.base_url

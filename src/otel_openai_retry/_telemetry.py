@@ -133,24 +133,27 @@ class CallTelemetry:
         self._attempt_started = time.monotonic()
         self._attempts.started(attempt, throttle)
 
-    @guarded
     def response_received(self, response: Any, stream: bool) -> None:
         """The SDK accepted the HTTP response of the current attempt.
 
         A body still unread (``stream=True``, or ``with_streaming_response`` without it) is the
-        caller's to read after the call returns: the call's span ends with that body.
+        caller's to read after the call returns: the call's span ends with that body. Guarded
+        as ``@guarded`` would, without its extra call per attempt.
         """
-        self._attempts.answered(response.status_code)
-        if stream or not response.is_closed:
-            watch = StreamWatch(
-                self.stream_ended,
-                self._operation,
-                self._telemetry.capture_content and self._own,
-                self._attempt_started,
-                sse=stream,
-            )
-            install(watch, response)
-            self._watch = watch
+        try:
+            self._attempts.answered(response.status_code)
+            if stream or not response.is_closed:
+                watch = StreamWatch(
+                    self.stream_ended,
+                    self._operation,
+                    self._telemetry.capture_content and self._own,
+                    self._attempt_started,
+                    sse=stream,
+                )
+                install(watch, response)
+                self._watch = watch
+        except Exception:
+            report_internal_error("CallTelemetry.response_received")
 
     def attempt_succeeded(self, attempt: int, result: Any) -> None:
         self._attempts.succeeded()
@@ -193,7 +196,7 @@ class CallTelemetry:
         self._delay = summary.total_sleep + summary.total_throttle
         try:
             self._attempts.finished()
-            if self.span.is_recording():
+            if self.recording and self.span.is_recording():
                 attributes = self._result_attributes or {}
                 attributes.update(summary.attributes())
                 self._result_attributes = None

@@ -118,19 +118,23 @@ def request_parameters(
 ) -> dict[str, AttributeValue]:
     """The numeric ``gen_ai.request.*`` attributes among ``keys``, the stop sequences and the
     service tier asked for."""
+    # ``in`` before reading: a body holds few of these keys, and a test costs less than a call.
     attributes: dict[str, AttributeValue] = {}
     for key, attribute in keys:
-        value = body.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attributes[attribute] = value
-    tier = body.get("service_tier")
-    if isinstance(tier, str) and tier != "auto":  # ``auto`` says nothing: the conventions skip it
-        attributes["openai.request.service_tier"] = tier
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        attributes["gen_ai.request.stop_sequences"] = (stop,)
-    elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
-        attributes["gen_ai.request.stop_sequences"] = tuple(stop)
+        if key in body:
+            value = body[key]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                attributes[attribute] = value
+    if "service_tier" in body:
+        tier = body["service_tier"]
+        if isinstance(tier, str) and tier != "auto":  # ``auto`` says nothing: conventions skip it
+            attributes["openai.request.service_tier"] = tier
+    if "stop" in body:
+        stop = body["stop"]
+        if isinstance(stop, str):
+            attributes["gen_ai.request.stop_sequences"] = (stop,)
+        elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
+            attributes["gen_ai.request.stop_sequences"] = tuple(stop)
     return attributes
 
 
@@ -208,7 +212,12 @@ def _usage_counts(fields: Mapping[str, Any]) -> tuple[int | None, int | None]:
     output_tokens = fields.get("output_tokens")
     if output_tokens is None:
         output_tokens = fields.get("completion_tokens")
-    return token_count(input_tokens), token_count(output_tokens)
+    # ``token_count``, inline: every response has both
+    if not (type(input_tokens) is int and 0 <= input_tokens < _MAX_COUNT):
+        input_tokens = None
+    if not (type(output_tokens) is int and 0 <= output_tokens < _MAX_COUNT):
+        output_tokens = None
+    return input_tokens, output_tokens
 
 
 _MAX_COUNT = 2**63

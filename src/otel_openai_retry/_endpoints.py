@@ -52,8 +52,8 @@ class EndpointGuard(Protocol):
         """Whether sends are being paced now (so a slot is a queue worth measuring)."""
 
     def pacing_tokens(self) -> bool:
-        """Whether sends reserve tokens now (so a call estimates its own); only while
-        :meth:`pacing` (a guard not pacing is not asked)."""
+        """Whether sends reserve tokens now (so a call estimates its own): while
+        :meth:`pacing` tokens, or, in a fleet, for the join that may find them paced."""
 
     def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
         """Seconds to wait before sending ``tokens`` (the estimate; 0 when not pacing tokens);

@@ -30,10 +30,11 @@ def take_slot(
     """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`); while sends are paced,
     how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot would
     come after ``latest``); and the tokens reserved, estimated only while tokens are paced."""
-    if not guard.pacing():  # no queue to report, no tokens paced: the common case, in brief
+    paced = guard.pacing()
+    if not paced and not guard.pacing_tokens():  # no queue, no tokens: the common case, in brief
         return guard.slot_delay(now, latest, 0), None, 0
     tokens = _tokens(guard, cost)
-    return _queue_result(True, guard.slot_delay(now, latest, tokens), tokens)
+    return _queue_result(paced, guard.slot_delay(now, latest, tokens), tokens)
 
 
 async def take_slot_async(

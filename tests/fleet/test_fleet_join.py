@@ -49,6 +49,30 @@ def paces(guard: EndpointGuard) -> bool:
     return cast("RedisGuard", guard).fleet_paces()
 
 
+def paced_lately(redis_server: RedisServer, headers: dict[str, str]) -> str:
+    """A fleet that paced ``http://api`` for model ``m`` at the rates ``headers`` give, then
+    stopped (what 5 s without waits or 429s leave): the key of what it remembers."""
+    learnt = Endpoints(fleet(redis_server.url))
+    try:
+        guard = learnt.guard("http://api", "m")
+        guard.throttled(time.monotonic(), None, headers)
+        wait_until(lambda: paces(guard))
+        [key] = redis_server.client.keys("otel_openai_retry:*")
+    finally:
+        learnt.close()
+    redis_server.client.hset(key, "engaged", 0)
+    return str(key.decode() if isinstance(key, bytes) else key)
+
+
+def connected(redis_server: RedisServer) -> Endpoints:
+    """A joining process with its connection made (a join to another endpoint): a first round
+    trip slower than a caller may wait (a busy, long-lived test process) paces locally, by
+    design, and is not what the join tests are about."""
+    endpoints = Endpoints(fleet(redis_server.url))
+    endpoints.guard("http://api", "other").slot_delay(time.monotonic(), math.inf)
+    return endpoints
+
+
 def test_an_endpoint_never_paced_costs_one_round_trip_per_process(
     redis_server: RedisServer,
 ) -> None:
@@ -82,15 +106,11 @@ def test_a_process_joining_a_paced_fleet_paces_from_its_first_call(
     """The fleet paces (another process saw a 429 with the server's rate): a new process's first
     slot comes from the shared schedule, before any report of its own."""
     first = Endpoints(fleet(redis_server.url))
-    joining = Endpoints(fleet(redis_server.url))
+    joining = connected(redis_server)
     try:
         theirs = first.guard("http://api", "m")
         theirs.throttled(time.monotonic(), None, TEN_A_SECOND)
         wait_until(lambda: paces(theirs))
-        # The joining process's connection made first (a join to another endpoint): a first
-        # round trip slower than a caller may wait (a busy, long-lived test process) paces
-        # locally, by design, and is not what this test is about.
-        joining.guard("http://api", "other").slot_delay(time.monotonic(), math.inf)
         mine = joining.guard("http://api", "m")
         now = time.monotonic()
         delays = [guard.slot_delay(now, math.inf) for guard in (theirs, mine, mine)]
@@ -109,16 +129,8 @@ async def test_a_process_joining_a_fleet_that_paced_lately_starts_paced(
     while). A process starting now paces from its first call at that rate: of async calls that
     came together (the first joining, the others waiting for its answer), only the first goes
     at once, the others wait for their slots of the schedule."""
-    learnt = Endpoints(fleet(redis_server.url))
-    try:
-        guard = learnt.guard("http://api", "m")
-        guard.throttled(time.monotonic(), None, TEN_A_SECOND)
-        wait_until(lambda: paces(guard))
-        [key] = redis_server.client.keys("otel_openai_retry:*")
-        assert redis_server.client.hget(key, "warm") is not None
-    finally:
-        learnt.close()
-    redis_server.client.hset(key, "engaged", 0)  # what 5 s without waits or 429s leave
+    key = paced_lately(redis_server, TEN_A_SECOND)
+    assert redis_server.client.hget(key, "warm") is not None
     joining = Endpoints(fleet(redis_server.url))
     try:
         mine = joining.guard("http://api", "m")
@@ -139,17 +151,9 @@ def test_a_process_joining_a_fleet_that_paced_tokens_books_its_first_calls_token
     """The fleet learnt a token limit (about 1,000 a second, a second's worth at once) and
     stopped pacing. A process joins with calls of 900 tokens: the first one's tokens are booked
     with the join, so the second waits for the bucket to refill, as behind any other call."""
-    learnt = Endpoints(fleet(redis_server.url))
-    try:
-        guard = learnt.guard("http://api", "m")
-        guard.throttled(time.monotonic(), None, {**TEN_A_SECOND, **THOUSAND_TOKENS_A_SECOND})
-        wait_until(lambda: paces(guard))
-        [key] = redis_server.client.keys("otel_openai_retry:*")
-        assert float(redis_server.client.hget(key, "trate") or 0) > 900
-    finally:
-        learnt.close()
-    redis_server.client.hset(key, "engaged", 0)  # what 5 s without waits or 429s leave
-    joining = Endpoints(fleet(redis_server.url))
+    key = paced_lately(redis_server, {**TEN_A_SECOND, **THOUSAND_TOKENS_A_SECOND})
+    assert float(redis_server.client.hget(key, "trate") or 0) > 900
+    joining = connected(redis_server)
     try:
         mine = joining.guard("http://api", "m")
         now = time.monotonic()

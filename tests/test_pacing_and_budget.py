@@ -24,6 +24,7 @@ from otel_openai_retry._pacing import (
     refill_rate,
 )
 from otel_openai_retry._pacing_evidence import TRIAL_MIN_ANSWERS, reference_suffices
+from otel_openai_retry._rate_headers import shared_gate
 
 
 @pytest.mark.parametrize(
@@ -37,6 +38,28 @@ def test_parse_duration(text: str, seconds: float) -> None:
 @pytest.mark.parametrize("text", ["", "abc", "-1", "5x", "1s junk", "nan"])
 def test_parse_duration_rejects_garbage(text: str) -> None:
     assert parse_duration(text) is None
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "hinted", "gate"),
+    [
+        (0.25, None, 0.25),  # no rate: the hint as it is
+        (1.0, 10.0, 0.1),  # a whole second rounded up: one interval of the server's rate
+        (0.05, 10.0, 0.05),  # already within one
+        (0.0, None, 0.0),
+        (None, 10.0, None),
+        (121.0, None, None),  # past max_retry_after: ignored, never a long stall
+        (-1.0, None, None),
+        (math.inf, None, None),
+        (math.nan, None, None),
+    ],
+)
+def test_a_retry_after_closes_the_endpoint_for_everyone_no_longer_than_its_rate_needs(
+    retry_after: float | None, hinted: float | None, gate: float | None
+) -> None:
+    assert shared_gate(retry_after, hinted, 120.0) == (
+        gate if gate is None else pytest.approx(gate)
+    )
 
 
 HUNDRED_A_SECOND = {

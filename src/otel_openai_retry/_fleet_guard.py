@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from ._fleet import ROUND_TRIP_TIMEOUT, Fleet
 from ._fleet_scripts import NOT_PACED, TOO_LATE
 from ._pacing import DISENGAGE_AFTER
-from ._rate_headers import read_limit, refill_rate
+from ._rate_headers import read_limit, refill_rate, shared_gate
 
 if TYPE_CHECKING:
     from ._endpoints import LocalGuard, PacingKey
@@ -248,9 +248,11 @@ class RedisGuard:
             return
         with self._lock:
             self._news[2] += 1
-            if retry_after is not None and 0 <= retry_after <= self.max_gate:
-                self._gate_until = max(self._gate_until or 0.0, now + retry_after)
             self._learn(headers)
+            hinted = refill_rate(headers) if headers is not None else None
+            gate = shared_gate(retry_after, hinted, self.max_gate)
+            if gate is not None:
+                self._gate_until = max(self._gate_until or 0.0, now + gate)
         self._fleet.wake()
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:

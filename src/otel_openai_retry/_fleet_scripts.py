@@ -27,9 +27,9 @@ rates (requests and tokens) warm for ``WARM`` seconds. A process's first call to
 a process starting, or a pod joining, sends no first wave of its own into a limit the fleet
 already knows.
 
-``REPORT`` (sent by each process's reporter thread, every half second while an endpoint is used,
-at once after a 429; never by a caller) adds what the process saw since its last report and
-reads back what the fleet saw::
+``REPORT`` (sent by each process's reporter thread, every ``REPORT_SPAN`` while an endpoint is
+used, at once after a 429; never by a caller) adds what the process saw since its last report
+and reads back what the fleet saw::
 
     KEYS[1]  the endpoint's hash
     ARGV     requests sent, retries sent, 429s, gate (ms from now; < 0: none), hinted request
@@ -38,19 +38,23 @@ reads back what the fleet saw::
     reply    {ms until the fleet stops pacing (0: not paced), requests and retries over the
               budget window, request rate x 1000}
 
-Requests, retries and successes are counted per second of Redis's clock over ``window`` seconds
-(the budget's sliding window). The rate is learnt as one process's limiter learns it: the highest
-header rate the engagement heard; else a 429 to an unpaced endpoint starts the schedule at a share
-of the fleet's send rate over the last second or so (or since the fleet began to use the endpoint,
-if later: a fleet's first second is not a second of sends); a later 429 (at most once per
-``guard``; not for slots booked before the last decrease; not within ``REPORT_SPAN`` of the
-engagement, while processes yet to hear of it send on their own) lowers it a margin (``backoff``)
-under where the limit was met, the fleet's success rate over the last second, which it then probes
-towards: additively, or, near it, by a small share per second (a bucket's burst hides a small
-excess for seconds: a fast climb would overshoot far before the next 429 said so). Unlike one
-process's limiter, the fleet takes the success rate as where the limit was met even above its own
-rate: its counts arrive a report late, and the 429s of slots booked at a higher rate would
-otherwise pin it under the limit.
+Requests and retries are counted per second of Redis's clock over ``window`` seconds (the
+budget's sliding window), successes per report span (``REPORT_SPAN``) over two seconds. The rate
+is learnt as one process's limiter learns it: the highest header rate the engagement heard; else
+a 429 to an unpaced endpoint starts the schedule at a share of the fleet's send rate over the last
+second or so (over half a second at least: a first wave is a burst of concurrent calls, not a
+rate; or since the fleet began to use the endpoint, if later), raised by the sends the first
+waves of processes yet to hear of it report with their 429s within ``REPORT_SPAN``. Those 429s
+lower nothing. Then the fleet measures (``MEASURE_AFTER``, ``MEASURE``): 429s all along say its
+rate was over the limit, and what got through meanwhile is the limit, which the schedule goes a
+margin (``backoff``) under; too few 429s say the rate was under it. A later 429 (at most once per
+``guard``; not for slots booked before the last decrease) lowers it that margin under where the
+limit was met, the fleet's success rate over the last second, which it then probes towards:
+additively, or, near it, by a small share per second (a bucket's burst hides a small excess for
+seconds: a fast climb would overshoot far before the next 429 said so). Unlike one process's
+limiter, the fleet takes the success rate as where the limit was met even above its own rate: its
+counts arrive a report late, and the 429s of slots booked at a higher rate would otherwise pin it
+under the limit.
 """
 
 from __future__ import annotations
@@ -74,11 +78,23 @@ NOT_PACED = -2
 TOO_LATE = -1
 WINDOW = 10
 """Seconds the fleet's retry budget counts over, as :class:`~._budget.RetryBudget`'s window."""
-REPORT_SPAN = 500
+REPORT_SPAN = 100
 """Milliseconds between a process's reports, at most (its reporter's ``REPORT_EVERY``): what a
 report carries happened within them before it, so the fleet's first report counts successes from
 that long before; and a process hears that the fleet paces within them after an engagement, so
-until then its 429s (it sent on its own) lower nothing."""
+until then its 429s (it sent on its own) lower nothing. Successes are counted per span too: the
+fleet's success rate is read over windows that start where its rules say, not at a second's."""
+MEASURE_AFTER = 200
+"""Milliseconds after every process has heard of an engagement without hints (``REPORT_SPAN``)
+before the fleet measures what gets through: a first wave's refused callers sleep their first
+backoff (up to half a second by default) before they ask again, and until then what gets
+through is what the few others asked for, not the limit."""
+MEASURE = 400
+"""Milliseconds over which the fleet then measures what gets through at the rate it engaged at:
+the limit, if 429s came all along, and so the rate the schedule goes on from."""
+MEASURED_OVER = 0.1
+"""429s per success while measuring that say the fleet sent over the limit all along (fewer:
+stragglers, a process's first wave that came late; the rate was under it)."""
 KEEP = 60_000
 """Milliseconds an endpoint's hash outlives its last use (or its rates' warmth, if later)."""
 WARM = 300_000
@@ -102,6 +118,9 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     PROBE_PER_SECOND,
     *PROBE_BAND,
     REPORT_SPAN,
+    MEASURE_AFTER,
+    MEASURE,
+    MEASURED_OVER,
 )
 
 RESERVE = f"""
@@ -172,22 +191,31 @@ local succeeded, thinted, tburst = a[6], a[7], a[8]
 local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
 local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
 local warmth, backoff, probe, low, high, lag = a[20], a[21], a[22], a[23], a[24], a[25]
+local settle, measuring, overshare = a[26], a[27], a[28]
 local second = math.floor(now / 1000)
+local tick = math.floor(now / lag)
+local per_second = 1000 / lag
 redis.call('HSETNX', key, 'began', now)
 if sent > 0 then redis.call('HINCRBY', key, 'r:' .. second, sent) end
 if retried > 0 then redis.call('HINCRBY', key, 'x:' .. second, retried) end
-if succeeded > 0 then redis.call('HINCRBY', key, 's:' .. second, succeeded) end
+if succeeded > 0 then redis.call('HINCRBY', key, 's:' .. tick, succeeded) end
 local requests, retries, recent, ok = 0, 0, 0, 0
-local state = {}
+local state, successes = {}, {}
 local fields = redis.call('HGETALL', key)
 for i = 1, #fields, 2 do
   local kind, at = string.match(fields[i], '^([rxs]):(%d+)$')
   if kind == nil then
     state[fields[i]] = tonumber(fields[i + 1])
+  elseif kind == 's' then
+    -- successes per report span (a ``tick``), kept two seconds: rates, not the budget
+    if tonumber(at) <= tick - 2 * per_second then
+      redis.call('HDEL', key, fields[i])
+    else
+      successes[#successes + 1] = {tonumber(at), tonumber(fields[i + 1])}
+      if tonumber(at) >= tick - per_second then ok = ok + tonumber(fields[i + 1]) end
+    end
   elseif tonumber(at) <= second - window then
     redis.call('HDEL', key, fields[i])
-  elseif kind == 's' then
-    if tonumber(at) >= second - 1 then ok = ok + tonumber(fields[i + 1]) end
   elseif kind == 'r' then
     requests = requests + tonumber(fields[i + 1])
     if tonumber(at) >= second - 1 then recent = recent + tonumber(fields[i + 1]) end
@@ -199,18 +227,28 @@ local engaged = state['engaged'] or 0
 local rate = state['rate'] or 0
 local last = state['decreased'] or 0
 local ceiling = state['ceiling'] or 0
--- successes per second over the last second and this one so far (this report's included), or
+local measure = state['measure'] or 0
+-- successes per second over the last second and this tick so far (this report's included), or
 -- since the fleet began to use the endpoint (its first report's news included), if later
 local since = (now + lag - (state['began'] or now)) / 1000
-local span = math.max(0.25, math.min(1 + now / 1000 - second, since))
+local span = math.max(0.25, math.min((now - (tick - per_second) * lag) / 1000, since))
+local sends = math.max(0.5, math.min(1 + now / 1000 - second, since))
 local succeeding = 0
 if ok >= 5 then succeeding = ok / span end
 if throttled > 0 then
   if engaged <= now or rate <= 0 then
-    rate = math.max(floor, recent / span * engage)
-    last, ceiling, state['hinted'] = now, 0, 0
-    -- the 429s of processes that have yet to hear the fleet paces are no news
-    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag)
+    rate = math.max(floor, recent / sends * engage)
+    last, ceiling, state['hinted'], measure = now, 0, 0, now + lag + settle
+    -- the 429s of processes that have yet to hear the fleet paces are no news; then the fleet
+    -- measures what gets through
+    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag, 'over', 0)
+  elseif measure > 0 then
+    if now >= measure then
+      redis.call('HINCRBY', key, 'over', throttled)
+    elseif now < (state['hold'] or 0) and hinted < 0 then
+      -- the first wave's other processes: what they sent is news of where to start
+      rate = math.max(rate, recent / sends * engage)
+    end
   elseif hinted < 0 and now >= math.max(last + guard, state['hold'] or 0) then
     -- the limit was met where what got through came (else at the rate), less a margin;
     -- not again for the 429s of slots booked before now (they keep the old spacing)
@@ -224,7 +262,8 @@ if throttled > 0 then
   if gate >= 0 then
     redis.call('HSET', key, 'gate', math.max(state['gate'] or 0, now + gate))
   end
-elseif engaged > now and succeeded > 0 and hinted < 0 and now - last >= guard then
+elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0
+       and now - last >= guard then
   -- near where the limit was met, a slow probe by time; else additive per success
   if ceiling > 0 and rate > high * ceiling then ceiling = 0 end
   if ceiling > 0 and rate >= low * ceiling then
@@ -233,6 +272,24 @@ elseif engaged > now and succeeded > 0 and hinted < 0 and now - last >= guard th
   else
     rate = rate + succeeded * math.max(increase, rate * fraction)
   end
+end
+if measure > 0 and (hinted >= 0 or (state['hinted'] or 0) > 0 or engaged <= now) then
+  measure = 0  -- the headers say the rate
+elseif measure > 0 and now >= measure + measuring then
+  -- 429s all along: what got through is the limit; none: the rate was under it (AIMD goes on)
+  local from = math.ceil(measure / lag)
+  local through = 0
+  for _, counted in ipairs(successes) do
+    if counted[1] >= from then through = through + counted[2] end
+  end
+  local over = tonumber(redis.call('HGET', key, 'over')) or 0
+  if over >= through * overshare and through >= 5 then
+    ceiling = through * 1000 / (now - from * lag)
+    rate = math.max(minrate, ceiling * backoff)
+    last = now
+    redis.call('HSET', key, 'hold', math.max(now, state['tat'] or 0))
+  end
+  measure = 0
 end
 if engaged > now then
   -- the highest header rate of the engagement: each process's is a lower bound (a count
@@ -243,7 +300,8 @@ if engaged > now then
     redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst)
   end
   redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last, 'warm',
-             now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest)
+             now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest,
+             'measure', measure)
   state['warm'] = now + warmth
 end
 redis.call('PEXPIRE', key, math.max(keep, math.floor((state['warm'] or 0) - now)))

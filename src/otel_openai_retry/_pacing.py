@@ -51,7 +51,7 @@ from ._pacing_trial import (
     TRIAL,
     TrialRules,
 )
-from ._rate_headers import MAX_HINT_RATE, parse_duration, refill_rate
+from ._rate_headers import MAX_HINT_RATE, parse_duration, refill_rate, shared_gate
 
 __all__ = [
     "DISENGAGE_AFTER",
@@ -191,15 +191,8 @@ class AdaptiveLimiter(TrialRules):
                 return
             self._last_throttled = now
             hinted = refill_rate(headers) if headers is not None else None
-            if (
-                retry_after is not None
-                and math.isfinite(retry_after)
-                and 0 <= retry_after <= self._max_gate
-                and (self._phase == SETTLED or not self.engaged)
-            ):
-                # With a refill rate, the next request fits within one interval of it: a hint
-                # rounded up to whole seconds must not idle the endpoint for the rest.
-                gate = retry_after if hinted is None else min(retry_after, 1.0 / hinted)
+            gate = shared_gate(retry_after, hinted, self._max_gate)
+            if gate is not None and (self._phase == SETTLED or not self.engaged):
                 self._gate_until = max(self._gate_until, now + gate)
             if not self.engaged:
                 self._engage(now)

@@ -20,6 +20,7 @@ __all__ = [
     "parse_duration",
     "read_limit",
     "refill_rate",
+    "shared_gate",
 ]
 
 MAX_HINT_RATE = 1e6
@@ -107,3 +108,16 @@ def read_limit(headers: Mapping[str, str], unit: str) -> Limit | None:
         return Limit(None, limit, remaining)
     highest = MAX_TOKEN_RATE if unit == "tokens" else MAX_HINT_RATE
     return Limit(rate if math.isfinite(rate) and 0 < rate <= highest else None, limit, remaining)
+
+
+def shared_gate(retry_after: float | None, hinted: float | None, max_gate: float) -> float | None:
+    """Seconds a ``Retry-After`` closes an endpoint for every caller, or ``None`` for none.
+
+    With the refill rate of the same answer's headers, one interval of it at most: a hint
+    rounded up to whole seconds would idle the endpoint for most of a second the schedule can
+    use (the caller that got it still sleeps the whole hint). A hint longer than ``max_gate``
+    is ignored.
+    """
+    if retry_after is None or not (math.isfinite(retry_after) and 0 <= retry_after <= max_gate):
+        return None
+    return retry_after if hinted is None else min(retry_after, 1.0 / hinted)

@@ -128,5 +128,8 @@ def test_processes_joining_a_fleet_that_paced_lately_start_paced(
     server.set_rate_limit(50, burst=5)
     assert run_fleet(server, 3, 60, redis_url=redis_server.url) == [60, 60, 60]
     warm = server.status_counts().get("429", 0)
-    assert cold >= 3 * 10 - 5  # 30 at once into a burst of 5
+    # At least one process's first wave (10 at once into a burst of 5) met the limit cold; the
+    # others' first waves too, unless the fleet already paced when they joined.
+    print(f"429s: cold {cold}, warm {warm}")
+    assert cold >= 10 - 5, cold
     assert warm <= cold / 3, (warm, cold)

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from otel_openai_retry._fleet_scripts import NOT_PACED, REPORT, REPORT_CONSTANTS, RESERVE, TOO_LATE
-from otel_openai_retry._pacing import HINT_MARGIN
+from otel_openai_retry._fleet_scripts import (
+    MEASURE,
+    NOT_PACED,
+    REPORT,
+    REPORT_CONSTANTS,
+    REPORT_SPAN,
+    RESERVE,
+    TOO_LATE,
+)
+from otel_openai_retry._pacing import ENGAGE_FACTOR, HINT_MARGIN, START_FLOOR
 from otel_openai_retry._pacing_evidence import BACKOFF
 
 from ..helpers import clean_environment
@@ -145,11 +154,35 @@ def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
     assert 0 < wait <= 2_000_000  # 2,000 tokens at 1,000 a second, then the next 100 fit
 
 
-def report(server: RedisServer, throttled: int = 0, succeeded: int = 0) -> float:
+def report(server: RedisServer, throttled: int = 0, succeeded: int = 0, sent: int = 0) -> float:
     """One process's report (no header rate, no gate): the fleet's request rate after it."""
-    news = (0, 0, throttled, -1, -1, succeeded, -1, 0)
+    news = (sent, 0, throttled, -1, -1, succeeded, -1, 0)
     reply = server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)
     return float(reply[3]) / 1000
+
+
+def redis_now(server: RedisServer) -> float:
+    """Milliseconds on Redis's clock."""
+    seconds, micros = server.client.time()
+    return float(seconds * 1000 + micros / 1000)
+
+
+def measured(server: RedisServer, per_tick: int, over: int) -> tuple[float, float]:
+    """An engagement without hints whose measuring window has just ended: ``per_tick``
+    successes reported in each report span of it, ``over`` 429s. The fleet's rate after the
+    next report, and the success rate the window saw."""
+    engaged = report(server, throttled=1)
+    assert engaged == START_FLOOR  # nothing sent yet: the floor
+    now = redis_now(server)
+    measure = now - MEASURE - 2 * REPORT_SPAN
+    first = math.ceil(measure / REPORT_SPAN)
+    ticks = range(first, math.floor(now / REPORT_SPAN))  # the spans that have ended
+    for tick in ticks:
+        server.client.hset(KEY, f"s:{tick}", per_tick)
+    server.client.hset(KEY, mapping={"measure": measure, "over": over})
+    after = report(server)
+    seen = per_tick * len(ticks) * 1000 / (redis_now(server) - first * REPORT_SPAN)
+    return after, seen
 
 
 def test_without_hints_a_429_lowers_the_fleet_to_what_got_through_once(
@@ -197,6 +230,43 @@ def test_the_429s_of_processes_yet_to_hear_of_an_engagement_lower_nothing(
     redis_server.client.hset(KEY, "decreased", 0)  # the guard is over; the interval is not
     for _ in range(20):
         assert report(redis_server, throttled=3, succeeded=1) == engaged
+
+
+def test_without_hints_the_fleet_measures_what_gets_through_then_paces_under_it(
+    redis_server: RedisServer,
+) -> None:
+    """A fleet's first wave is a burst of concurrent calls, not a rate: the rate it engages at
+    is a guess. So, once every process has heard of the engagement, the fleet measures: 429s
+    all along say it sent over the limit, and what got through meanwhile is the limit. The
+    schedule goes a margin under it; the probe then aims at it."""
+    after, seen = measured(redis_server, per_tick=10, over=12)
+    assert 0.8 * 1000 * 10 / REPORT_SPAN <= seen <= 1000 * 10 / REPORT_SPAN
+    assert after == pytest.approx(BACKOFF * seen, rel=0.02)
+    assert float(redis_server.client.hget(KEY, "ceiling") or 0) == pytest.approx(seen, rel=0.02)
+    assert float(redis_server.client.hget(KEY, "measure") or 0) == 0  # measured once
+
+
+def test_without_hints_a_window_without_429s_says_the_fleet_was_under_the_limit(
+    redis_server: RedisServer,
+) -> None:
+    """No 429 while the fleet measured (or a straggler's, few against what got through): its
+    rate was under the limit, and what got through was that rate, not the limit. Nothing is
+    set from it; the fleet grows from where it is."""
+    after, _ = measured(redis_server, per_tick=10, over=2)
+    assert after == START_FLOOR
+    assert float(redis_server.client.hget(KEY, "ceiling") or 0) == 0
+
+
+def test_the_first_waves_of_processes_yet_to_hear_of_an_engagement_raise_its_rate(
+    redis_server: RedisServer,
+) -> None:
+    """The process whose 429 engages the fleet reports only its own sends; the other processes'
+    first waves arrive within a report's interval, with their 429s. What they sent is the
+    fleet's, so the rate it engages at grows with them (never down)."""
+    rates = [report(redis_server, throttled=3, sent=12) for _ in range(4)]
+    assert rates == sorted(rates)
+    # 48 sent, counted over half a second at least (a burst of sends is not a rate)
+    assert rates[-1] == pytest.approx(max(START_FLOOR, 48 / 0.5 * ENGAGE_FACTOR), rel=0.01)
 
 
 def test_the_fleet_paces_at_the_highest_header_rate_it_heard(redis_server: RedisServer) -> None:

@@ -72,16 +72,18 @@ def describe_request(
     """Name and attributes of the logical span for one SDK request."""
     # Only a plain JSON body with a string model (or none) is looked up: what the SDK sends.
     model = json_data.get("model") if type(json_data) is dict else _UNKNOWN
-    if model is None or type(model) is str:
-        key = (method, url, provider, host, port, scheme, stream, model)
-        shape = _shapes.get(key)
-        if shape is None:
-            shape = _shape(method, url, json_data, provider, host, port, scheme, stream)
+    key = (
+        (method, url, provider, host, port, scheme, stream, model)
+        if model is None or type(model) is str
+        else None
+    )
+    shape = _shapes.get(key) if key is not None else None
+    if shape is None:
+        shape = _shape(method, url, json_data, provider, host, port, scheme, stream)
+        if key is not None:
             if len(_shapes) >= _MAX_SHAPES:
                 _shapes.clear()
             _shapes[key] = shape
-    else:
-        shape = _shape(method, url, json_data, provider, host, port, scheme, stream)
     operation = shape.operation
     if operation is None:
         return RequestInfo(shape.span_name, None, dict(shape.head), shape.metric_attributes)

@@ -150,7 +150,8 @@ class CallState:
     # -- what the driver does ----------------------------------------------------------------
 
     def pacing_delay(self) -> float:
-        """Seconds to wait for this endpoint's next send slot (0 unless it is being paced).
+        """Seconds to wait for this endpoint's next send slot (0 unless it is being paced);
+        negative: no slot booked yet, wait that long and ask again.
 
         Never past the deadline: a slot that comes too late is not waited for, the attempt goes
         at once and the server decides (the caller gets its answer, not our guess).
@@ -159,9 +160,9 @@ class CallState:
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
         delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
-        if queued is not None:
-            self._queued = (queued, now)
-        return 0.0 if delay is None else min(delay, MAX_SLEEP)
+        if queued is not None:  # asked again: the last answer, since the first asking
+            self._queued = (queued, now if self._queued is None else self._queued[1])
+        return 0.0 if delay is None else max(-MAX_SLEEP, min(delay, MAX_SLEEP))
 
     async def pacing_delay_async(self) -> float:
         """:meth:`pacing_delay` for a guard whose slot is a round trip away (``shared_slot``)."""
@@ -169,9 +170,9 @@ class CallState:
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
         delay, queued, self._reserved = await take_slot_async(self.guard, now, latest, self.tokens)
-        if queued is not None:
-            self._queued = (queued, now)
-        return 0.0 if delay is None else min(delay, MAX_SLEEP)
+        if queued is not None:  # asked again: the last answer, since the first asking
+            self._queued = (queued, now if self._queued is None else self._queued[1])
+        return 0.0 if delay is None else max(-MAX_SLEEP, min(delay, MAX_SLEEP))
 
     def will_send(self) -> bool:
         if self.sendable is None or self.sendable():

@@ -58,7 +58,8 @@ class EndpointGuard(Protocol):
     def slot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
         """Seconds to wait before sending ``tokens`` (the estimate; 0 when not pacing tokens);
         ``None`` when the slot would come after ``latest`` (the caller's deadline: it goes at
-        once rather than hold up the schedule)."""
+        once rather than hold up the schedule); negative when no slot was booked yet (a shared
+        queue books only so far ahead): wait that long, then ask again."""
 
     def shared_slot(self) -> bool:
         """Whether the next slot is booked in a shared store, a round trip away: an async call

@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -41,7 +41,7 @@ from ._internal import logger
 if TYPE_CHECKING:
     from redis.commands.core import Script
 
-__all__ = ["REPORT_EVERY", "ROUND_TRIP_TIMEOUT", "Fleet"]
+__all__ = ["REPORT_EVERY", "ROUND_TRIP_TIMEOUT", "Fleet", "Reservation"]
 
 ROUND_TRIP_TIMEOUT = 0.05
 """Seconds a caller's round trip (or its connection) may take: past it, the caller's slot is
@@ -114,17 +114,17 @@ class Fleet:
 
     # -- callers -------------------------------------------------------------------------------
 
-    def reserve(self, key: str, args: Sequence[float]) -> tuple[int, int] | None:
+    def reserve(self, key: str, args: Sequence[float]) -> Reservation | None:
         """A slot from the sync client; ``None`` when Redis failed (the caller paces locally)."""
         try:
-            reply = _pair(self._reserve(keys=[key], args=list(args)))
+            reply = _reservation(self._reserve(keys=[key], args=list(args)))
         except Exception as exc:  # whatever Redis does, the call goes on
             self._struck(exc)
             return None
         self._strikes = 0
         return reply
 
-    async def reserve_async(self, key: str, args: Sequence[float]) -> tuple[int, int] | None:
+    async def reserve_async(self, key: str, args: Sequence[float]) -> Reservation | None:
         """A slot booked from one of the fleet's threads, awaited for a round trip's time at
         most; ``None`` under another event loop (trio) or when Redis failed."""
         try:
@@ -140,8 +140,8 @@ class Fleet:
         self._strikes = 0
         return reply
 
-    def _book(self, key: str, args: Sequence[float]) -> tuple[int, int]:
-        return _pair(self._threaded(keys=[key], args=list(args)))
+    def _book(self, key: str, args: Sequence[float]) -> Reservation:
+        return _reservation(self._threaded(keys=[key], args=list(args)))
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -245,14 +245,25 @@ class Fleet:
             self._start()
 
 
-def _pair(reply: object) -> tuple[int, int]:
+class Reservation(NamedTuple):
+    """The ``RESERVE`` script's answer."""
+
+    wait: int
+    """µs, or ``NOT_PACED`` or ``TOO_LATE``."""
+    engaged_ms: int
+    """Until the fleet stops pacing."""
+    booked: bool
+    """``False`` with a wait: the slot was beyond the horizon; ask again after the wait."""
+
+
+def _reservation(reply: object) -> Reservation:
     """The script's reply, or ``ValueError`` (Redis answered something else: a failure)."""
-    if not isinstance(reply, list) or len(reply) != 2:
+    if not isinstance(reply, list) or len(reply) != 3:
         raise ValueError(f"unexpected reply from Redis: {type(reply).__name__}")
-    first, second = reply
-    if not isinstance(first, int) or not isinstance(second, int):
+    if not all(isinstance(value, int) for value in reply):
         raise ValueError("unexpected reply from Redis: not integers")
-    return first, second
+    wait, engaged_ms, booked = reply
+    return Reservation(wait, engaged_ms, booked == 1)
 
 
 _FLEETS: weakref.WeakSet[Fleet] = weakref.WeakSet()

@@ -6,7 +6,9 @@ What the fleet adds:
 
 - a lease: until the fleet paces the endpoint (as last heard by the reporter, at most
   ``REPORT_EVERY`` ago), a slot is the local guard's, with no round trip; while it paces, each
-  attempt books its slot with one atomic reservation (requests and tokens together);
+  attempt books its slot with one atomic reservation (requests and tokens together), no
+  further ahead than ``HORIZON``: further back in the queue, the caller is told to wait and ask
+  again (a negative delay), so a rate the fleet learns meanwhile reaches it;
 - a join: the process's first call to the endpoint books its slot in Redis (one round trip per
   endpoint per process), which says at once whether the fleet paces it (or paced it lately: the
   fleet then paces again at the rates it learnt), so a process starting into a paced fleet sends
@@ -31,8 +33,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ._fleet import ROUND_TRIP_TIMEOUT, Fleet
-from ._fleet_scripts import NOT_PACED, TOO_LATE
+from ._fleet import ROUND_TRIP_TIMEOUT, Fleet, Reservation
+from ._fleet_scripts import HORIZON, NOT_PACED, TOO_LATE
 from ._pacing import DISENGAGE_AFTER
 from ._rate_headers import read_limit, refill_rate, shared_gate
 
@@ -46,6 +48,8 @@ TOKEN_BURST = 1.0
 minute, while servers enforce it over short windows (Azure: 1 s and 10 s), and no process of a
 fleet sees the others' ``remaining``: a second's worth is what no such window refuses."""
 
+ASK_AGAIN_AFTER = 0.001
+"""Seconds a caller told to ask again waits at least (a wait the script rounded to zero)."""
 STALE = 3.0
 """Seconds after which the fleet's budget counts are too old to decide by (the local budget
 does)."""
@@ -179,29 +183,31 @@ class RedisGuard:
     ) -> Sequence[float]:
         left = -1.0 if math.isinf(latest) else max(0.0, latest - now) * 1000
         limits = (self.max_gate * 1000, DISENGAGE_AFTER * 1000)
-        return (1, max(0, tokens), left, *limits, int(joining))
+        return (1, max(0, tokens), left, *limits, int(joining), HORIZON)
 
     def _slot(
         self,
-        reply: tuple[int, int] | None,
+        reply: Reservation | None,
         now: float,
         latest: float,
         tokens: int,
         joining: bool,
     ) -> float | None:
         if reply is not None:
-            engaged_ms = reply[1]
+            engaged_ms = reply.engaged_ms
             self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
         if joining:  # answered or failed: a process joins once
             self._joined.set()
             answered = self._answered
             if answered is not None and not answered.done():
                 answered.set_result(None)
-        if reply is None or reply[0] == NOT_PACED:
+        if reply is None or reply.wait == NOT_PACED:
             return self.local.slot_delay(now, latest, tokens)
-        if reply[0] == TOO_LATE:
+        if reply.wait == TOO_LATE:
             return None
-        return reply[0] / 1e6
+        if not reply.booked:  # beyond the horizon: wait, then ask again
+            return -max(reply.wait / 1e6, ASK_AGAIN_AFTER)
+        return reply.wait / 1e6
 
     def sent(self, now: float) -> None:
         self.local.sent(now)

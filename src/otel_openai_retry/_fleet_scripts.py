@@ -11,15 +11,20 @@ a "theoretical arrival time" per resource, no timer and no refill loop)::
 
     KEYS[1]  the endpoint's hash
     ARGV     request cost (1), token cost (>= 0), latest (ms from now; < 0: none), max gate (ms),
-             disengage after (ms), joining (1: the process's first call to the endpoint)
+             disengage after (ms), joining (1: the process's first call to the endpoint),
+             horizon (ms; 0: none)
     reply    {wait in µs, or NOT_PACED (go at once, nothing booked) or TOO_LATE (the slot comes
-              after ``latest``: nothing booked), ms until the fleet stops pacing}
+              after ``latest``: nothing booked), ms until the fleet stops pacing, 1 if booked
+              (0: the slot comes beyond ``horizon``; nothing booked, ask again after the wait)}
 
 The slot is the earliest time at or after now, the gate (a ``Retry-After`` shared by everyone),
 the request schedule (``rate`` per second, ``burst`` at once; 1: evenly spaced) and the token
 schedule (``trate`` tokens per second, ``tburst`` at once). A slot beyond ``max gate`` is not
 booked: the caller waits ``max gate`` (no caller waits longer than the policy lets a server make
-it wait). A slot that made its caller wait keeps the fleet pacing for ``disengage after``.
+it wait). Nor is a slot beyond ``horizon`` (``HORIZON``): its caller asks again when it would be
+within it, so that a rate changed meanwhile (learnt, raised, lowered) reaches every caller that
+waits, not only those who come after a queue booked at the old one. A slot that made its caller
+wait keeps the fleet pacing for ``disengage after``.
 
 What the fleet learnt outlives its pacing: while the fleet paces, each report marks the hash's
 rates (requests and tokens) warm for ``WARM`` seconds. A process's first call to an endpoint
@@ -72,12 +77,18 @@ from ._pacing import (
 )
 from ._pacing_evidence import BACKOFF, PROBE_BAND, PROBE_PER_SECOND
 
-__all__ = ["NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
+__all__ = ["HORIZON", "NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
 
 NOT_PACED = -2
 TOO_LATE = -1
 WINDOW = 10
 """Seconds the fleet's retry budget counts over, as :class:`~._budget.RetryBudget`'s window."""
+HORIZON = 1000
+"""Milliseconds ahead that a slot is booked at most. Further back in the queue, a caller asks again
+when its slot would be within them: one round trip more for it, and a queue that moves at the
+rate the fleet paces at now rather than at the one it had when the caller came (a fleet that
+engaged at a guess far under the limit crawled at it for seconds). A second: a queue at the
+rate a fleet settles at is rarely longer, so callers seldom ask twice."""
 REPORT_SPAN = 100
 """Milliseconds between a process's reports, at most (its reporter's ``REPORT_EVERY``): what a
 report carries happened within them before it, so the fleet's first report counts successes from
@@ -95,6 +106,10 @@ the limit, if 429s came all along, and so the rate the schedule goes on from."""
 MEASURED_OVER = 0.1
 """429s per success while measuring that say the fleet sent over the limit all along (fewer:
 stragglers, a process's first wave that came late; the rate was under it)."""
+START_INCREASE = 1.0
+"""Requests per second each success adds until an engagement without hints has met the limit
+(``INCREASE_PER_SUCCESS`` after): it started from a guess, what one process's first wave sent
+when processes start apart, which a slower climb would take seconds to correct."""
 KEEP = 60_000
 """Milliseconds an endpoint's hash outlives its last use (or its rates' warmth, if later)."""
 WARM = 300_000
@@ -121,6 +136,7 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     MEASURE_AFTER,
     MEASURE,
     MEASURED_OVER,
+    START_INCREASE,
 )
 
 RESERVE = f"""
@@ -133,8 +149,9 @@ local engaged = tonumber(s[1]) or 0
 local rate = tonumber(s[2]) or 0
 local cost, tcost = tonumber(ARGV[1]), tonumber(ARGV[2])
 local latest, maxgate, disengage = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local horizon = tonumber(ARGV[7]) or 0
 if rate <= 0 or (engaged <= now and (tonumber(ARGV[6]) ~= 1 or (tonumber(s[9]) or 0) <= now)) then
-  return {{{NOT_PACED}, 0}}
+  return {{{NOT_PACED}, 0, 0}}
 end
 if engaged <= now then
   -- a process joins a fleet that paced lately: pace again at once, at the rates it learnt
@@ -158,15 +175,20 @@ if trate > 0 and tcost > 0 and tburst > 0 then
 end
 local wait = start - now
 if latest >= 0 and wait >= latest then
-  return {{{TOO_LATE}, math.floor(engaged - now)}}
+  return {{{TOO_LATE}, math.floor(engaged - now), 0}}
 end
 if wait > maxgate then
   engaged = math.max(engaged, now + disengage)
   redis.call('HSET', key, 'engaged', engaged)
   if latest >= 0 and maxgate >= latest then
-    return {{{TOO_LATE}, math.floor(engaged - now)}}
+    return {{{TOO_LATE}, math.floor(engaged - now), 0}}
   end
-  return {{math.floor(maxgate * 1000), math.floor(engaged - now)}}
+  return {{math.floor(maxgate * 1000), math.floor(engaged - now), 1}}
+end
+if horizon > 0 and wait > horizon then
+  engaged = math.max(engaged, now + disengage)
+  redis.call('HSET', key, 'engaged', engaged)
+  return {{math.floor((wait - horizon) * 1000), math.floor(engaged - now), 0}}
 end
 redis.call('HSET', key, 'tat', math.max(tat, start) + interval)
 if tinterval > 0 then
@@ -177,7 +199,7 @@ if wait > 1 then
   redis.call('HSET', key, 'engaged', engaged)
 end
 redis.call('PEXPIRE', key, math.max({KEEP}, math.floor((tonumber(s[9]) or 0) - now)))
-return {{math.floor(wait * 1000), math.floor(engaged - now)}}
+return {{math.floor(wait * 1000), math.floor(engaged - now), 1}}
 """
 
 REPORT = """
@@ -191,7 +213,7 @@ local succeeded, thinted, tburst = a[6], a[7], a[8]
 local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
 local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
 local warmth, backoff, probe, low, high, lag = a[20], a[21], a[22], a[23], a[24], a[25]
-local settle, measuring, overshare = a[26], a[27], a[28]
+local settle, measuring, overshare, start = a[26], a[27], a[28], a[29]
 local second = math.floor(now / 1000)
 local tick = math.floor(now / lag)
 local per_second = 1000 / lag
@@ -241,7 +263,7 @@ if throttled > 0 then
     last, ceiling, state['hinted'], measure = now, 0, 0, now + lag + settle
     -- the 429s of processes that have yet to hear the fleet paces are no news; then the fleet
     -- measures what gets through
-    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag, 'over', 0)
+    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag, 'over', 0, 'found', 0)
   elseif measure > 0 then
     if now >= measure then
       redis.call('HINCRBY', key, 'over', throttled)
@@ -256,7 +278,7 @@ if throttled > 0 then
     if succeeding > 0 then ceiling = succeeding end
     rate = math.max(minrate, math.min(rate, ceiling) * backoff)
     last = now
-    redis.call('HSET', key, 'hold', math.max(now, state['tat'] or 0))
+    redis.call('HSET', key, 'hold', math.max(now, state['tat'] or 0), 'found', 1)
   end
   engaged = math.max(engaged, now + disengage)
   if gate >= 0 then
@@ -264,13 +286,16 @@ if throttled > 0 then
   end
 elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0
        and now - last >= guard then
-  -- near where the limit was met, a slow probe by time; else additive per success
+  -- near where the limit was met, a slow probe by time; else additive per success, a larger
+  -- step until the engagement has met the limit (it started from a guess)
   if ceiling > 0 and rate > high * ceiling then ceiling = 0 end
   if ceiling > 0 and rate >= low * ceiling then
     local grown = state['grown'] or now
     rate = rate + rate * probe * math.min(1, math.max(0, now - grown) / 1000)
   else
-    rate = rate + succeeded * math.max(increase, rate * fraction)
+    local step = increase
+    if (state['found'] or 0) == 0 then step = start end
+    rate = rate + succeeded * math.max(step, rate * fraction)
   end
 end
 if measure > 0 and (hinted >= 0 or (state['hinted'] or 0) > 0 or engaged <= now) then
@@ -287,7 +312,9 @@ elseif measure > 0 and now >= measure + measuring then
     ceiling = through * 1000 / (now - from * lag)
     rate = math.max(minrate, ceiling * backoff)
     last = now
-    redis.call('HSET', key, 'hold', math.max(now, state['tat'] or 0))
+    -- the server's bucket is empty after a window over the limit: until it has refilled a
+    -- little, the 429s of sends that bunch (a busy machine) are no news of the rate
+    redis.call('HSET', key, 'hold', math.max(now + measuring + lag, state['tat'] or 0), 'found', 1)
   end
   measure = 0
 end

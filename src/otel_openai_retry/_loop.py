@@ -132,6 +132,37 @@ class _Sleep:
         self._state.total_sleep += min(self._seconds, taken)
 
 
+async def _slot_async(state: CallState, sleep: Callable[[float], Awaitable[None]]) -> float:
+    """Wait for the attempt's send slot: the seconds waited. A negative delay booked no slot
+    yet (a shared queue books only so far ahead): wait it, then ask again."""
+    waited, delay = 0.0, -1.0
+    while delay < 0:
+        delay = (
+            await state.pacing_delay_async()
+            if state.guard.shared_slot()  # a round trip: awaited, never blocking the loop
+            else state.pacing_delay()
+        )
+        if delay:
+            await sleep(abs(delay))
+            waited += abs(delay)
+        if delay < 0 and waited >= state.strategies.policy.max_retry_after:
+            break  # no caller waits for its slot longer than a server may make it wait
+    return waited
+
+
+def _slot(state: CallState, sleep: Callable[[float], None]) -> float:
+    """:func:`_slot_async`, for the sync driver."""
+    waited, delay = 0.0, -1.0
+    while delay < 0:
+        delay = state.pacing_delay()
+        if delay:
+            sleep(abs(delay))
+            waited += abs(delay)
+        if delay < 0 and waited >= state.strategies.policy.max_retry_after:
+            break
+    return waited
+
+
 async def run_async(
     state: CallState,
     send: Callable[[int], Awaitable[Any]],
@@ -147,14 +178,7 @@ async def run_async(
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
                     steps.refused(result := await send(0))
                     break
-                throttle = (
-                    await state.pacing_delay_async()
-                    if state.guard.shared_slot()  # a round trip: awaited, never blocking the loop
-                    else state.pacing_delay()
-                )
-                if throttle > 0:
-                    await sleep(throttle)
-                number = state.begin_attempt(throttle)
+                number = state.begin_attempt(await _slot_async(state, sleep))
                 try:
                     result = await send(number)
                 except BaseException as exc:
@@ -194,10 +218,7 @@ def run_sync(
                 if not state.will_send():  # the SDK's own refusal; see ``CallState.sendable``
                     steps.refused(result := send(0))
                     break
-                throttle = state.pacing_delay()
-                if throttle > 0:
-                    sleep(throttle)
-                number = state.begin_attempt(throttle)
+                number = state.begin_attempt(_slot(state, sleep))
                 try:
                     result = send(number)
                 except BaseException as exc:

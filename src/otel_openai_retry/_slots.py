@@ -27,9 +27,10 @@ class TokenCost(Protocol):
 def take_slot(
     guard: EndpointGuard, now: float, latest: float, cost: TokenCost | None = None
 ) -> tuple[float | None, str | None, int]:
-    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`); while sends are paced,
-    how the queue answered: ``acquired`` at once, ``delayed``, or ``rejected`` (the slot would
-    come after ``latest``); and the tokens reserved, estimated only while tokens are paced."""
+    """The wait for a send slot (see :meth:`EndpointGuard.slot_delay`: negative, ask again after
+    it); while sends are paced, how the queue answered: ``acquired`` at once, ``delayed``, or
+    ``rejected`` (the slot would come after ``latest``); and the tokens reserved, estimated only
+    while tokens are paced."""
     paced = guard.pacing()
     if not paced and not guard.pacing_tokens():  # no queue, no tokens: the common case, in brief
         return guard.slot_delay(now, latest, 0), None, 0
@@ -54,7 +55,7 @@ def _queue_result(
 ) -> tuple[float | None, str | None, int]:
     if delay is None:
         return None, "rejected" if paced else None, 0
-    return delay, ("delayed" if delay > 0 else "acquired") if paced else None, tokens
+    return delay, ("acquired" if delay == 0 else "delayed") if paced else None, tokens
 
 
 def correct_tokens(

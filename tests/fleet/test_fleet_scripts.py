@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -42,7 +43,7 @@ _RESERVER = textwrap.dedent(
         pipe = client.pipeline(transaction=True)
         pipe.time()
         pipe.evalsha(sha, 1, "otel_openai_retry:{test}", 1, tokens, -1, 600000, 5000)
-        (seconds, micros), (wait, _) = pipe.execute()
+        (seconds, micros), (wait, _, _) = pipe.execute()
         grants.append((seconds + micros / 1e6 + wait / 1e6, wait))
     print(json.dumps(grants))
     """
@@ -125,20 +126,44 @@ def test_a_slot_beyond_the_deadline_or_an_unpaced_endpoint_books_nothing(
     redis_server: RedisServer,
 ) -> None:
     script = redis_server.client.register_script(RESERVE)
-    assert script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000]) == [NOT_PACED, 0]
+    assert script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000]) == [NOT_PACED, 0, 0]
     assert redis_server.client.exists(KEY) == 0
     pace(redis_server, rate=1, burst=1)
-    first, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    first, _, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
     assert first == 0
     booked = redis_server.client.hget(KEY, "tat")
-    wait, _ = script(keys=[KEY], args=[1, 0, 500, 60_000, 5_000])  # next slot in ~1 s
+    wait, _, _ = script(keys=[KEY], args=[1, 0, 500, 60_000, 5_000])  # next slot in ~1 s
     assert wait == TOO_LATE
     assert redis_server.client.hget(KEY, "tat") == booked
-    wait, _ = script(keys=[KEY], args=[1, 0, -1, 200, 5_000])  # beyond the gate cap: the cap
+    wait, _, _ = script(keys=[KEY], args=[1, 0, -1, 200, 5_000])  # beyond the gate cap: the cap
     assert wait == 200_000
     assert redis_server.client.hget(KEY, "tat") == booked
-    wait, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    wait, _, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
     assert 900_000 < wait <= 1_000_000
+
+
+def test_a_slot_beyond_the_horizon_is_asked_for_again_at_the_rate_of_then(
+    redis_server: RedisServer,
+) -> None:
+    """Slots are booked a horizon ahead at most: a caller further back in the queue is told to
+    ask again when its slot would be within it, and nothing is booked for it. So a rate the
+    fleet learns meanwhile reaches it, not only those who come after a queue booked at the old
+    rate (a fleet that engaged at a guess far under the limit crawled at it for seconds)."""
+    script = redis_server.client.register_script(RESERVE)
+    pace(redis_server, rate=10, burst=1)
+    horizon = 250
+    args = [1, 0, -1, 60_000, 5_000, 0, horizon]
+    replies = [script(keys=[KEY], args=args) for _ in range(4)]
+    assert [booked for _, _, booked in replies] == [1, 1, 1, 0]  # 0, 100 and 200 ms; not 300
+    booked_until = float(redis_server.client.hget(KEY, "tat") or 0)
+    again = replies[3][0]
+    assert 0 < again <= (300 - horizon) * 1000  # ask again once the slot is within the horizon
+    redis_server.client.hset(KEY, "rate", 100)  # meanwhile the fleet learnt a higher rate
+    time.sleep(again / 1e6)
+    wait, _, booked = script(keys=[KEY], args=args)
+    assert booked == 1 and wait <= horizon * 1000
+    tat = float(redis_server.client.hget(KEY, "tat") or 0)
+    assert tat - booked_until == pytest.approx(1000 / 100)  # the next one at the new rate
 
 
 def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
@@ -148,9 +173,9 @@ def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
     schedule one bucket at most: the next caller waits about one bucket's refill, not years."""
     script = redis_server.client.register_script(RESERVE)
     pace(redis_server, rate=10_000, burst=1, trate=1_000, tburst=2_000)
-    first, _ = script(keys=[KEY], args=[1, 10**13, -1, 120_000, 5_000])
+    first, _, _ = script(keys=[KEY], args=[1, 10**13, -1, 120_000, 5_000])
     assert first == 0
-    wait, _ = script(keys=[KEY], args=[1, 100, -1, 120_000, 5_000])
+    wait, _, _ = script(keys=[KEY], args=[1, 100, -1, 120_000, 5_000])
     assert 0 < wait <= 2_000_000  # 2,000 tokens at 1,000 a second, then the next 100 fit
 
 

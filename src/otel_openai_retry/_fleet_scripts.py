@@ -51,9 +51,12 @@ second or so (over half a second at least: a first wave is a burst of concurrent
 rate; or since the fleet began to use the endpoint, if later), raised by the sends the first
 waves of processes yet to hear of it report with their 429s within ``REPORT_SPAN``. Those 429s
 lower nothing. Then the fleet measures (``MEASURE_AFTER``, ``MEASURE``): 429s all along say its
-rate was over the limit, and what got through meanwhile is the limit, which the schedule goes a
-margin (``backoff``) under; too few 429s say the rate was under it. A later 429 (at most once per
-``guard``; not for slots booked before the last decrease) lowers it that margin under where the
+rate was over the limit, and what got through meanwhile is the limit; the schedule goes on from
+as far under it as one process's trial of whether its rate matters sends (``trial``: each
+process's limiter judges the fleet's schedule as if its own, and a schedule nearer the limit
+fails that trial now and then, after which that process reports no 429 to the fleet); too few
+429s say the rate was under it. A later 429 (at most once per ``guard``; not for slots booked
+before the last decrease) lowers the rate a margin (``backoff``) under where the
 limit was met, the fleet's success rate over the last second, which it then probes towards:
 additively, or, near it, by a small share per second (a bucket's burst hides a small excess for
 seconds: a fast climb would overshoot far before the next 429 said so). Unlike one process's
@@ -75,7 +78,7 @@ from ._pacing import (
     MIN_RATE,
     START_FLOOR,
 )
-from ._pacing_evidence import BACKOFF, PROBE_BAND, PROBE_PER_SECOND
+from ._pacing_evidence import BACKOFF, PROBE_BAND, PROBE_PER_SECOND, TRIAL_MARGIN
 
 __all__ = ["HORIZON", "NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
 
@@ -137,6 +140,7 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     MEASURE,
     MEASURED_OVER,
     START_INCREASE,
+    TRIAL_MARGIN,
 )
 
 RESERVE = f"""
@@ -213,7 +217,7 @@ local succeeded, thinted, tburst = a[6], a[7], a[8]
 local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
 local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
 local warmth, backoff, probe, low, high, lag = a[20], a[21], a[22], a[23], a[24], a[25]
-local settle, measuring, overshare, start = a[26], a[27], a[28], a[29]
+local settle, measuring, overshare, start, trial = a[26], a[27], a[28], a[29], a[30]
 local second = math.floor(now / 1000)
 local tick = math.floor(now / lag)
 local per_second = 1000 / lag
@@ -310,7 +314,7 @@ elseif measure > 0 and now >= measure + measuring then
   local over = tonumber(redis.call('HGET', key, 'over')) or 0
   if over >= through * overshare and through >= 5 then
     ceiling = through * 1000 / (now - from * lag)
-    rate = math.max(minrate, ceiling * backoff)
+    rate = math.max(minrate, ceiling * trial)
     last = now
     -- the server's bucket is empty after a window over the limit: until it has refilled a
     -- little, the 429s of sends that bunch (a busy machine) are no news of the rate

@@ -160,9 +160,7 @@ class CallState:
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
         delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
-        if queued is not None:  # asked again: the last answer, since the first asking
-            self._queued = (queued, now if self._queued is None else self._queued[1])
-        return 0.0 if delay is None else max(-MAX_SLEEP, min(delay, MAX_SLEEP))
+        return self._slot_answered(delay, queued, now)
 
     async def pacing_delay_async(self) -> float:
         """:meth:`pacing_delay` for a guard whose slot is a round trip away (``shared_slot``)."""
@@ -170,6 +168,9 @@ class CallState:
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
         delay, queued, self._reserved = await take_slot_async(self.guard, now, latest, self.tokens)
+        return self._slot_answered(delay, queued, now)
+
+    def _slot_answered(self, delay: float | None, queued: str | None, now: float) -> float:
         if queued is not None:  # asked again: the last answer, since the first asking
             self._queued = (queued, now if self._queued is None else self._queued[1])
         return 0.0 if delay is None else max(-MAX_SLEEP, min(delay, MAX_SLEEP))

@@ -254,9 +254,7 @@ class RedisGuard:
             return
         with self._lock:
             self._news[2] += 1
-            self._learn(headers)
-            hinted = refill_rate(headers) if headers is not None else None
-            gate = shared_gate(retry_after, hinted, self.max_gate)
+            gate = shared_gate(retry_after, self._learn(headers), self.max_gate)
             if gate is not None:
                 self._gate_until = max(self._gate_until or 0.0, now + gate)
         self._fleet.wake()
@@ -268,10 +266,14 @@ class RedisGuard:
             if self._engaged_until > now:
                 self._learn(headers)
 
-    def _learn(self, headers: Mapping[str, str] | None) -> None:
-        if headers is not None:
-            self._hinted = refill_rate(headers) or self._hinted
-            self._tokens_hinted = token_refill(headers) or self._tokens_hinted
+    def _learn(self, headers: Mapping[str, str] | None) -> float | None:
+        """Keep the answer's header rates for the next report; its request rate, if any."""
+        if headers is None:
+            return None
+        hinted = refill_rate(headers)
+        self._hinted = hinted or self._hinted
+        self._tokens_hinted = token_refill(headers) or self._tokens_hinted
+        return hinted
 
     # -- what the reporter asks -------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -110,3 +112,39 @@ async def test_token_pacing_gets_a_crowd_through_a_token_limit(
     assert sum(len(c.attempts) for c in found) == server.request_count
     throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
     assert any(isinstance(t, float) and t > 0 for t in throttles), "pacing engaged"
+
+
+async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """A stream without ``max_tokens`` books its prompt alone; what it cost comes with its last
+    chunk. Once the caller has read it, the difference is charged: a request after it waits for
+    those tokens as well, as the server's bucket will. Unread, nothing is charged yet."""
+    instrument(policy=FAST)
+    client = async_client(server)
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+    async def stream_and_then_a_call(reply_words: int) -> float:
+        server.reset()
+        exporter.clear()
+        server.script(
+            Fault.status(429, headers=EMPTY_BUCKET, error_type="tokens"),
+            Fault.replying(" ".join(["word"] * reply_words)),
+        )
+        started = time.monotonic()  # the stream's first attempt: a 429, the bucket empty
+        stream = await client.chat.completions.create(
+            model="m", messages=hi, stream=True, stream_options={"include_usage": True}
+        )
+        usage = [chunk.usage async for chunk in stream if chunk.usage is not None]
+        assert usage and usage[-1].completion_tokens >= reply_words
+        asked = time.monotonic()
+        await client.chat.completions.create(model="m", messages=hi, max_tokens=500)
+        _, after = calls(exporter.get_finished_spans())
+        waited = after.attr("openai_retry.total_throttle")
+        assert isinstance(waited, float)
+        return asked + waited - started  # when its tokens were there
+
+    short = await stream_and_then_a_call(1)
+    await asyncio.sleep(1.2)  # the bucket is full again
+    long = await stream_and_then_a_call(800)
+    assert long - short >= 0.7, (short, long)  # 800 tokens more at 1,000 a second

@@ -5,6 +5,7 @@ a reservation."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from openai.types import CreateEmbeddingResponse
@@ -119,10 +120,19 @@ def test_usage_above_the_estimate_is_charged_and_below_it_given_nothing_back() -
     schedule as it was; one that used more (an estimate too low) is charged the difference."""
     pacer = engaged()
     assert pacer.reserve(0.0, 800, 0.0, math.inf) == pytest.approx(800 / RATE)
-    pacer.used(800, 200)
+    pacer.used(0.0, 800, 200)
     assert pacer.reserve(0.0, 200, 0.0, math.inf) == pytest.approx(1000 / RATE)
-    pacer.used(200, 500)
+    pacer.used(0.0, 200, 500)
     assert pacer.reserve(0.0, 100, 0.0, math.inf) == pytest.approx(1400 / RATE)
+
+
+def test_usage_charged_to_a_full_bucket_is_taken_from_it() -> None:
+    """A schedule long behind now stands for a full bucket: usage charged then is taken from
+    the full bucket, not from a schedule that no longer counts (where it would vanish)."""
+    pacer = engaged()  # empty at 0, full again a second later
+    later = 3.0
+    pacer.used(later, 100, 1100)
+    assert pacer.reserve(later, 1000, later, math.inf) == pytest.approx(900 / RATE)
 
 
 def test_a_caller_who_cannot_wait_reserves_nothing() -> None:
@@ -212,6 +222,9 @@ class Cost:
 
     def used(self, result: object) -> int | None:
         return None
+
+    def used_later(self, charge: Callable[[int], None]) -> None:
+        pass
 
 
 def test_a_call_estimates_its_tokens_only_while_tokens_are_paced() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -120,6 +120,9 @@ class Call:
 
     def used(self, result: object) -> int | None:
         return used_tokens(result)
+
+    def used_later(self, charge: Callable[[int], None]) -> None:
+        self.spans.charge_usage(charge)
 
     def options_for(self, attempt: int) -> FinalRequestOptions:
         """The SDK's retries off, the true retry count on the wire, the deadline respected."""

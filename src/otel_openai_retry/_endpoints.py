@@ -201,7 +201,7 @@ class LocalGuard:
 
     def tokens_used(self, now: float, reserved: int, used: int) -> None:
         if self.tokens is not None:
-            self.tokens.used(reserved, used)
+            self.tokens.used(now, reserved, used)
 
 
 class Endpoints:

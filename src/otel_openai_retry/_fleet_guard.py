@@ -16,7 +16,9 @@ What the fleet adds:
   longer than a round trip may take) rather than go unpaced;
 - a 429 that the local limiter takes as a reason to pace (not one it judged independent of our
   rate) is reported at once, with its ``Retry-After`` gate and the header rates: the whole fleet
-  paces from the next report on;
+  paces from the next report on; while it paces, every 429 is reported, so that the fleet judges
+  from its own counts whether its rate is what they depend on (a process's limiter judges the
+  fleet's schedule as if it were its own);
 - the budget counts requests and retries locally; the reporter adds them to the fleet's counts
   every ``REPORT_EVERY`` and reads back the fleet's totals, which decide (with what was counted
   since) whether a retry may go. A fleet can so overspend by what its processes retry within one
@@ -80,6 +82,7 @@ class RedisGuard:
         "_fleet",
         "_gate_until",
         "_hinted",
+        "_independent_until",
         "_joined",
         "_joining",
         "_lock",
@@ -99,10 +102,13 @@ class RedisGuard:
         self.max_gate = max_gate
         self._engaged_until = 0.0
         """Monotonic time until which the fleet paces this endpoint, as last heard."""
+        self._independent_until = 0.0
+        """Until then the fleet judges the 429s independent of its rate, as last heard."""
         self._totals: tuple[int, int, float] | None = None
         """The fleet's requests and retries over the budget's window, and when heard."""
-        self._news = [0, 0, 0, 0]
-        """Since the last report: requests sent, retries sent, 429s, successes."""
+        self._news = [0, 0, 0, 0, 0]
+        """Since the last report: requests sent, retries sent, 429s, successes, and tokens
+        answers used beyond what their sends booked."""
         self._gate_until: float | None = None
         self._hinted: float | None = None
         self._tokens_hinted: tuple[float, int] | None = None
@@ -239,6 +245,9 @@ class RedisGuard:
 
     def tokens_used(self, now: float, reserved: int, used: int) -> None:
         self.local.tokens_used(now, reserved, used)
+        if used > reserved:  # the fleet's schedule is charged too, with the next report
+            with self._lock:
+                self._news[4] += used - reserved
 
     def throttled(
         self,
@@ -250,7 +259,9 @@ class RedisGuard:
         self.local.throttled(now, retry_after, headers, limit)
         limiter = self.local.limiter
         engaged = limiter is not None and limiter.engaged
-        if not (engaged or self.local.pacing_tokens()):  # pacing off, or standing aside
+        # A process standing aside engages no fleet; a fleet that paces hears every 429 all the
+        # same: it judges for itself whether its rate is what they depend on.
+        if not (engaged or self.local.pacing_tokens() or self.fleet_paces()):
             return
         with self._lock:
             self._news[2] += 1
@@ -281,17 +292,17 @@ class RedisGuard:
         """What happened since the last report, as the ``REPORT`` script's arguments; ``None``
         when nothing did (an endpoint not used costs nothing)."""
         with self._lock:
-            news, self._news = self._news, [0, 0, 0, 0]
+            news, self._news = self._news, [0, 0, 0, 0, 0]
             gate, self._gate_until = self._gate_until, None
             hinted, self._hinted = self._hinted, None
             tokens, self._tokens_hinted = self._tokens_hinted, None
         if not any(news):
             return None
-        sent, retried, throttled, succeeded = news
+        sent, retried, throttled, succeeded, excess = news
         gate_ms = -1.0 if gate is None else max(0.0, gate - now) * 1000
         token_rate, token_burst = tokens if tokens is not None else (-1.0, 0)
         return (sent, retried, throttled, gate_ms, hinted or -1.0, succeeded, token_rate,
-                token_burst)  # fmt: skip
+                token_burst, excess)  # fmt: skip
 
     def after_fork(self) -> None:
         """A forked child is a process starting: it joins the fleet anew."""
@@ -301,8 +312,16 @@ class RedisGuard:
         self._answered = None
 
     def apply_report(self, reply: object, now: float) -> None:
-        if not isinstance(reply, list) or len(reply) != 4:
+        if not isinstance(reply, list) or len(reply) != 5:
             raise ValueError(f"unexpected reply from Redis: {type(reply).__name__}")
-        engaged_ms, requests, retries, _ = (int(value) for value in reply)
+        engaged_ms, requests, retries, _, independent_ms = (int(value) for value in reply)
         self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
         self._totals = (requests, retries, now)
+        if independent_ms > 0 and self._independent_until <= now:
+            # The fleet judged, from all its processes' answers, that slowing does not help:
+            # this process's limiter, whose own trial judged the fleet's schedule, stands
+            # aside too (once per verdict: its own watch may end that, as alone).
+            limiter = self.local.limiter
+            if limiter is not None:
+                limiter.stand_aside(time.monotonic())
+        self._independent_until = now + independent_ms / 1000 if independent_ms > 0 else 0.0

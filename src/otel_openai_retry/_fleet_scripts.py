@@ -24,7 +24,8 @@ booked: the caller waits ``max gate`` (no caller waits longer than the policy le
 it wait). Nor is a slot beyond ``horizon`` (``HORIZON``): its caller asks again when it would be
 within it, so that a rate changed meanwhile (learnt, raised, lowered) reaches every caller that
 waits, not only those who come after a queue booked at the old one. A slot that made its caller
-wait keeps the fleet pacing for ``disengage after``.
+wait keeps the fleet pacing for ``disengage after``. While the fleet takes its reference (see
+``REPORT``), the request schedule is left out: the gate and the token schedule still apply.
 
 What the fleet learnt outlives its pacing: while the fleet paces, each report marks the hash's
 rates (requests and tokens) warm for ``WARM`` seconds. A process's first call to an endpoint
@@ -39,30 +40,44 @@ and reads back what the fleet saw::
     KEYS[1]  the endpoint's hash
     ARGV     requests sent, retries sent, 429s, gate (ms from now; < 0: none), hinted request
              rate (< 0: none), successes, hinted token rate (< 0: none), hinted token burst,
-             then the constants of :data:`REPORT_CONSTANTS`
+             tokens answers used beyond what their sends booked, then the constants of
+             :data:`REPORT_CONSTANTS`
     reply    {ms until the fleet stops pacing (0: not paced), requests and retries over the
-              budget window, request rate x 1000}
+              budget window, request rate x 1000, ms until its verdict that the 429s do not
+              depend on its rate ends (0: none)}
 
 Requests and retries are counted per second of Redis's clock over ``window`` seconds (the
 budget's sliding window), successes per report span (``REPORT_SPAN``) over two seconds. The rate
 is learnt as one process's limiter learns it: the highest header rate the engagement heard; else
-a 429 to an unpaced endpoint starts the schedule at a share of the fleet's send rate over the last
-second or so (over half a second at least: a first wave is a burst of concurrent calls, not a
-rate; or since the fleet began to use the endpoint, if later), raised by the sends the first
-waves of processes yet to hear of it report with their 429s within ``REPORT_SPAN``. Those 429s
-lower nothing. Then the fleet measures (``MEASURE_AFTER``, ``MEASURE``): 429s all along say its
-rate was over the limit, and what got through meanwhile is the limit; the schedule goes on from
-as far under it as one process's trial of whether its rate matters sends (``trial``: each
-process's limiter judges the fleet's schedule as if its own, and a schedule nearer the limit
-fails that trial now and then, after which that process reports no 429 to the fleet); too few
-429s say the rate was under it. A later 429 (at most once per ``guard``; not for slots booked
-before the last decrease) lowers the rate a margin (``backoff``) under where the
-limit was met, the fleet's success rate over the last second, which it then probes towards:
-additively, or, near it, by a small share per second (a bucket's burst hides a small excess for
-seconds: a fast climb would overshoot far before the next 429 said so). Unlike one process's
-limiter, the fleet takes the success rate as where the limit was met even above its own rate: its
-counts arrive a report late, and the 429s of slots booked at a higher rate would otherwise pin it
-under the limit.
+from the answers, in the fleet's own counts (while it paces, every process reports every 429,
+whatever its own limiter judged):
+
+- the reference: a 429 to an unpaced endpoint engages the fleet, which first measures what it
+  sends unpaced (the gates and the token schedule alone), as one process's trial does; header
+  rates, of requests or of tokens, make all that follows needless;
+- far over a limit (429s ``far over`` times the successes, once a few successes are in: a 429
+  comes back at once, a success after the latency), it paces at once, at a share of its send rate
+  over the last second or so (over half a second at least: a first wave is a burst of concurrent
+  calls, not a rate; or since the fleet began to use the endpoint, if later), raised by the sends
+  the first waves of processes reported meanwhile. Then it measures (``MEASURE_AFTER``,
+  ``MEASURE``): 429s all along say its rate was over the limit, and what got through meanwhile
+  is the limit; the schedule goes on from ``trial`` of it; too few 429s say the rate was under it;
+- else, once the reference has answers enough for a verdict, the trial: ``trial`` of the rate the
+  successes came at, with neither decrease nor growth. Against a limit as many get through and
+  the 429s vanish: the fleet paces on from a margin (``backoff``) under that rate. If the 429
+  fraction did not fall (by half, and by more than noise explains), the 429s do not depend on the
+  fleet's rate: it stands aside (no pacing, no join paced, no 429 engaging it) for
+  ``independent``;
+- whichever way, should the rate later fall under ``unhelped`` of the rate that got through
+  unpaced, or measured, while the 429 fraction did not fall, slowing did not help: it stands aside.
+
+A later 429 (at most once per ``guard``; not for slots booked before the last decrease) lowers the
+rate a margin (``backoff``) under where the limit was met, the fleet's success rate over the last
+second, which it then probes towards: additively, or, near it, by a small share per second (a
+bucket's burst hides a small excess for seconds: a fast climb would overshoot far before the next
+429 said so). Unlike one process's limiter, the fleet takes the success rate as where the limit
+was met even above its own rate: its counts arrive a report late, and the 429s of slots booked at
+a higher rate would otherwise pin it under the limit.
 """
 
 from __future__ import annotations
@@ -72,13 +87,31 @@ from ._pacing import (
     DECREASE_GUARD,
     DISENGAGE_AFTER,
     ENGAGE_FACTOR,
+    FLOOR_MIN_SPAN,
     HINT_MARGIN,
     INCREASE_FRACTION,
     INCREASE_PER_SUCCESS,
     MIN_RATE,
     START_FLOOR,
 )
-from ._pacing_evidence import BACKOFF, PROBE_BAND, PROBE_PER_SECOND, TRIAL_MARGIN
+from ._pacing_evidence import (
+    BACKOFF,
+    BUCKET,
+    FAR_OVER,
+    INDEPENDENT_HOLD,
+    PROBE_BAND,
+    PROBE_PER_SECOND,
+    REFERENCE_MIN_ANSWERS,
+    TRIAL_EVIDENCE,
+    TRIAL_KEPT,
+    TRIAL_LAG,
+    TRIAL_MARGIN,
+    TRIAL_MIN_ANSWERS,
+    TRIAL_RESIDUE,
+    TRIAL_TIMEOUT,
+    TRIAL_WINDOW,
+    UNHELPED_SHARE,
+)
 
 __all__ = ["HORIZON", "NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
 
@@ -141,6 +174,18 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     MEASURED_OVER,
     START_INCREASE,
     TRIAL_MARGIN,
+    TRIAL_KEPT,
+    TRIAL_EVIDENCE,
+    TRIAL_MIN_ANSWERS,
+    TRIAL_TIMEOUT * 1000,
+    UNHELPED_SHARE,
+    INDEPENDENT_HOLD * 1000,
+    FAR_OVER,
+    REFERENCE_MIN_ANSWERS,
+    TRIAL_RESIDUE,
+    TRIAL_LAG * 1000,
+    FLOOR_MIN_SPAN * 1000,
+    TRIAL_WINDOW * BUCKET * 1000 * 0.9,
 )
 
 RESERVE = f"""
@@ -148,7 +193,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local key = KEYS[1]
 local s = redis.call('HMGET', key, 'engaged', 'rate', 'burst', 'tat', 'trate', 'tburst', 'ttat',
-                     'gate', 'warm')
+                     'gate', 'warm', 'ref')
 local engaged = tonumber(s[1]) or 0
 local rate = tonumber(s[2]) or 0
 local cost, tcost = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -162,10 +207,13 @@ if engaged <= now then
   engaged = now + disengage
   redis.call('HSET', key, 'engaged', engaged)
 end
+-- while the fleet measures what gets through unpaced (its reference), no request schedule
+local measuring = (tonumber(s[10]) or 0) > 0
 local interval = cost * 1000 / rate
 local tolerance = math.max(0, (tonumber(s[3]) or 1) - 1) * 1000 / rate
 local tat = math.max(tonumber(s[4]) or 0, now)
-local start = math.max(now, tonumber(s[8]) or 0, tat - tolerance)
+local start = math.max(now, tonumber(s[8]) or 0)
+if not measuring then start = math.max(start, tat - tolerance) end
 local trate, ttat, tinterval = tonumber(s[5]) or 0, 0, 0
 local tburst = tonumber(s[6]) or 0
 if trate > 0 and tcost > 0 and tburst > 0 then
@@ -194,7 +242,7 @@ if horizon > 0 and wait > horizon then
   redis.call('HSET', key, 'engaged', engaged)
   return {{math.floor((wait - horizon) * 1000), math.floor(engaged - now), 0}}
 end
-redis.call('HSET', key, 'tat', math.max(tat, start) + interval)
+if not measuring then redis.call('HSET', key, 'tat', math.max(tat, start) + interval) end
 if tinterval > 0 then
   redis.call('HSET', key, 'ttat', math.max(ttat, start) + tinterval)
 end
@@ -213,11 +261,23 @@ local key = KEYS[1]
 local a = {}
 for i = 1, #ARGV do a[i] = tonumber(ARGV[i]) end
 local sent, retried, throttled, gate, hinted = a[1], a[2], a[3], a[4], a[5]
-local succeeded, thinted, tburst = a[6], a[7], a[8]
-local window, disengage, floor, engage, minrate = a[9], a[10], a[11], a[12], a[13]
-local decrease, guard, increase, fraction, margin, keep = a[14], a[15], a[16], a[17], a[18], a[19]
-local warmth, backoff, probe, low, high, lag = a[20], a[21], a[22], a[23], a[24], a[25]
-local settle, measuring, overshare, start, trial = a[26], a[27], a[28], a[29], a[30]
+local succeeded, thinted, tburst, excess = a[6], a[7], a[8], a[9]
+local window, disengage, floor, engage, minrate = a[10], a[11], a[12], a[13], a[14]
+local decrease, guard, increase, fraction, margin, keep = a[15], a[16], a[17], a[18], a[19], a[20]
+local warmth, backoff, probe, low, high, lag = a[21], a[22], a[23], a[24], a[25], a[26]
+local settle, measuring, overshare, start, trial = a[27], a[28], a[29], a[30], a[31]
+local kept, evidence, enough, timeout, unhelped = a[32], a[33], a[34], a[35], a[36]
+local independent, farover, fewest, residue, trial_lag = a[37], a[38], a[39], a[40], a[41]
+local far_span, ref_span = a[42], a[43]
+local function fell(t, n, tt, tn)
+  -- the 429 fraction fell by half at least and by more than noise explains (a z-test)
+  if n <= 0 or tn <= 0 then return false end
+  local before, during = t / n, tt / tn
+  if during > kept * before then return false end
+  local pooled = (t + tt) / (n + tn)
+  local err = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / tn))
+  return err == 0 or before - during >= evidence * err
+end
 local second = math.floor(now / 1000)
 local tick = math.floor(now / lag)
 local per_second = 1000 / lag
@@ -250,10 +310,19 @@ for i = 1, #fields, 2 do
   end
 end
 local engaged = state['engaged'] or 0
+if excess > 0 and engaged > now and (state['trate'] or 0) > 0 then
+  -- answers used more tokens than their sends booked: the schedule is charged the difference
+  -- (a bucket's worth at most a report: more says the bucket was overspent already)
+  local charged = math.min(excess, state['tburst'] or 0) * 1000 / state['trate']
+  redis.call('HSET', key, 'ttat', math.max(state['ttat'] or 0, now) + charged)
+end
 local rate = state['rate'] or 0
 local last = state['decreased'] or 0
 local ceiling = state['ceiling'] or 0
 local measure = state['measure'] or 0
+local judge, trialing = state['judge'] or 0, state['trial'] or 0
+local aside = (state['aside'] or 0) > now
+local ref = state['ref'] or 0
 -- successes per second over the last second and this tick so far (this report's included), or
 -- since the fleet began to use the endpoint (its first report's news included), if later
 local since = (now + lag - (state['began'] or now)) / 1000
@@ -261,21 +330,24 @@ local span = math.max(0.25, math.min((now - (tick - per_second) * lag) / 1000, s
 local sends = math.max(0.5, math.min(1 + now / 1000 - second, since))
 local succeeding = 0
 if ok >= 5 then succeeding = ok / span end
-if throttled > 0 then
+if aside then
+  -- the 429s were judged not to depend on the fleet's rate: no pacing until the verdict is old
+elseif throttled > 0 then
   if engaged <= now or rate <= 0 then
     rate = math.max(floor, recent / sends * engage)
-    last, ceiling, state['hinted'], measure = now, 0, 0, now + lag + settle
-    -- the 429s of processes that have yet to hear the fleet paces are no news; then the fleet
-    -- measures what gets through
-    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag, 'over', 0, 'found', 0)
+    last, ceiling, state['hinted'], measure = now, 0, 0, 0
+    -- first the reference: the answers to what the fleet sends unpaced (gates only)
+    judge, trialing, ref = 0, 0, now
+    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag, 'over', 0, 'found', 0,
+               'rt', 0, 'rn', 0)
+  elseif ref > 0 then
+    -- the first wave's other processes: what they sent is news of where to start
+    rate = math.max(rate, recent / sends * engage)
   elseif measure > 0 then
     if now >= measure then
       redis.call('HINCRBY', key, 'over', throttled)
-    elseif now < (state['hold'] or 0) and hinted < 0 then
-      -- the first wave's other processes: what they sent is news of where to start
-      rate = math.max(rate, recent / sends * engage)
     end
-  elseif hinted < 0 and now >= math.max(last + guard, state['hold'] or 0) then
+  elseif hinted < 0 and trialing == 0 and now >= math.max(last + guard, state['hold'] or 0) then
     -- the limit was met where what got through came (else at the rate), less a margin;
     -- not again for the 429s of slots booked before now (they keep the old spacing)
     ceiling = rate
@@ -288,8 +360,8 @@ if throttled > 0 then
   if gate >= 0 then
     redis.call('HSET', key, 'gate', math.max(state['gate'] or 0, now + gate))
   end
-elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0
-       and now - last >= guard then
+elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0 and trialing == 0
+       and ref == 0 and now - last >= guard then
   -- near where the limit was met, a slow probe by time; else additive per success, a larger
   -- step until the engagement has met the limit (it started from a guess)
   if ceiling > 0 and rate > high * ceiling then ceiling = 0 end
@@ -302,8 +374,31 @@ elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0
     rate = rate + succeeded * math.max(step, rate * fraction)
   end
 end
-if measure > 0 and (hinted >= 0 or (state['hinted'] or 0) > 0 or engaged <= now) then
-  measure = 0  -- the headers say the rate
+if hinted >= 0 or (state['hinted'] or 0) > 0 or thinted > 0 or (state['trate'] or 0) > 0
+   or engaged <= now then
+  measure, judge, ref = 0, 0, 0  -- the headers say the rate (of requests, or of tokens)
+elseif ref > 0 then
+  local rt = redis.call('HINCRBY', key, 'rt', throttled)
+  local rn = redis.call('HINCRBY', key, 'rn', throttled + succeeded)
+  local through = rn - rt
+  if (through >= 5 and rt >= farover * through and now >= ref + far_span)
+     or (through < 5 and now >= ref + timeout) then
+    -- far over a limit (a 429 comes back at once, a success after the latency: only once a few
+    -- have come can their share tell), or too few successes to tell: pace now at the rate the
+    -- first waves sent at, then measure
+    ref, last, measure = 0, now, now + lag + settle
+    redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag)
+  elseif through >= 5 and now >= ref + ref_span
+         and (rn >= enough or (rn >= fewest and fell(rt, rn, residue, enough))
+              or now >= ref + timeout) then
+    -- the trial: a little under the rate the successes came at; against a limit, as many get
+    -- through and the 429s vanish; against 429s that do not depend on the rate, they stay
+    ceiling = through * 1000 / math.max(lag, now - ref)
+    rate = math.max(minrate, ceiling * trial)
+    ref, last, judge, trialing = 0, now, now + trial_lag, 1
+    redis.call('HSET', key, 'rt', rt, 'rn', rn, 'rrate', ceiling, 'jt', 0, 'jn', 0,
+               'hold', judge)
+  end
 elseif measure > 0 and now >= measure + measuring then
   -- 429s all along: what got through is the limit; none: the rate was under it (AIMD goes on)
   local from = math.ceil(measure / lag)
@@ -312,15 +407,45 @@ elseif measure > 0 and now >= measure + measuring then
     if counted[1] >= from then through = through + counted[2] end
   end
   local over = tonumber(redis.call('HGET', key, 'over')) or 0
+  if through >= 5 then
+    local succeeding_then = through * 1000 / (now - from * lag)
+    -- the reference the fleet's judgement of its own rate compares with
+    redis.call('HSET', key, 'rt', over, 'rn', over + through, 'rrate', succeeding_then,
+               'jt', 0, 'jn', 0)
+    judge = now
+  end
   if over >= through * overshare and through >= 5 then
     ceiling = through * 1000 / (now - from * lag)
     rate = math.max(minrate, ceiling * trial)
     last = now
     -- the server's bucket is empty after a window over the limit: until it has refilled a
-    -- little, the 429s of sends that bunch (a busy machine) are no news of the rate
-    redis.call('HSET', key, 'hold', math.max(now + measuring + lag, state['tat'] or 0), 'found', 1)
+    -- little, the 429s of sends that bunch (a busy machine) are no news of the rate (nor of
+    -- whether slowing helps)
+    judge = math.max(now + measuring + lag, state['tat'] or 0)
+    redis.call('HSET', key, 'hold', judge, 'found', 1)
   end
   measure = 0
+elseif judge > 0 and now >= judge and not aside then
+  -- did slowing down lower the 429 fraction? if not, the 429s do not depend on the rate
+  local jt = redis.call('HINCRBY', key, 'jt', throttled)
+  local jn = redis.call('HINCRBY', key, 'jn', throttled + succeeded)
+  local rt, rn = state['rt'] or 0, state['rn'] or 0
+  local judged = false
+  if trialing == 1 and (jn >= enough or now >= judge + timeout) then
+    judged = jn > 0 and not fell(rt, rn, jt, jn)
+    -- it fell: the limit is where it was measured; from now on, watch that slowing keeps
+    -- helping (the trial's own rate, under it, set no ceiling)
+    trialing, judge = 0, now
+    if ceiling > 0 then rate, last = math.max(rate, ceiling * backoff), now end
+    redis.call('HSET', key, 'jt', 0, 'jn', 0)
+  elseif trialing == 0 and jn >= enough and rate < unhelped * (state['rrate'] or 0) then
+    judged = not fell(rt, rn, jt, jn)
+  end
+  if judged then
+    aside, engaged, measure, judge = true, 0, 0, 0
+    redis.call('HSET', key, 'aside', now + independent, 'engaged', 0, 'warm', 0, 'judge', 0)
+    state['warm'] = 0
+  end
 end
 if engaged > now then
   -- the highest header rate of the engagement: each process's is a lower bound (a count
@@ -332,11 +457,13 @@ if engaged > now then
   end
   redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last, 'warm',
              now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest,
-             'measure', measure)
+             'measure', measure, 'judge', judge, 'trial', trialing, 'ref', ref)
   state['warm'] = now + warmth
 end
 redis.call('PEXPIRE', key, math.max(keep, math.floor((state['warm'] or 0) - now)))
 local left = 0
 if engaged > now then left = math.floor(engaged - now) end
-return {left, requests, retries, math.floor(rate * 1000)}
+local apart = 0
+if aside then apart = math.floor((tonumber(redis.call('HGET', key, 'aside')) or 0) - now) end
+return {left, requests, retries, math.floor(rate * 1000), apart}
 """

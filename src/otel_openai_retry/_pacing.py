@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from ._pacing_evidence import (
     BACKOFF,
     BUCKET,
+    BUCKETS,
     FAR_OVER,
     PROBE_BAND,
     PROBE_PER_SECOND,
@@ -204,6 +205,16 @@ class AdaptiveLimiter(TrialRules):
                 self._follow(hinted, now, throttled=True)
             if self._answers.add(now, throttled=True) and hinted is None:
                 self._next_phase(now)
+
+    def stand_aside(self, now: float) -> None:
+        """Told that the 429s do not depend on the send rate (a fleet judged so from all its
+        processes' answers): stand aside now, the 429 fraction lately as the verdict's."""
+        with self._lock:
+            if self._independent_since is not None:
+                return
+            ok, throttled, _ = self._answers.recent(now, BUCKETS - 1)
+            self._settle(now)
+            self._stand_aside(now, throttled / max(1, ok + throttled))
 
     def _follow(self, hinted: float, now: float, throttled: bool) -> None:
         """The headers' rate (the highest they gave: each is a lower bound) is the server's, for

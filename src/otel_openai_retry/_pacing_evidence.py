@@ -17,6 +17,7 @@ __all__ = [
     "PROBE_BAND",
     "PROBE_PER_SECOND",
     "PROVISIONAL",
+    "REFERENCE_MIN_ANSWERS",
     "RETRIAL_AFTER",
     "TRIAL_EVIDENCE",
     "TRIAL_KEPT",

@@ -5,7 +5,9 @@ answer says it cost."""
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._endpoints import EndpointGuard
@@ -22,6 +24,10 @@ class TokenCost(Protocol):
 
     def used(self, result: object) -> int | None:
         """What the answer ``result`` says it cost, if it says."""
+
+    def used_later(self, charge: Callable[[int], None]) -> None:
+        """An answer that is read later (a stream): ``charge`` what it says it cost once it has
+        been read, if it says."""
 
 
 def take_slot(
@@ -61,10 +67,22 @@ def _queue_result(
 def correct_tokens(
     guard: EndpointGuard, cost: TokenCost | None, reserved: int, result: Any
 ) -> None:
-    """The answer's usage, where above the ``reserved`` estimate, charged to the guard."""
+    """The answer's usage, where above the ``reserved`` estimate, charged to the guard; a
+    stream's once it has been read."""
     try:
-        used = None if cost is None else cost.used(result)
+        if cost is None:
+            return
+        used = cost.used(result)
         if used is not None:
             guard.tokens_used(time.monotonic(), reserved, used)
+        else:
+            cost.used_later(functools.partial(_charge, guard, reserved))
+    except Exception:
+        report_internal_error("token usage")
+
+
+def _charge(guard: EndpointGuard, reserved: int, used: int) -> None:
+    try:
+        guard.tokens_used(time.monotonic(), reserved, used)
     except Exception:
         report_internal_error("token usage")

@@ -19,6 +19,7 @@ themselves.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,7 @@ class CallTelemetry:
     __slots__ = (
         "_attempt_started",
         "_attempts",
+        "_charge",
         "_delay",
         "_inference",
         "_instruments",
@@ -111,6 +113,7 @@ class CallTelemetry:
         self._attempt_started = self._started
         self._result_attributes: dict[str, AttributeValue] | None = None
         self._watch: StreamWatch | None = None
+        self._charge: Callable[[int], None] | None = None
         self._usage_recorded = False
         self._retries = 0
         self._delay = 0.0
@@ -225,9 +228,18 @@ class CallTelemetry:
         end_span(logical)
 
     @guarded
+    def charge_usage(self, charge: Callable[[int], None]) -> None:
+        """Hand ``charge`` the tokens the stream returned to the caller says it used, once it
+        is over (the pacer's estimate is corrected by them)."""
+        self._charge = charge
+
     def stream_ended(self, end: StreamEnd) -> None:
         """Called once by the watch when the stream returned to the caller is over."""
         try:
+            charge, self._charge = self._charge, None
+            used = None if end.fields is None else _tokens_used(end.fields)
+            if charge is not None and used is not None:
+                charge(used)
             if end.fields is not None:
                 ttfc = end.time_to_first_chunk
                 if ttfc is not None:
@@ -245,3 +257,9 @@ class CallTelemetry:
                 # The loop said success when it returned the stream; the stream then failed.
                 set_attributes(self.span, {OUTCOME: Outcome.ERROR.value})
             self._end(end.error, end.error_type)
+
+
+def _tokens_used(fields: ResponseFields) -> int | None:
+    if fields.input_tokens is None and fields.output_tokens is None:
+        return None
+    return (fields.input_tokens or 0) + (fields.output_tokens or 0)

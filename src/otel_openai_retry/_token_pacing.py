@@ -90,14 +90,16 @@ class TokenPacer:
                 self._last_delay = now
             return delay
 
-    def used(self, reserved: int, used: int) -> None:
+    def used(self, now: float, reserved: int, used: int) -> None:
         """An answer reported more usage than was reserved for it: the schedule is charged the
-        difference. Less gives nothing back: OpenAI's limiter charges its estimate (the output
-        allowed, not the output produced) at admission, so a refund would send tokens the server
-        has not got, and 429s follow."""
+        difference, taken from what the bucket holds now (a schedule that fell behind ``now``
+        stands for a full bucket). Less gives nothing back: OpenAI's limiter charges its
+        estimate (the output allowed, not the output produced) at admission, so a refund would
+        send tokens the server has not got, and 429s follow."""
         if self.engaged and self.rate > 0 and used > reserved:
             with self._lock:
-                self._tat += (min(used, self.capacity) - min(reserved, self.capacity)) / self.rate
+                excess = min(used, self.capacity) - min(reserved, self.capacity)
+                self._tat = max(self._tat, now) + excess / self.rate
 
     def on_success(self, now: float, headers: Mapping[str, str] | None) -> None:
         if self.engaged and headers is not None:

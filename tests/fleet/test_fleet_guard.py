@@ -19,10 +19,13 @@ from otel_openai_retry import ConfigurationError, RetryPolicy
 from otel_openai_retry._endpoints import Endpoints
 from otel_openai_retry._fleet import REPORT_EVERY
 from otel_openai_retry._fleet_guard import RedisGuard
+from otel_openai_retry._fleet_reporter import REPORT_SPACING
+from otel_openai_retry._slots import take_slot
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import MESSAGES, Instrument, Sdk, async_client, calls, run_python
-from .conftest import RedisServer, fleet, in_use, wait_until
+from .conftest import RedisServer, crowd, fleet, in_use, wait_until
+from .test_fleet_join import Prompt
 
 HEADERS = {
     "x-ratelimit-limit-requests": "10",
@@ -122,6 +125,125 @@ async def test_callers_beyond_the_booking_horizon_ask_again_and_wait_it_all(
         float(cast("float", c.attr("openai_retry.total_throttle") or 0)) for c in logical
     )
     assert sum(waited) > 35, waited  # counting only the last ask's wait: about 25 s
+
+
+async def test_429s_that_do_not_depend_on_the_rate_leave_the_fleet_unpaced(
+    server: FakeOpenAIServer,
+    redis_server: RedisServer,
+    instrument: Instrument,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A tenth of all requests answered 429 however slowly the fleet sends (a limit shared with
+    other applications): the fleet measures what it sends unpaced, tries a little slower, sees
+    the 429s stay, and stops pacing. Later calls, 429s and all, book no slot in Redis (reports
+    alone reach it) and the fleet does not engage again; every call succeeds, each attempt sent
+    once. A fleet that kept pacing held every call to a slot far under what the server takes."""
+    instrument(policy=fleet(redis_server.url))
+    server.set_random_rejections(0.1, seed=7, retry_after_ms=10)
+    server.set_latency(0.2)  # a 429 comes back at once, a success after this
+    client = async_client(server)
+
+    def fleet_state() -> tuple[float, float]:
+        """ms until the fleet stops pacing, and until its verdict of rate-independence ends."""
+        keys = cast("list[str]", redis_server.client.keys("otel_openai_retry:*"))
+        seconds, micros = redis_server.client.time()
+        now = seconds * 1000 + micros / 1000
+        engaged, aside = (
+            max((float(redis_server.client.hget(k, field) or 0) for k in keys), default=0.0)
+            for field in ("engaged", "aside")
+        )
+        return engaged - now, aside - now
+
+    deadline = time.monotonic() + 20
+    engaged_ever = False
+    while fleet_state()[1] <= 0:
+        assert time.monotonic() < deadline, fleet_state()
+        assert all(await crowd(client, 128, concurrency=64))
+        engaged_ever = engaged_ever or fleet_state()[0] > 0
+    assert engaged_ever  # it paced, and judged
+    await asyncio.sleep(REPORT_EVERY * 2)  # this process has heard that it no longer does
+    server.reset()  # forgets the conditions too
+    server.set_random_rejections(0.1, seed=8, retry_after_ms=10)
+    server.set_latency(0.2)
+    exporter.clear()
+    before, started = redis_server.scripts_run(), time.monotonic()
+    assert all(await crowd(client, 300, concurrency=32))
+    elapsed = time.monotonic() - started
+    assert server.status_counts().get("429", 0) > 0
+    used = redis_server.scripts_run() - before
+    # reports alone (429s wake the reporter, no more often than REPORT_SPACING), no slot per call
+    assert used <= 2 + elapsed / REPORT_SPACING and used < 300 / 4, (used, elapsed)
+    assert fleet_state()[0] <= 0  # and the fleet does not pace
+    logical = calls(exporter.get_finished_spans())
+    attempts = sum(int(cast("int", c.attr("openai_retry.attempts"))) for c in logical)
+    assert len(logical) == 300 and attempts == len(server.requests)
+
+
+def test_tokens_an_answer_used_beyond_its_booking_are_charged_to_the_whole_fleet(
+    redis_server: RedisServer,
+) -> None:
+    """The fleet paces tokens at about 1,000 a second, a second's worth at once. A call booked
+    its prompt's 100 tokens; its answer used 1,100 (no ``max_tokens``: the estimate is the
+    prompt alone). Another process's next call waits for the difference, as the server's bucket
+    will: the fleet's token schedule moved on, not only this process's."""
+    headers = {
+        "x-ratelimit-limit-requests": "1000",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "1s",
+    }
+    policy = fleet(redis_server.url)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        mine.throttled(time.monotonic(), None, headers)
+        paced = [cast("RedisGuard", guard).fleet_paces for guard in (mine, theirs)]
+        wait_until(lambda: in_use(theirs) and all(paces() for paces in paced))
+        [key] = redis_server.client.keys("otel_openai_retry:*")
+        wait_until(lambda: float(redis_server.client.hget(key, "trate") or 0) > 900)
+        time.sleep(1.1)  # the token bucket is full again
+        now = time.monotonic()
+        assert take_slot(mine, now, math.inf, Prompt(100))[::2] == (0.0, 100)
+        booked = float(redis_server.client.hget(key, "ttat") or 0)
+        mine.tokens_used(now, 100, 1100)  # reported by the reporter thread from now on
+        wait_until(lambda: float(redis_server.client.hget(key, "ttat") or 0) > booked + 900)
+        wait, _, _ = take_slot(theirs, time.monotonic(), math.inf, Prompt(100))
+        assert wait is not None and wait > 0.1, wait  # without the charge: at once
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_fleets_verdict_that_slowing_does_not_help_sets_each_process_aside(
+    redis_server: RedisServer,
+) -> None:
+    """Each process's limiter runs its own trial, but judges the fleet's schedule and sees a
+    share of the answers: slow to conclude, it would keep pacing its process long after the
+    fleet, from all the answers, stood aside. Hearing the fleet's verdict, it stands aside too:
+    its slots are free at once, and a 429 engages it no more."""
+    policy = fleet(redis_server.url)
+    endpoints = Endpoints(policy)
+    try:
+        guard = endpoints.guard("http://api", "m")
+        limiter = guard.local.limiter  # type: ignore[attr-defined]
+        now = time.monotonic()
+        guard.throttled(now, None, None)
+        assert limiter.engaged and not limiter.independent
+        key = cast("RedisGuard", guard).key
+        wait_until(lambda: in_use(guard) and redis_server.client.hget(key, "ref") is not None)
+        seconds, micros = redis_server.client.time()
+        redis_server.client.hset(  # what the fleet's trial leaves when the 429s stayed
+            key, mapping={"aside": seconds * 1000 + micros / 1000 + 60_000, "engaged": 0}
+        )
+        wait_until(lambda: in_use(guard) and limiter.independent)
+        later = time.monotonic()
+        assert guard.slot_delay(later, math.inf) == 0
+        guard.throttled(later, None, None)
+        assert not limiter.engaged
+    finally:
+        endpoints.close()
 
 
 def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) -> None:

@@ -9,6 +9,7 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import cast
 
 from otel_openai_retry._endpoints import EndpointGuard, Endpoints
@@ -43,6 +44,9 @@ class Prompt:
 
     def used(self, result: object) -> int | None:
         return None
+
+    def used_later(self, charge: Callable[[int], None]) -> None:
+        pass
 
 
 def paces(guard: EndpointGuard) -> bool:

@@ -179,9 +179,11 @@ def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
     assert 0 < wait <= 2_000_000  # 2,000 tokens at 1,000 a second, then the next 100 fit
 
 
-def report(server: RedisServer, throttled: int = 0, succeeded: int = 0, sent: int = 0) -> float:
+def report(
+    server: RedisServer, throttled: int = 0, succeeded: int = 0, sent: int = 0, excess: int = 0
+) -> float:
     """One process's report (no header rate, no gate): the fleet's request rate after it."""
-    news = (sent, 0, throttled, -1, -1, succeeded, -1, 0)
+    news = (sent, 0, throttled, -1, -1, succeeded, -1, 0, excess)
     reply = server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)
     return float(reply[3]) / 1000
 
@@ -204,7 +206,7 @@ def measured(server: RedisServer, per_tick: int, over: int) -> tuple[float, floa
     ticks = range(first, math.floor(now / REPORT_SPAN))  # the spans that have ended
     for tick in ticks:
         server.client.hset(KEY, f"s:{tick}", per_tick)
-    server.client.hset(KEY, mapping={"measure": measure, "over": over})
+    server.client.hset(KEY, mapping={"measure": measure, "over": over, "ref": 0})  # far over
     after = report(server)
     seen = per_tick * len(ticks) * 1000 / (redis_now(server) - first * REPORT_SPAN)
     return after, seen
@@ -309,5 +311,134 @@ def test_the_fleet_paces_at_the_highest_header_rate_it_heard(redis_server: Redis
     pace(redis_server, rate=50)
     news = (0, 0, 0, -1)
     for hinted, expected in [(90.0, 90.0), (100.0, 100.0), (88.0, 100.0)]:
-        reply = redis_server.client.eval(REPORT, 1, KEY, *news, hinted, 1, -1, 0, *REPORT_CONSTANTS)
+        reply = redis_server.client.eval(
+            REPORT, 1, KEY, *news, hinted, 1, -1, 0, 0, *REPORT_CONSTANTS
+        )
         assert float(reply[3]) / 1000 == pytest.approx(expected * HINT_MARGIN, abs=0.01)
+
+
+def report_left(server: RedisServer, throttled: int = 0, succeeded: int = 0) -> int:
+    """One process's report (no header rate, no gate): ms until the fleet stops pacing."""
+    news = (0, 0, throttled, -1, -1, succeeded, -1, 0, 0)
+    return int(server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)[0])
+
+
+def reserve(server: RedisServer, joining: int = 0) -> tuple[int, int, int]:
+    wait, left, booked = server.client.eval(RESERVE, 1, KEY, 1, 0, -1, 60_000, 5_000, joining, 0)
+    return int(wait), int(left), int(booked)
+
+
+def trial_begun(server: RedisServer) -> float:
+    """An engagement without hints whose reference, measured unpaced, saw 429s to a tenth of
+    its answers (too few to be far over a limit): the fleet's rate once its trial has begun,
+    the trial's lag already over."""
+    assert report_left(server, throttled=1) > 0
+    server.client.hset(KEY, "ref", redis_now(server) - 1000)  # it began a second ago
+    assert report_left(server, throttled=9, succeeded=90) > 0  # 100 answers: enough
+    rate = float(server.client.hget(KEY, "rate") or 0)
+    server.client.hset(KEY, "judge", redis_now(server) - 1)
+    return rate
+
+
+def test_without_hints_the_fleet_first_measures_unpaced_and_paces_at_once_far_over(
+    redis_server: RedisServer,
+) -> None:
+    """A 429 engages the fleet, but first it measures what it sends unpaced (429s that do not
+    depend on its rate are there whatever it does, and pacing at a guess would only add
+    waiting): slots cost no wait and book nothing. 429s twice the successes say it is far over
+    a limit: it paces at once."""
+    assert report_left(redis_server, throttled=1) > 0
+    assert [reserve(redis_server)[0] for _ in range(5)] == [0] * 5
+    assert redis_server.client.hget(KEY, "tat") is not None
+    booked = float(redis_server.client.hget(KEY, "tat") or 0)
+    assert booked <= redis_now(redis_server)  # nothing booked ahead
+    redis_server.client.hset(KEY, "ref", redis_now(redis_server) - 200)
+    report_left(redis_server, throttled=20, succeeded=6)
+    waits = [reserve(redis_server)[0] for _ in range(5)]
+    assert waits == sorted(waits) and waits[-1] > 0  # a schedule
+
+
+def test_429s_that_stay_at_the_trials_rate_set_the_fleet_aside(
+    redis_server: RedisServer,
+) -> None:
+    """The trial sends a little under the rate the reference's successes came at. Against a
+    limit the 429s vanish; here they stay at a tenth: they do not depend on the fleet's rate.
+    The fleet stops pacing, for everyone and for processes that join, and later 429s do not
+    engage it again while the verdict stands."""
+    rate = trial_begun(redis_server)
+    assert rate == pytest.approx(TRIAL_MARGIN * 90, rel=0.05)  # 90 successes in a second
+    assert report_left(redis_server, throttled=10, succeeded=90) == 0
+    assert reserve(redis_server)[0] == NOT_PACED
+    assert reserve(redis_server, joining=1)[0] == NOT_PACED
+    assert report_left(redis_server, throttled=30, succeeded=5) == 0
+
+
+def test_429s_that_vanish_at_the_trials_rate_keep_the_fleet_pacing_at_the_limit(
+    redis_server: RedisServer,
+) -> None:
+    """The same trial against a limit: the 429s vanish. The fleet paces on, from a margin under
+    the rate the successes came at (the trial's own rate, under it, says nothing of the limit)."""
+    trial_begun(redis_server)
+    assert report_left(redis_server, throttled=0, succeeded=100) > 0
+    ceiling = float(redis_server.client.hget(KEY, "ceiling") or 0)
+    assert float(redis_server.client.hget(KEY, "rate") or 0) == pytest.approx(ceiling * BACKOFF)
+    assert reserve(redis_server)[2] == 1
+
+
+def test_a_fleet_slowed_far_under_what_got_through_with_429s_as_many_stands_aside(
+    redis_server: RedisServer,
+) -> None:
+    """After a trial judged the fleet's rate to matter, its rate fell far under what got through
+    unpaced (each 429 lowers it), yet the 429s did not fall: slowing did not help, whatever the
+    trial said. The fleet stops pacing."""
+    trial_begun(redis_server)
+    assert report_left(redis_server, throttled=0, succeeded=100) > 0
+    reference = float(redis_server.client.hget(KEY, "rrate") or 0)
+    redis_server.client.hset(KEY, "rate", reference * 0.5)
+    assert report_left(redis_server, throttled=5, succeeded=45) > 0  # too few answers yet
+    assert report_left(redis_server, throttled=5, succeeded=45) == 0
+
+
+def test_tokens_answers_used_beyond_their_booking_move_the_fleets_token_schedule_on(
+    redis_server: RedisServer,
+) -> None:
+    """A request without ``max_tokens`` books its prompt alone; its answer's usage says what it
+    cost. The processes report the difference, and the fleet's token schedule moves on by it: a
+    bucket's worth at most a report (more says the bucket was overspent already)."""
+    pace(redis_server, rate=100, trate=100, tburst=200)
+    now = redis_now(redis_server)
+    report(redis_server, succeeded=1, excess=50)
+    moved = float(redis_server.client.hget(KEY, "ttat") or 0) - now
+    assert 500 <= moved <= 500 + 50  # 50 tokens at 100 a second (and the report's own time)
+    report(redis_server, succeeded=1, excess=10_000)
+    assert float(redis_server.client.hget(KEY, "ttat") or 0) - now == pytest.approx(
+        moved + 2000, abs=1
+    )
+
+
+def test_a_references_first_answers_do_not_end_it(redis_server: RedisServer) -> None:
+    """A 429 comes back at once, a success after the server's latency: the first answers of a
+    reference overstate the 429 fraction (here 10 of 24, where a tenth of all answers are
+    429s). A trial judged against that would see the fraction fall however slowly it sent,
+    and pace on, lower at each 429. So a reference lasts as long as one process's does (the
+    answers of half a second), and a reference far over a limit a tenth of a second."""
+    assert report_left(redis_server, throttled=10, succeeded=14) > 0
+    assert float(redis_server.client.hget(KEY, "ref") or 0) > 0
+    assert float(redis_server.client.hget(KEY, "trial") or 0) == 0
+    assert reserve(redis_server)[0] == 0  # still unpaced
+
+
+def test_while_the_fleet_measures_unpaced_tokens_are_still_booked(
+    redis_server: RedisServer,
+) -> None:
+    """The reference leaves the request schedule out, not the token one: a token limit the
+    fleet knows keeps holding back what does not fit, whatever the request side measures."""
+    pace(redis_server, rate=1, burst=1, trate=100, tburst=100, ref=redis_now(redis_server))
+    script = redis_server.client.register_script(RESERVE)
+    args = [1, 100, -1, 60_000, 5_000]
+    first, _, _ = script(keys=[KEY], args=args)
+    second, _, _ = script(keys=[KEY], args=args)
+    assert first == 0
+    assert 900_000 < second <= 1_000_000  # the bucket's 100 tokens, refilled at 100 a second
+    third, _, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    assert third == 0  # no request schedule (1 a second) meanwhile

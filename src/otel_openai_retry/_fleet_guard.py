@@ -323,5 +323,5 @@ class RedisGuard:
             # aside too (once per verdict: its own watch may end that, as alone).
             limiter = self.local.limiter
             if limiter is not None:
-                limiter.stand_aside(time.monotonic())
+                limiter.stand_aside(now)
         self._independent_until = now + independent_ms / 1000 if independent_ms > 0 else 0.0

@@ -29,6 +29,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ._attempt_spans import AttemptSpans
 from ._attributes import RequestInfo
+from ._call_tokens import total_tokens
 from ._decisions import Outcome, Verdict, error_type
 from ._error_recording import SentHeaders
 from ._hooks import RetryDetails
@@ -227,17 +228,20 @@ class CallTelemetry:
                 report_internal_error("span error")
         end_span(logical)
 
-    @guarded
     def charge_usage(self, charge: Callable[[int], None]) -> None:
         """Hand ``charge`` the tokens the stream returned to the caller says it used, once it
         is over (the pacer's estimate is corrected by them)."""
         self._charge = charge
 
+    @guarded
     def stream_ended(self, end: StreamEnd) -> None:
         """Called once by the watch when the stream returned to the caller is over."""
         try:
             charge, self._charge = self._charge, None
-            used = None if end.fields is None else _tokens_used(end.fields)
+            fields = end.fields
+            used = (
+                None if fields is None else total_tokens(fields.input_tokens, fields.output_tokens)
+            )
             if charge is not None and used is not None:
                 charge(used)
             if end.fields is not None:
@@ -257,9 +261,3 @@ class CallTelemetry:
                 # The loop said success when it returned the stream; the stream then failed.
                 set_attributes(self.span, {OUTCOME: Outcome.ERROR.value})
             self._end(end.error, end.error_type)
-
-
-def _tokens_used(fields: ResponseFields) -> int | None:
-    if fields.input_tokens is None and fields.output_tokens is None:
-        return None
-    return (fields.input_tokens or 0) + (fields.output_tokens or 0)

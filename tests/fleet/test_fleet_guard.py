@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_openai_retry import ConfigurationError, RetryPolicy
-from otel_openai_retry._endpoints import Endpoints
+from otel_openai_retry._endpoints import EndpointGuard, Endpoints
 from otel_openai_retry._fleet import REPORT_EVERY
 from otel_openai_retry._fleet_guard import RedisGuard
 from otel_openai_retry._fleet_reporter import REPORT_SPACING
@@ -33,6 +33,13 @@ HEADERS = {
     "x-ratelimit-reset-requests": "1s",
 }
 """A server refilling 10 requests per second."""
+
+
+def both_hear_the_fleet_paces(mine: EndpointGuard, theirs: EndpointGuard) -> None:
+    """Once ``mine`` has reported a 429: ``theirs``, using the endpoint, hears at its next report
+    that the fleet paces it, and so does ``mine``."""
+    paced = [cast("RedisGuard", guard).fleet_paces for guard in (mine, theirs)]
+    wait_until(lambda: in_use(theirs) and all(paces() for paces in paced))
 
 
 async def test_an_endpoint_not_paced_costs_no_round_trip_per_call(
@@ -203,8 +210,7 @@ def test_tokens_an_answer_used_beyond_its_booking_are_charged_to_the_whole_fleet
     try:
         mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
         mine.throttled(time.monotonic(), None, headers)
-        paced = [cast("RedisGuard", guard).fleet_paces for guard in (mine, theirs)]
-        wait_until(lambda: in_use(theirs) and all(paces() for paces in paced))
+        both_hear_the_fleet_paces(mine, theirs)
         [key] = redis_server.client.keys("otel_openai_retry:*")
         wait_until(lambda: float(redis_server.client.hget(key, "trate") or 0) > 900)
         time.sleep(1.1)  # the token bucket is full again
@@ -259,8 +265,7 @@ def test_a_429_seen_by_one_process_paces_the_fleet(redis_server: RedisServer) ->
         mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
         mine.throttled(time.monotonic(), None, HEADERS)
         # the other process, using the endpoint, hears of it at its next report
-        paced = [cast("RedisGuard", guard).fleet_paces for guard in (mine, theirs)]
-        wait_until(lambda: in_use(theirs) and all(paces() for paces in paced))
+        both_hear_the_fleet_paces(mine, theirs)
         assert theirs.pacing()
         now = time.monotonic()
         delays = [g.slot_delay(now, math.inf) for g in (mine, theirs, mine)]  # within 250 ms
@@ -409,7 +414,7 @@ def test_a_forked_worker_shares_too(redis_server: RedisServer) -> None:
         f"""
         import os, sys, time
         from otel_openai_retry import RetryPolicy
-        from otel_openai_retry._endpoints import Endpoints
+        from otel_openai_retry._endpoints import EndpointGuard, Endpoints
         guard = Endpoints(RetryPolicy(redis_url={redis_server.url!r})).guard("http://api", "m")
         guard.sent(time.monotonic())
         pid = os.fork()

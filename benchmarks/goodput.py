@@ -177,6 +177,18 @@ SCENARIOS = {
         max_429_per_ok=0.1,
         fleet_max_429_per_ok=0.1,
     ),
+    "tokens-no-hints": Scenario(
+        "the same; 429 with OpenAI's body (type: tokens) and no header",
+        PACED,
+        calls=400,
+        concurrency=50,
+        tokens_per_minute=400_000,
+        prompt_tokens=(10, 4000),
+        hints=False,
+        target=1.15,
+        max_429_per_ok=0.1,
+        fleet_max_429_per_ok=0.1,
+    ),
     "warm-fleet": Scenario(
         "requests bucket 100/s, burst 10, retry-after-ms; a second fleet joins the first's Redis",
         (SHARED,),

@@ -11,7 +11,8 @@ and these for where it goes. Run from the repository root (``apt-get install val
 
 Each variant runs in a process of its own under callgrind, against the fake server in another
 process (not counted): ``--warmup`` calls, then counting is switched on (``callgrind_control``)
-for ``--calls`` sequential calls and the flush of their spans, the telemetry threads included.
+for ``--calls`` calls (``--concurrency`` at once, default 1) and the flush of their spans, the
+telemetry threads included.
 ``-tracing-only`` / ``-metrics-only`` variants give one of the two providers the API's no-op, so
 ``ours - ours-noop`` splits into the SDK's tracing and metrics work.
 """
@@ -44,7 +45,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
-def child(kind: str, base_url: str, warmup: int, calls: int) -> None:
+def child(kind: str, base_url: str, warmup: int, calls: int, concurrency: int) -> None:
     """Under callgrind, with counting off until the warm-up is over."""
     noop = os.environ.get("BENCH_NOOP", "")
     if noop:  # the SDK providers, one or both replaced by the API's no-op ones
@@ -61,12 +62,12 @@ def child(kind: str, base_url: str, warmup: int, calls: int) -> None:
     setup = instrument(kind)
     loop = asyncio.new_event_loop()
     client = make_client(base_url)
-    loop.run_until_complete(run_calls(lambda: chat_call(client), warmup, 1))
+    loop.run_until_complete(run_calls(lambda: chat_call(client), warmup, concurrency))
     setup.spans()
     gc.collect()
     control = ["callgrind_control", "-i"]
     subprocess.run([*control, "on", str(os.getpid())], capture_output=True, check=True)
-    loop.run_until_complete(run_calls(lambda: chat_call(client), calls, 1))
+    loop.run_until_complete(run_calls(lambda: chat_call(client), calls, concurrency))
     setup.spans()
     subprocess.run([*control, "off", str(os.getpid())], capture_output=True, check=True)
     loop.run_until_complete(client.close())
@@ -80,7 +81,7 @@ def count(name: str, base_url: str, args: argparse.Namespace) -> float:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         command += [f"--callgrind-out-file={out}", sys.executable, __file__, "--child", kind]
         command += ["--base-url", base_url, "--warmup", str(args.warmup)]
-        command += ["--calls", str(args.calls)]
+        command += ["--calls", str(args.calls), "--concurrency", str(args.concurrency)]
         environment = child_env(REPO, env) | {"PYTHONHASHSEED": "0"}
         subprocess.run(command, env=environment, capture_output=True, check=True)
         with open(out, encoding="utf-8") as result:
@@ -98,11 +99,14 @@ def main() -> int:
     parser.add_argument("--variants", default="bare,ours,ours-retried,ours-noop,official")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="calls in flight at once (default: 1)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.base_url, args.warmup, args.calls)
+        child(args.child, args.base_url, args.warmup, args.calls, args.concurrency)
         return 0
     names = ["bare", *(n for n in args.variants.split(",") if n != "bare")]
     unknown = [n for n in names if n not in VARIANTS]

@@ -148,3 +148,34 @@ async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
     await asyncio.sleep(1.2)  # the bucket is full again
     long = await stream_and_then_a_call(800)
     assert long - short >= 0.7, (short, long)  # 800 tokens more at 1,000 a second
+
+
+async def test_a_token_limit_whose_answers_state_nothing_is_found_and_paced(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """A token limit whose answers carry no header at all, only the 429's ``type: tokens`` (as
+    behind proxies that strip them): the same crowd without pacing and then with it, in one run.
+    Pacing finds the token rate from the successes and cuts the 429s to a fraction."""
+    unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
+    server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
+    await run_many(server.base_url, 300, concurrency=50)
+    throttled_unpaced = server.status_counts().get("429", 0)
+    unpaced.uninstrument()
+    server.reset()
+    exporter.clear()
+
+    # Backoffs as the defaults space them (tenths of a second, not FAST's milliseconds): the
+    # rate is measured from the successes for half a second, and a call retrying every few
+    # milliseconds would spend its attempts before it is known.
+    instrument(policy=replace(PERSISTENT, initial_wait=0.2, max_wait=1.0))
+    server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
+    results = await run_many(server.base_url, 300, concurrency=50)
+    throttled = server.status_counts().get("429", 0)
+    assert all(results), (results.count(False), throttled, throttled_unpaced)
+    assert throttled <= 0.4 * throttled_unpaced, (throttled, throttled_unpaced)
+    stated = {name for r in server.requests for name, _ in r.fault.headers}
+    assert not any(name.startswith("x-ratelimit") for name in stated), stated
+    found = calls(exporter.get_finished_spans())
+    assert sum(len(c.attempts) for c in found) == server.request_count
+    throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
+    assert any(isinstance(t, float) and t > 0 for t in throttles), "paced by tokens"

@@ -14,10 +14,12 @@ from openai.types.responses import Response, ResponseUsage
 
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry._call_tokens import used_tokens
-from otel_openai_retry._endpoints import NULL_GUARD, Endpoints
+from otel_openai_retry._endpoints import NULL_GUARD, Endpoints, LocalGuard
+from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_MARGIN
 from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
 from otel_openai_retry._slots import take_slot
+from otel_openai_retry._token_learning import ADD_PER_SECOND, LEARNT_BURST, PROVISIONAL_HEADROOM
 from otel_openai_retry._token_pacing import HINT_MARGIN, TokenPacer
 
 TOKENS = {
@@ -77,16 +79,219 @@ def test_a_mapping_that_fails_to_read_is_no_hint() -> None:
 
 def engaged(max_gate: float = 120.0) -> TokenPacer:
     pacer = TokenPacer(max_gate=max_gate)
-    assert pacer.on_throttled(0.0, TOKENS)
+    pacer.on_throttled(0.0, TOKENS)
+    assert pacer.engaged
     return pacer
 
 
-def test_a_token_429_without_a_known_rate_is_left_to_request_pacing() -> None:
+def found(pacer: TokenPacer, start: float = 0.0) -> float:
+    """Answers after a token 429 without headers: a success of 1,000 tokens every 0.1 s from
+    ``start + 0.1`` to ``start + 0.7`` (the first only starts the count): 10,000 tokens a
+    second. The time of the last."""
+    now = start
+    for _ in range(7):
+        now += 0.1
+        pacer.on_success(now, None)
+        pacer.used(now, 1000, 1000)
+    return now
+
+
+def test_a_token_429_without_a_known_rate_measures_the_rate_from_the_answers() -> None:
     pacer = TokenPacer(max_gate=120.0)
-    assert not pacer.on_throttled(0.0, None)
-    assert not pacer.on_throttled(0.0, {"retry-after-ms": "100"})
-    assert not pacer.engaged
-    assert pacer.reserve(0.0, 10**6, 0.0, math.inf) == 0.0
+    pacer.on_throttled(0.0, None)
+    assert pacer.engaged, "not left to request pacing: each send estimates its tokens"
+    assert pacer.reserve(0.0, 10**6, 0.0, math.inf) == 0.0, "nothing held back while measuring"
+    now = found(pacer)
+    assert pacer.rate == pytest.approx(10_000 * TRIAL_MARGIN), "a trial, a margin under it"
+    assert pacer.capacity == pytest.approx(pacer.rate * LEARNT_BURST)
+    # The 429s drained the server's bucket: the schedule started drained with the first rate
+    # measured (10,000 a second, at the fifth success, 0.6 s) and refills from there.
+    first = pacer.reserve(now, 800, now, math.inf)
+    second = pacer.reserve(now, 800, now, math.inf)
+    assert first is not None and second is not None
+    assert second - first == pytest.approx(800 / pacer.rate)
+    assert pacer.reserve(now, round(pacer.capacity), now, math.inf) == pytest.approx(
+        0.6 + LEARNT_BURST + 2 * 800 / pacer.rate - now
+    ), "a whole bucket's worth waits for the bucket to fill"
+
+
+def test_successes_sent_before_the_429_are_not_measured() -> None:
+    """A first wave's successes come out of a full bucket (in a fleet, a process's first calls
+    estimate their tokens to join it): counted, 29,000 tokens in 0.3 s would show a rate far
+    above the limit. Only what was sent after the 429 measures it."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(1.0, None)
+    for step in range(1, 30):
+        pacer.on_success(1.0 + step / 100, None)
+        pacer.used(1.0 + step / 100, 1000, 1000, booked=0.99)
+    assert pacer.rate == 0.0, "nothing measured yet"
+    found(pacer, start=1.3)
+    assert pacer.rate == pytest.approx(10_000 * TRIAL_MARGIN)
+
+
+def test_while_measuring_sends_are_held_to_the_rate_measured_so_far() -> None:
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    for step in range(1, 6):  # the first success starts the count; four more are not enough
+        pacer.on_success(step / 20, None)
+        pacer.used(step / 20, 1000, 1000)
+        assert pacer.reserve(step / 20, 10**6, step / 20, math.inf) == 0.0
+    pacer.on_success(0.3, None)
+    pacer.used(0.3, 1000, 1000)
+    # The fifth: 5,000 tokens in a quarter second, with room for the count to rise.
+    assert pacer.rate == pytest.approx(20_000 * PROVISIONAL_HEADROOM)
+    # Drained at 0.3 s: 1,000 tokens are there when the bucket has refilled all but them.
+    assert pacer.reserve(0.3, 1000, 0.3, math.inf) == pytest.approx(
+        LEARNT_BURST - (pacer.capacity - 1000) / pacer.rate
+    )
+
+
+def tried(pacer: TokenPacer, now: float, tokens: int = 100) -> float:
+    """The trial's answers: 110 successes of ``tokens``, one every 20 ms. The time of the last."""
+    for _ in range(110):
+        now += 0.02
+        pacer.on_success(now, None)
+        pacer.used(now, tokens, tokens)
+    return now
+
+
+def test_the_trials_rate_is_held_until_its_verdict() -> None:
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer)
+    held = pacer.rate
+    pacer.on_throttled(now + 0.5, None)
+    for step in range(1, 20):
+        pacer.on_success(now + 0.5 + step / 100, None)
+        pacer.used(now + 0.5 + step / 100, 5000, 5000)
+    assert pacer.rate == held, "neither lowered nor raised during the trial"
+
+
+def test_a_token_429_to_a_found_rate_sets_it_under_what_got_through() -> None:
+    """After the trial (its 429s gone: tokens stay paced), 5,000 tokens a second got through
+    while the rate was 8,000: a 429 sets the rate a margin under 5,000; a second 429 right after
+    it (a request in flight) lowers nothing."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = tried(pacer, found(pacer))
+    assert pacer.engaged and pacer.rate >= 8_000
+    now += 0.25
+    pacer.on_throttled(now, None)
+    # Since the trial's verdict: its 5,000 a second.
+    assert pacer.rate == pytest.approx(BACKOFF * 5_000, rel=0.15)
+    lowered = pacer.rate
+    pacer.on_throttled(now + 0.05, None)
+    assert pacer.rate == lowered
+
+
+def test_answers_to_slots_taken_before_a_decrease_say_nothing() -> None:
+    """A queue books seconds ahead at the old rate; a 429 lowers the rate. The answers to what
+    was booked before say nothing about the new rate: they neither raise nor lower it again.
+    Those to slots taken since do."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = tried(pacer, found(pacer)) + 0.25
+    booked = now - 0.5
+    pacer.on_throttled(now, None, booked)
+    lowered = pacer.rate
+    for step in range(1, 11):
+        pacer.on_success(now + step / 10, None)
+        pacer.used(now + step / 10, 1000, 1000, booked)
+    pacer.on_throttled(now + 1.1, None, booked)
+    assert pacer.rate == lowered
+    pacer.on_success(now + 1.2, None)
+    pacer.used(now + 1.2, 1000, 1000, now + 0.5)
+    assert pacer.rate > lowered
+
+
+def test_a_found_rate_grows_alike_at_any_rate() -> None:
+    """Far under where the last 429 came, a second of successes at the rate raises it by
+    ``ADD_PER_SECOND`` requests' worth of tokens, whatever the rate: processes sharing a limit,
+    each finding its own share, grow alike (and so converge to fair shares)."""
+    grown = []
+    for every in (0.1, 0.2):  # 1,000 tokens a success: found at 8,000 and at 4,000 a second
+        pacer = TokenPacer(max_gate=120.0)
+        pacer.on_throttled(0.0, None)
+        now = 0.0
+        while now < 8.0:  # measured, tried, judged
+            assert pacer.engaged
+            now += 1000 / pacer.rate if pacer.rate > 0 else every
+            pacer.on_success(now, None)
+            pacer.used(now, 1000, 1000)
+        start, rate = now, pacer.rate
+        while now < start + 1.0:
+            now += 1000 / pacer.rate
+            pacer.on_success(now, None)
+            pacer.used(now, 1000, 1000)
+        grown.append(pacer.rate - rate)
+    assert grown[0] == pytest.approx(grown[1], rel=0.25), grown
+    assert grown[0] == pytest.approx(ADD_PER_SECOND * 1000, rel=0.25), grown
+
+
+def test_token_429s_that_pacing_did_not_make_fall_pace_nothing() -> None:
+    """A tenth of the answers were 429s while measuring, and a tenth still are once paced: the
+    429s do not depend on our tokens. Token pacing stands aside, and request pacing is not told
+    of them either: sends go at once."""
+    guard = Endpoints(RetryPolicy()).guard("http://x/v1", "m")
+    assert isinstance(guard, LocalGuard) and guard.tokens is not None
+    now = 0.0
+    for phase in ("measuring", "trial"):
+        for i in range(100):  # 10 429s in 100 answers, successes of 100 tokens
+            now += 0.01
+            if i % 10 == 0:
+                guard.throttled(now, None, None, "tokens")
+            else:
+                guard.answered(now, None)
+                guard.tokens_used(now, 100, 100)
+        if phase == "measuring":
+            assert guard.tokens.rate > 0 and guard.pacing_tokens(), "the rate was found"
+            now += 0.5  # past the lag: answers to what was sent before pacing
+    assert not guard.pacing_tokens(), "stood aside"
+    for _ in range(20):
+        now += 0.01
+        guard.throttled(now, None, None, "tokens")
+    assert guard.limiter is not None and not guard.limiter.engaged
+    assert not guard.pacing() and guard.slot_delay(now, math.inf, 10**6) == 0.0
+
+
+def test_token_429s_that_pacing_made_vanish_keep_tokens_paced() -> None:
+    pacer = TokenPacer(max_gate=120.0)
+    now = 0.0
+    for i in range(100):
+        now += 0.01
+        if i % 2 == 0:
+            pacer.on_throttled(now, None)
+        else:
+            pacer.on_success(now, None)
+            pacer.used(now, 100, 100)
+    assert pacer.rate > 0
+    tried(pacer, now + 0.5)
+    assert pacer.engaged and pacer.rate > 0
+    pacer.on_throttled(now + 3.0, None)
+    assert pacer.engaged, "still tokens' to pace"
+
+
+def test_headers_that_state_the_rate_replace_the_one_found() -> None:
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer)
+    assert pacer.rate == pytest.approx(8_000)
+    pacer.on_success(now, TOKENS)
+    assert pacer.rate == pytest.approx(RATE)
+    assert pacer.capacity == 1000
+    pacer.used(now + 0.1, 100, 100)  # no longer counted: the headers' rate stays
+    assert pacer.rate == pytest.approx(RATE)
+
+
+def test_a_found_rate_is_found_afresh_after_pacing_switched_itself_off() -> None:
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer) + DISENGAGE_AFTER + 1.0
+    assert pacer.reserve(now, 10, now, math.inf) == 0.0
+    assert not pacer.engaged and pacer.rate == 0.0
+    pacer.on_throttled(now, None)
+    assert pacer.engaged
+    assert pacer.reserve(now, 10**6, now, math.inf) == 0.0, "measuring again"
 
 
 def test_sends_wait_until_the_bucket_holds_their_tokens() -> None:
@@ -135,6 +340,44 @@ def test_usage_charged_to_a_full_bucket_is_taken_from_it() -> None:
     assert pacer.reserve(later, 1000, later, math.inf) == pytest.approx(900 / RATE)
 
 
+def test_a_429_gives_back_the_tokens_its_send_booked() -> None:
+    """The server admitted none of them: the next send takes the slot it had."""
+    pacer = engaged()
+    first = pacer.reserve(0.0, 500, 0.0, math.inf)
+    pacer.refund(0.0, 500, short=False)
+    assert pacer.reserve(0.0, 500, 0.0, math.inf) == pytest.approx(first)
+
+
+def test_a_token_429_leaves_the_schedule_short_of_the_send_it_refused() -> None:
+    """A full bucket, as the schedule has it, but the server refused a 600-token send for its
+    tokens: it holds fewer than 600. The schedule holds half of them at most, and the same send
+    again waits for the other half to refill."""
+    pacer = engaged()
+    now = 10.0
+    pacer.on_throttled(now - 0.001, {**TOKENS, "x-ratelimit-remaining-tokens": "1000"})
+    assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(0.0, abs=1e-9)
+    pacer.refund(now, 600, short=True)
+    assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(300 / RATE)
+
+
+def test_a_found_rate_gives_tokens_back_only_until_it_is_settled() -> None:
+    """While a found rate is tried, a token 429 gives its send's tokens back (429s that do not
+    depend on our tokens must not hold sends back before the verdict); once settled, it does
+    not: what stays booked is the margin a long prompt needs to get through."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer) + 0.01
+    for settled in (False, True):
+        pacer.reserve(now, round(pacer.capacity), now, math.inf)  # a bucket's worth booked
+        first = pacer.reserve(now, 2000, now, math.inf)
+        pacer.refund(now, 2000, short=True)
+        second = pacer.reserve(now, 2000, now, math.inf)
+        assert first is not None and second is not None
+        kept = second - first >= 2000 / pacer.rate - 1e-9
+        assert kept is settled, (settled, first, second)
+        now = tried(pacer, now) + 0.25
+
+
 def test_a_caller_who_cannot_wait_reserves_nothing() -> None:
     pacer = engaged()
     assert pacer.reserve(0.0, 500, 0.0, latest=0.1) is None
@@ -165,7 +408,7 @@ def test_headers_without_a_rate_of_their_own_move_nothing(reset: str) -> None:
     before = pacer.reserve(0.0, 100, 0.0, math.inf)
     huge = {**TOKENS, "x-ratelimit-limit-tokens": "9" * 15, "x-ratelimit-reset-tokens": reset}
     pacer.on_success(0.0, huge)
-    assert pacer.on_throttled(0.0, huge)
+    pacer.on_throttled(0.0, huge)
     after = pacer.reserve(0.0, 100, 0.0, math.inf)
     assert before is not None and after is not None
     assert after - before == pytest.approx(100 / RATE)
@@ -196,11 +439,12 @@ def test_a_request_429_paces_requests_only() -> None:
     assert guard.slot_delay(0.0, math.inf, 10**6) == pytest.approx(0.5), "the gate, no tokens"
 
 
-def test_a_token_429_without_token_headers_falls_back_to_request_pacing() -> None:
+def test_a_token_429_without_token_headers_paces_tokens_not_requests() -> None:
     guard = Endpoints(RetryPolicy()).guard("http://x/v1", "m")
     guard.throttled(0.0, 0.5, {"retry-after-ms": "500"}, "tokens")
-    assert guard.pacing() and not guard.pacing_tokens()
-    assert guard.slot_delay(0.0, math.inf) == pytest.approx(0.5)
+    assert guard.pacing() and guard.pacing_tokens()
+    assert isinstance(guard, LocalGuard) and guard.limiter is not None
+    assert not guard.limiter.engaged, "a request rate would skew the token rate measured"
 
 
 def test_the_slot_is_the_later_of_the_request_and_the_token_slot() -> None:

@@ -32,6 +32,7 @@ class CallState:
     """Everything one logical call remembers between its attempts."""
 
     __slots__ = (
+        "_booked_at",
         "_queued",
         "_reserved",
         "_stop",
@@ -85,6 +86,8 @@ class CallState:
         """What the request costs in tokens, asked only while its endpoint paces tokens."""
         self._reserved = 0
         """Tokens the current attempt's send reserved."""
+        self._booked_at = 0.0
+        """When the current attempt's slot was taken: the rate it went at was the one then."""
         self.attempts = 0
         self.total_sleep = 0.0
         self.total_throttle = 0.0
@@ -171,6 +174,7 @@ class CallState:
         return self._slot_answered(delay, queued, now)
 
     def _slot_answered(self, delay: float | None, queued: str | None, now: float) -> float:
+        self._booked_at = now
         if queued is not None:  # asked again: the last answer, since the first asking
             self._queued = (queued, now if self._queued is None else self._queued[1])
         return 0.0 if delay is None else max(-MAX_SLEEP, min(delay, MAX_SLEEP))
@@ -201,7 +205,7 @@ class CallState:
     ) -> None:
         """``retry_state`` is ``None`` for a first attempt (tenacity not built yet)."""
         if self._reserved:
-            correct_tokens(self.guard, self.tokens, self._reserved, result)
+            correct_tokens(self.guard, self.tokens, self._reserved, result, self._booked_at)
         for observer in self.observers:
             try:
                 observer.attempt_succeeded(attempt, result)
@@ -223,6 +227,8 @@ class CallState:
                 verdict.retry_after if verdict.retryable else None,
                 getattr(response, "headers", None),
                 verdict.limit,
+                self._reserved,
+                self._booked_at,
             )
         if verdict.retryable and not self.will_send():  # closed meanwhile: a retry is refused
             verdict = verdict.given_up(Outcome.NON_RETRYABLE)

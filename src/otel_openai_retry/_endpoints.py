@@ -14,7 +14,8 @@ tokens only once told of a ``tokens`` 429 (``throttled(..., limit="tokens")``; a
 paces requests). While it does (``pacing_tokens()``), each send passes its estimated tokens to
 ``slot_delay(now, latest, tokens)`` (0 otherwise), the slot being the later of the request slot
 and the token slot, and ``tokens_used(now, reserved, used)`` corrects the reservation of a send
-that reserved ``reserved > 0`` tokens once its answer's usage is known. A 429 for
+that reserved ``reserved > 0`` tokens once its answer's usage is known; a send answered 429 gets
+its tokens back (``throttled(..., reserved=...)``: the server admitted none of them). A 429 for
 ``insufficient_quota`` is never told at all: no wait brings credit back.
 
 The pacing key is a base URL and a model: rate limits and outages are per deployment, and calls
@@ -80,15 +81,22 @@ class EndpointGuard(Protocol):
         retry_after: float | None,
         headers: Mapping[str, str] | None,
         limit: str | None = None,
+        reserved: int = 0,
+        booked: float | None = None,
     ) -> None:
         """The server answered 429; ``retry_after`` only when the call itself will honour it;
-        ``limit`` is what the body says was hit (``"tokens"``, ``"requests"`` or ``None``)."""
+        ``limit`` is what the body says was hit (``"tokens"``, ``"requests"`` or ``None``);
+        ``reserved``: the tokens the send booked, which the server did not admit, its slot
+        taken at ``booked`` (if known)."""
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
         """The server accepted an attempt."""
 
-    def tokens_used(self, now: float, reserved: int, used: int) -> None:
-        """An answer whose send reserved ``reserved`` tokens (> 0) reported ``used``."""
+    def tokens_used(
+        self, now: float, reserved: int, used: int, booked: float | None = None
+    ) -> None:
+        """An answer whose send reserved ``reserved`` tokens (> 0), its slot taken at
+        ``booked`` (if known), reported ``used``."""
 
 
 class _NullGuard:
@@ -123,13 +131,17 @@ class _NullGuard:
         retry_after: float | None,
         headers: Mapping[str, str] | None,
         limit: str | None = None,
+        reserved: int = 0,
+        booked: float | None = None,
     ) -> None:
         pass
 
     def answered(self, now: float, headers: Mapping[str, str] | None) -> None:
         pass
 
-    def tokens_used(self, now: float, reserved: int, used: int) -> None:
+    def tokens_used(
+        self, now: float, reserved: int, used: int, booked: float | None = None
+    ) -> None:
         pass
 
 
@@ -187,8 +199,13 @@ class LocalGuard:
         retry_after: float | None,
         headers: Mapping[str, str] | None,
         limit: str | None = None,
+        reserved: int = 0,
+        booked: float | None = None,
     ) -> None:
-        if limit == "tokens" and self.tokens is not None and self.tokens.on_throttled(now, headers):
+        if reserved and self.tokens is not None:
+            self.tokens.refund(now, reserved, short=limit == "tokens")
+        if limit == "tokens" and self.tokens is not None:
+            self.tokens.on_throttled(now, headers, booked)
             return  # the token limit: request pacing is not told (its rate was not the cause)
         if self.limiter is not None:
             self.limiter.on_throttled(now, retry_after, headers)
@@ -199,9 +216,11 @@ class LocalGuard:
         if self.tokens is not None:
             self.tokens.on_success(now, headers)
 
-    def tokens_used(self, now: float, reserved: int, used: int) -> None:
+    def tokens_used(
+        self, now: float, reserved: int, used: int, booked: float | None = None
+    ) -> None:
         if self.tokens is not None:
-            self.tokens.used(now, reserved, used)
+            self.tokens.used(now, reserved, used, booked)
 
 
 class Endpoints:

@@ -19,6 +19,9 @@ What the fleet adds:
   paces from the next report on; while it paces, every 429 is reported, so that the fleet judges
   from its own counts whether its rate is what they depend on (a process's limiter judges the
   fleet's schedule as if it were its own);
+- a token limit whose rate no header states is each process's to find and pace (its share, as
+  ``_token_learning`` finds it from its own answers, AIMD converging to fair shares): the fleet
+  is not told of those 429s, and its slots book tokens only at a rate the headers gave;
 - the budget counts requests and retries locally; the reporter adds them to the fleet's counts
   every ``REPORT_EVERY`` and reads back the fleet's totals, which decide (with what was counted
   since) whether a retry may go. A fleet can so overspend by what its processes retry within one
@@ -213,7 +216,16 @@ class RedisGuard:
             return None
         if not reply.booked:  # beyond the horizon: wait, then ask again
             return -max(reply.wait / 1e6, ASK_AGAIN_AFTER)
+        if self._tokens_found_here():  # the fleet's request slot, then this process's tokens
+            assert self.local.tokens is not None
+            return self.local.tokens.reserve(now, tokens, now + reply.wait / 1e6, latest)
         return reply.wait / 1e6
+
+    def _tokens_found_here(self) -> bool:
+        """Whether this process paces tokens at a rate found from its own answers (no header
+        states it): the fleet's slots book no tokens then."""
+        tokens = self.local.tokens
+        return tokens is not None and tokens.finding
 
     def sent(self, now: float) -> None:
         self.local.sent(now)
@@ -243,8 +255,10 @@ class RedisGuard:
         # token rate it learnt lately.
         return self.local.pacing_tokens() or self.shared_slot()
 
-    def tokens_used(self, now: float, reserved: int, used: int) -> None:
-        self.local.tokens_used(now, reserved, used)
+    def tokens_used(
+        self, now: float, reserved: int, used: int, booked: float | None = None
+    ) -> None:
+        self.local.tokens_used(now, reserved, used, booked)
         if used > reserved:  # the fleet's schedule is charged too, with the next report
             with self._lock:
                 self._news[4] += used - reserved
@@ -255,8 +269,15 @@ class RedisGuard:
         retry_after: float | None,
         headers: Mapping[str, str] | None,
         limit: str | None = None,
+        reserved: int = 0,
+        booked: float | None = None,
     ) -> None:
-        self.local.throttled(now, retry_after, headers, limit)
+        # The process's own token schedule gets back what was not admitted; the fleet's does
+        # not (a header's rate paces it, and the 429's headers say how full the bucket is).
+        self.local.throttled(now, retry_after, headers, limit, reserved, booked)
+        tokens = self.local.tokens
+        if limit == "tokens" and tokens is not None and not tokens.stated:
+            return  # no header states the rate: each process finds and paces its own share
         limiter = self.local.limiter
         engaged = limiter is not None and limiter.engaged
         # A process standing aside engages no fleet; a fleet that paces hears every 429 all the

@@ -146,8 +146,9 @@ class Answers:
         self._index = math.floor(now / BUCKET)
         self.since = now
 
-    def add(self, now: float, throttled: bool) -> bool:
-        """Count one answer; ``True`` when a new bucket began (time to re-judge)."""
+    def add(self, now: float, throttled: bool, weight: int = 1) -> bool:
+        """Count one answer (``weight`` of them: a token count); ``True`` when a new bucket
+        began (time to re-judge)."""
         index = math.floor(now / BUCKET)
         rolled = index > self._index
         if rolled:
@@ -155,7 +156,7 @@ class Answers:
                 self._ok[step % BUCKETS] = self._throttled[step % BUCKETS] = 0
             self._index = index
         counts = self._throttled if throttled else self._ok
-        counts[self._index % BUCKETS] += 1
+        counts[self._index % BUCKETS] += weight
         return rolled
 
     def last_second(self, now: float) -> tuple[int, int, float]:

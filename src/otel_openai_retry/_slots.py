@@ -65,24 +65,24 @@ def _queue_result(
 
 
 def correct_tokens(
-    guard: EndpointGuard, cost: TokenCost | None, reserved: int, result: Any
+    guard: EndpointGuard, cost: TokenCost | None, reserved: int, result: Any, booked: float
 ) -> None:
     """The answer's usage, where above the ``reserved`` estimate, charged to the guard; a
-    stream's once it has been read."""
+    stream's once it has been read. ``booked``: when its attempt's slot was taken."""
     try:
         if cost is None:
             return
         used = cost.used(result)
         if used is not None:
-            guard.tokens_used(time.monotonic(), reserved, used)
+            guard.tokens_used(time.monotonic(), reserved, used, booked)
         else:
-            cost.used_later(functools.partial(_charge, guard, reserved))
+            cost.used_later(functools.partial(_charge, guard, reserved, booked))
     except Exception:
         report_internal_error("token usage")
 
 
-def _charge(guard: EndpointGuard, reserved: int, used: int) -> None:
+def _charge(guard: EndpointGuard, reserved: int, booked: float, used: int) -> None:
     try:
-        guard.tokens_used(time.monotonic(), reserved, used)
+        guard.tokens_used(time.monotonic(), reserved, used, booked)
     except Exception:
         report_internal_error("token usage")

@@ -11,10 +11,12 @@ request slot and its token slot; an answer that used more than its estimate adds
 (one that used less gives nothing back: the server charged the estimate).
 
 The bucket is also kept in step with the server's view: an answer's ``remaining-tokens`` never
-leaves the schedule fuller than the server says it is (other processes share the limit). Without
-a token rate a ``type: tokens`` 429 is left to request pacing (which slows tokens with requests).
-Like request pacing it switches itself off after ``DISENGAGE_AFTER`` seconds with no token 429 and
-no one delayed, and no slot is ever more than ``max_gate`` away.
+leaves the schedule fuller than the server says it is (other processes share the limit). When no
+header states the token rate, it is found from the answers (``_token_learning``); if slowing
+our tokens did not make those 429s fall, nothing paces them for ``INDEPENDENT_HOLD`` (or until
+they stop for ``DISENGAGE_AFTER``). A send answered 429 gets its tokens back: the server admitted
+none of them. Like request pacing it switches itself off after ``DISENGAGE_AFTER`` seconds with no
+token 429 and no one delayed, and no slot is ever more than ``max_gate`` away.
 
 Pure state and arithmetic, the clock passed in; one lock makes it safe across threads.
 """
@@ -25,8 +27,10 @@ import math
 import threading
 from collections.abc import Mapping
 
+from ._pacing_evidence import INDEPENDENT_HOLD
 from ._pacing_trial import DISENGAGE_AFTER
 from ._rate_headers import read_limit
+from ._token_learning import LEARNT_BURST, TokenRateFinder
 
 __all__ = ["TokenPacer"]
 
@@ -40,6 +44,8 @@ class TokenPacer:
     """The token schedule of one endpoint."""
 
     __slots__ = (
+        "_aside_until",
+        "_finder",
         "_last_delay",
         "_last_throttled",
         "_lock",
@@ -54,14 +60,28 @@ class TokenPacer:
         self.engaged = False
         """Read without the lock: a call checks it before estimating its tokens."""
         self.rate = 0.0
-        """Tokens per second; 0 until headers gave one."""
+        """Tokens per second; 0 until headers gave one or the answers showed one."""
         self.capacity = 0.0
         self._tat = 0.0
         """The schedule's theoretical arrival time: when the bucket would be full again."""
         self._max_gate = max_gate if math.isfinite(max_gate) and max_gate >= 0 else 0.0
         self._last_throttled = -math.inf
         self._last_delay = -math.inf
+        self._finder: TokenRateFinder | None = None
+        """Without a header rate: the rate found from the answers."""
+        self._aside_until = -math.inf
+        """Until then token 429s without a stated rate pace nothing: slowing did not help."""
         self._lock = threading.Lock()
+
+    @property
+    def finding(self) -> bool:
+        """Whether the token rate is being found from this process's own answers."""
+        return self._finder is not None
+
+    @property
+    def stated(self) -> bool:
+        """Whether the headers stated the token rate (the one a whole fleet can pace by)."""
+        return self.rate > 0 and self._finder is None
 
     def reserve(self, now: float, tokens: int, earliest: float, latest: float) -> float | None:
         """Reserve ``tokens`` at the first moment from ``earliest`` (the request slot) that the
@@ -74,9 +94,11 @@ class TokenPacer:
                 now - self._last_throttled > DISENGAGE_AFTER
                 and now - self._last_delay > DISENGAGE_AFTER
             ):
-                self.engaged = False
+                self._disengage()
                 return earliest - now
             rate, capacity = self.rate, self.capacity
+            if rate <= 0:  # the rate is being measured: nothing held back by tokens yet
+                return earliest - now
             cost = min(float(tokens), capacity)
             start = max(earliest, self._tat - (capacity - cost) / rate)
             if start >= latest:
@@ -90,33 +112,103 @@ class TokenPacer:
                 self._last_delay = now
             return delay
 
-    def used(self, now: float, reserved: int, used: int) -> None:
-        """An answer reported more usage than was reserved for it: the schedule is charged the
-        difference, taken from what the bucket holds now (a schedule that fell behind ``now``
-        stands for a full bucket). Less gives nothing back: OpenAI's limiter charges its
-        estimate (the output allowed, not the output produced) at admission, so a refund would
-        send tokens the server has not got, and 429s follow."""
-        if self.engaged and self.rate > 0 and used > reserved:
+    def refund(self, now: float, reserved: int, short: bool) -> None:
+        """A send that booked ``reserved`` tokens was answered 429: the server admitted none of
+        them, so the schedule gives them back (never fuller than a full bucket). ``short``: the
+        token limit refused it, so the server's bucket holds fewer than that now; the schedule
+        is made to hold half of it at most (the same send again waits for the other half).
+        Once a rate found from the answers is settled, a token 429 gives nothing back (and
+        still leaves the schedule short): the schedule runs a little over the server's then,
+        and what it keeps booked is the margin a long prompt needs to get through (given back,
+        long prompts met 429 after 429 while short ones took their tokens); while the rate is
+        measured and tried, it gives back, so that 429s that do not depend on our tokens do not
+        hold sends back before the verdict."""
+        if self.engaged and self.rate > 0:
             with self._lock:
+                finder = self._finder
+                cost = min(float(reserved), self.capacity)
+                kept = short and finder is not None and finder.settled
+                tat = self._tat if kept else max(now, self._tat - cost / self.rate)
+                if short:
+                    tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
+                self._tat = tat
+
+    def used(self, now: float, reserved: int, used: int, booked: float | None = None) -> None:
+        """An answer's usage is known: while the rate is found from the answers, its tokens are
+        counted; usage above the reservation is charged to the schedule, taken from what the
+        bucket holds now (a schedule that fell behind ``now`` stands for a full bucket). Less
+        gives nothing back: OpenAI's limiter charges its estimate (the output allowed, not the
+        output produced) at admission, so a refund would send tokens the server has not got,
+        and 429s follow."""
+        if not self.engaged:
+            return
+        with self._lock:
+            finder = self._finder
+            if finder is not None:
+                finder.succeeded(now, max(reserved, used), booked)
+                self._follow(now, finder)
+            if self.rate > 0 and used > reserved:
                 excess = min(used, self.capacity) - min(reserved, self.capacity)
                 self._tat = max(self._tat, now) + excess / self.rate
 
     def on_success(self, now: float, headers: Mapping[str, str] | None) -> None:
-        if self.engaged and headers is not None:
-            with self._lock:
-                self._learn(now, headers)
-
-    def on_throttled(self, now: float, headers: Mapping[str, str] | None) -> bool:
-        """A 429 said a token limit was hit: pace tokens, if a token rate is known (from these
-        headers or earlier ones). ``False``: it is not, so request pacing must take it."""
+        if not self.engaged:
+            return
         with self._lock:
             if headers is not None:
                 self._learn(now, headers)
-            if self.rate <= 0:
-                return False
+            finder = self._finder
+            if finder is not None:
+                finder.answered(now, throttled=False)
+                self._stand_aside_if_judged(now, finder)
+
+    def on_throttled(
+        self, now: float, headers: Mapping[str, str] | None, booked: float | None = None
+    ) -> None:
+        """A 429 said a token limit was hit (to a send whose slot was taken at ``booked``, if
+        known): pace tokens at the headers' rate, or at one found from the answers; or, judged
+        not to depend on our tokens, let it be."""
+        with self._lock:
+            if headers is not None:
+                self._learn(now, headers)
+            if self.rate > 0 and self._finder is None:  # the headers' rate
+                self._last_throttled = now
+                self.engaged = True
+                return
+            if now < self._aside_until and now - self._last_throttled <= DISENGAGE_AFTER:
+                self._last_throttled = now
+                return  # judged not ours to slow for
+            finder = self._finder
+            if finder is None:
+                finder = self._finder = TokenRateFinder(now)
+                self._tat = now
+                self.engaged = True
             self._last_throttled = now
-            self.engaged = True
-            return True
+            finder.answered(now, throttled=True)
+            finder.throttled(now, booked, MIN_TOKEN_RATE)
+            self._follow(now, finder)
+            self._stand_aside_if_judged(now, finder)
+
+    def _follow(self, now: float, finder: TokenRateFinder) -> None:
+        rate = finder.provisional if finder.measuring else finder.rate
+        if rate > 0:
+            if self.rate <= 0:  # the first rate: the server's bucket is drained, ours starts so
+                self._tat = max(self._tat, now + LEARNT_BURST)
+            self.rate = rate
+            self.capacity = rate * LEARNT_BURST
+
+    def _stand_aside_if_judged(self, now: float, finder: TokenRateFinder) -> None:
+        """The finder judged that our tokens are not what the 429s depend on: no token pacing
+        (and no request pacing for them) until ``_aside_until``."""
+        if finder.aside:
+            self._disengage()
+            self._aside_until = now + INDEPENDENT_HOLD
+
+    def _disengage(self) -> None:
+        self.engaged = False
+        if self._finder is not None:  # a rate found from answers is found afresh next time
+            self._finder = None
+            self.rate = self.capacity = 0.0
 
     def _learn(self, now: float, headers: Mapping[str, str]) -> None:
         """The rate and the bucket's size from the headers, and no more tokens in our schedule
@@ -125,6 +217,7 @@ class TokenPacer:
         found = read_limit(headers, "tokens")
         if found is None or found.rate is None:
             return
+        self._finder = None  # the server's word over what the answers suggested
         self.rate = max(MIN_TOKEN_RATE, found.rate * HINT_MARGIN)
         self.capacity = float(found.limit)
         self._tat = max(self._tat, now + (found.limit - found.remaining) / self.rate)

@@ -20,7 +20,9 @@ from otel_openai_retry._endpoints import EndpointGuard, Endpoints
 from otel_openai_retry._fleet import REPORT_EVERY
 from otel_openai_retry._fleet_guard import RedisGuard
 from otel_openai_retry._fleet_reporter import REPORT_SPACING
+from otel_openai_retry._pacing_evidence import TRIAL_MARGIN
 from otel_openai_retry._slots import take_slot
+from otel_openai_retry._token_learning import LEARNT_BURST
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import MESSAGES, Instrument, Sdk, async_client, calls, run_python
@@ -219,8 +221,11 @@ def test_tokens_an_answer_used_beyond_its_booking_are_charged_to_the_whole_fleet
         booked = float(redis_server.client.hget(key, "ttat") or 0)
         mine.tokens_used(now, 100, 1100)  # reported by the reporter thread from now on
         wait_until(lambda: float(redis_server.client.hget(key, "ttat") or 0) > booked + 900)
-        wait, _, _ = take_slot(theirs, time.monotonic(), math.inf, Prompt(100))
-        assert wait is not None and wait > 0.1, wait  # without the charge: at once
+        asked = time.monotonic()
+        wait, _, _ = take_slot(theirs, asked, math.inf, Prompt(100))
+        # Its slot: 0.2 s after ``now`` (the 100 booked, then the 1,000 charged, in a bucket of
+        # 1,000); without the charge, at once. The wait counts from when it asked.
+        assert wait is not None and asked - now + wait > 0.15, (wait, asked - now)
     finally:
         first.close()
         second.close()
@@ -432,3 +437,46 @@ def test_a_forked_worker_shares_too(redis_server: RedisServer) -> None:
     )
     done = run_python("-W", "ignore::DeprecationWarning", "-c", code, timeout=60)
     assert done.stdout.split() == ["0"], done.stderr
+
+
+def test_a_token_limit_no_header_states_is_each_processs_own_to_pace(
+    redis_server: RedisServer,
+) -> None:
+    """A token 429 with no header: this process finds the token rate from its own answers (a
+    share of the limit no other process can book by), so the fleet is not told of it and no
+    other process waits for these tokens. Once the fleet paces requests (a request 429 with its
+    rate), a slot is the fleet's request slot, then this process's tokens."""
+    policy = fleet(redis_server.url)
+    first, second = Endpoints(policy), Endpoints(policy)
+    try:
+        mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
+        start = time.monotonic() - 1.0
+        mine.throttled(start, None, None, "tokens")
+        for step in range(1, 8):  # 1,000 tokens every 0.1 s: 10,000 a second, tried at 8,000
+            mine.answered(start + step / 10, None)
+            mine.tokens_used(start + step / 10, 1000, 1000)
+        assert mine.pacing_tokens()
+        rate, burst = 10_000 * TRIAL_MARGIN, round(10_000 * TRIAL_MARGIN * LEARNT_BURST)
+        time.sleep(REPORT_EVERY * 3)
+        assert in_use(mine) and in_use(theirs)
+        time.sleep(REPORT_EVERY * 3)
+        assert not cast("RedisGuard", mine).fleet_paces(), "the fleet was not told"
+        assert not cast("RedisGuard", theirs).pacing()
+        now = time.monotonic()
+        assert take_slot(mine, now, math.inf, Prompt(burst))[0] == pytest.approx(0.0, abs=0.01)
+        held, _, _ = take_slot(mine, now, math.inf, Prompt(burst // 2))
+        assert held == pytest.approx(burst / 2 / rate, abs=0.02), "its own token schedule"
+        assert take_slot(theirs, now, math.inf, Prompt(burst))[0] == 0.0
+
+        fast = {**HEADERS, "x-ratelimit-limit-requests": "200"}  # 199 requests a second
+        mine.throttled(time.monotonic(), None, fast, "requests")
+        both_hear_the_fleet_paces(mine, theirs)
+        now = time.monotonic()
+        waits = [take_slot(g, now, math.inf, Prompt(burst))[0] for g in (mine, mine, theirs)]
+        assert None not in waits
+        ours, again, other = cast("list[float]", waits)
+        assert again - ours > 0.9 * burst / rate, "a bucket's tokens between this one's sends"
+        assert other < 0.5 * burst / rate, "the other process: the fleet's request slots alone"
+    finally:
+        first.close()
+        second.close()

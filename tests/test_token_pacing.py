@@ -340,24 +340,27 @@ def test_usage_charged_to_a_full_bucket_is_taken_from_it() -> None:
     assert pacer.reserve(later, 1000, later, math.inf) == pytest.approx(900 / RATE)
 
 
-def test_a_429_gives_back_the_tokens_its_send_booked() -> None:
-    """The server admitted none of them: the next send takes the slot it had."""
+def test_at_a_headers_rate_a_429_gives_nothing_back() -> None:
+    """The headers say how full the bucket is; a schedule that gave tokens back to processes
+    sharing the limit would send more into it."""
     pacer = engaged()
     first = pacer.reserve(0.0, 500, 0.0, math.inf)
-    pacer.refund(0.0, 500, short=False)
-    assert pacer.reserve(0.0, 500, 0.0, math.inf) == pytest.approx(first)
+    pacer.refund(0.0, 500, short=True)
+    second = pacer.reserve(0.0, 500, 0.0, math.inf)
+    assert first is not None and second is not None
+    assert second - first == pytest.approx(500 / RATE)
 
 
-def test_a_token_429_leaves_the_schedule_short_of_the_send_it_refused() -> None:
+def test_a_token_429_leaves_a_found_schedule_short_of_the_send_it_refused() -> None:
     """A full bucket, as the schedule has it, but the server refused a 600-token send for its
     tokens: it holds fewer than 600. The schedule holds half of them at most, and the same send
     again waits for the other half to refill."""
-    pacer = engaged()
-    now = 10.0
-    pacer.on_throttled(now - 0.001, {**TOKENS, "x-ratelimit-remaining-tokens": "1000"})
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer) + 0.5  # tried now; the schedule full again
     assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(0.0, abs=1e-9)
     pacer.refund(now, 600, short=True)
-    assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(300 / RATE)
+    assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(300 / pacer.rate)
 
 
 def test_a_found_rate_gives_tokens_back_only_until_it_is_settled() -> None:

@@ -14,8 +14,8 @@ tokens only once told of a ``tokens`` 429 (``throttled(..., limit="tokens")``; a
 paces requests). While it does (``pacing_tokens()``), each send passes its estimated tokens to
 ``slot_delay(now, latest, tokens)`` (0 otherwise), the slot being the later of the request slot
 and the token slot, and ``tokens_used(now, reserved, used)`` corrects the reservation of a send
-that reserved ``reserved > 0`` tokens once its answer's usage is known; a send answered 429 gets
-its tokens back (``throttled(..., reserved=...)``: the server admitted none of them). A 429 for
+that reserved ``reserved > 0`` tokens once its answer's usage is known; a send answered 429 may
+get its tokens back (``throttled(..., reserved=...)``: see ``TokenPacer.refund``). A 429 for
 ``insufficient_quota`` is never told at all: no wait brings credit back.
 
 The pacing key is a base URL and a model: rate limits and outages are per deployment, and calls

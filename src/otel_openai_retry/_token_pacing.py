@@ -14,9 +14,9 @@ The bucket is also kept in step with the server's view: an answer's ``remaining-
 leaves the schedule fuller than the server says it is (other processes share the limit). When no
 header states the token rate, it is found from the answers (``_token_learning``); if slowing
 our tokens did not make those 429s fall, nothing paces them for ``INDEPENDENT_HOLD`` (or until
-they stop for ``DISENGAGE_AFTER``). A send answered 429 gets its tokens back: the server admitted
-none of them. Like request pacing it switches itself off after ``DISENGAGE_AFTER`` seconds with no
-token 429 and no one delayed, and no slot is ever more than ``max_gate`` away.
+they stop for ``DISENGAGE_AFTER``). Like request pacing it switches itself off after
+``DISENGAGE_AFTER`` seconds with no token 429 and no one delayed, and no slot is ever more than
+``max_gate`` away.
 
 Pure state and arithmetic, the clock passed in; one lock makes it safe across threads.
 """
@@ -113,25 +113,26 @@ class TokenPacer:
             return delay
 
     def refund(self, now: float, reserved: int, short: bool) -> None:
-        """A send that booked ``reserved`` tokens was answered 429: the server admitted none of
-        them, so the schedule gives them back (never fuller than a full bucket). ``short``: the
-        token limit refused it, so the server's bucket holds fewer than that now; the schedule
-        is made to hold half of it at most (the same send again waits for the other half).
-        Once a rate found from the answers is settled, a token 429 gives nothing back (and
-        still leaves the schedule short): the schedule runs a little over the server's then,
-        and what it keeps booked is the margin a long prompt needs to get through (given back,
-        long prompts met 429 after 429 while short ones took their tokens); while the rate is
-        measured and tried, it gives back, so that 429s that do not depend on our tokens do not
-        hold sends back before the verdict."""
-        if self.engaged and self.rate > 0:
-            with self._lock:
-                finder = self._finder
-                cost = min(float(reserved), self.capacity)
-                kept = short and finder is not None and finder.settled
-                tat = self._tat if kept else max(now, self._tat - cost / self.rate)
-                if short:
-                    tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
-                self._tat = tat
+        """A send that booked ``reserved`` tokens at a rate found from the answers was answered
+        429. While that rate is measured and tried, the schedule gives them back (the server
+        admitted none of them; kept, 429s that do not depend on our tokens would hold sends back
+        before the verdict); once it is settled, it does not: the schedule runs a little over
+        the server's then, and what stays booked is the margin a long prompt needs to get
+        through (given back, long prompts met 429 after 429 while short ones took the tokens).
+        ``short``: the token limit refused it, so the server's bucket holds fewer than that
+        now; the schedule is made to hold half of it at most (the same send again waits for the
+        other half). At a header's rate nothing changes: the headers say how full the bucket
+        is, and a schedule that gave tokens back to processes sharing a limit sent more into
+        it (4 processes: 335 of 400 calls through, against 380)."""
+        finder = self._finder
+        if finder is None or not self.engaged or self.rate <= 0:
+            return
+        with self._lock:
+            cost = min(float(reserved), self.capacity)
+            tat = self._tat if finder.settled else max(now, self._tat - cost / self.rate)
+            if short:
+                tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
+            self._tat = tat
 
     def used(self, now: float, reserved: int, used: int, booked: float | None = None) -> None:
         """An answer's usage is known: while the rate is found from the answers, its tokens are

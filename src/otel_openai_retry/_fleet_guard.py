@@ -272,8 +272,8 @@ class RedisGuard:
         reserved: int = 0,
         booked: float | None = None,
     ) -> None:
-        # The process's own token schedule gets back what was not admitted; the fleet's does
-        # not (a header's rate paces it, and the 429's headers say how full the bucket is).
+        # Only a process's own found token rate may give back what was not admitted; the
+        # fleet's schedule keeps it (a header's rate paces it, and the headers say how full).
         self.local.throttled(now, retry_after, headers, limit, reserved, booked)
         tokens = self.local.tokens
         if limit == "tokens" and tokens is not None and not tokens.stated:

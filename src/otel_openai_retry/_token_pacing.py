@@ -122,8 +122,7 @@ class TokenPacer:
         ``short``: the token limit refused it, so the server's bucket holds fewer than that
         now; the schedule is made to hold half of it at most (the same send again waits for the
         other half). At a header's rate nothing changes: the headers say how full the bucket
-        is, and a schedule that gave tokens back to processes sharing a limit sent more into
-        it (4 processes: 335 of 400 calls through, against 380)."""
+        is, and processes pacing alone that gave tokens back sent more into a shared limit."""
         finder = self._finder
         if finder is None or not self.engaged or self.rate <= 0:
             return

@@ -24,6 +24,12 @@ EMPTY_BUCKET = {
 }
 """1,000 tokens, none left, full again in a second: 1,000 tokens a second."""
 
+DEEP_EMPTY_BUCKET = EMPTY_BUCKET | {
+    "x-ratelimit-limit-tokens": "3000",
+    "x-ratelimit-reset-tokens": "3s",
+}
+"""The same 1,000 tokens a second in a bucket of 3,000: a request of 2,500 waits 2.5 s."""
+
 
 async def test_a_token_429_holds_back_what_does_not_fit_yet(
     sdk: Sdk, server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
@@ -119,7 +125,10 @@ async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
 ) -> None:
     """A stream without ``max_tokens`` books its prompt alone; what it cost comes with its last
     chunk. Once the caller has read it, the difference is charged: a request after it waits for
-    those tokens as well, as the server's bucket will. Unread, nothing is charged yet."""
+    those tokens as well, as the server's bucket will. Unread, nothing is charged yet.
+
+    The request after it waits seconds in both rounds, longer than a busy machine takes to read
+    a stream, so the two rounds differ by the tokens and not by how fast the stream was read."""
     instrument(policy=FAST)
     client = async_client(server)
     hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -128,7 +137,7 @@ async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
         server.reset()
         exporter.clear()
         server.script(
-            Fault.status(429, headers=EMPTY_BUCKET, error_type="tokens"),
+            Fault.status(429, headers=DEEP_EMPTY_BUCKET, error_type="tokens"),
             Fault.replying(" ".join(["word"] * reply_words)),
         )
         started = time.monotonic()  # the stream's first attempt: a 429, the bucket empty
@@ -138,14 +147,14 @@ async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
         usage = [chunk.usage async for chunk in stream if chunk.usage is not None]
         assert usage and usage[-1].completion_tokens >= reply_words
         asked = time.monotonic()
-        await client.chat.completions.create(model="m", messages=hi, max_tokens=500)
+        await client.chat.completions.create(model="m", messages=hi, max_tokens=2500)
         _, after = calls(exporter.get_finished_spans())
         waited = after.attr("openai_retry.total_throttle")
         assert isinstance(waited, float)
         return asked + waited - started  # when its tokens were there
 
     short = await stream_and_then_a_call(1)
-    await asyncio.sleep(1.2)  # the bucket is full again
+    await asyncio.sleep(3.2)  # the bucket is full again
     long = await stream_and_then_a_call(800)
     assert long - short >= 0.7, (short, long)  # 800 tokens more at 1,000 a second
 

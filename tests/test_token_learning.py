@@ -106,14 +106,23 @@ def test_a_token_bucket_whose_answers_state_nothing_is_paced() -> None:
     assert paced_end <= 1.15 * bound, (paced_end, bound, free_end)
 
 
-@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5])
-def test_token_429s_that_do_not_depend_on_our_tokens_are_not_paced(fraction: float) -> None:
+@pytest.mark.parametrize(
+    ("fraction", "seed"),
+    [(0.1, 7), (0.3, 7), (0.5, 7), (0.1, 12), (0.3, 12), (0.5, 2), (0.5, 9), (0.5, 11)],
+)
+def test_token_429s_that_do_not_depend_on_our_tokens_are_not_paced(
+    fraction: float, seed: int
+) -> None:
     """64 callers x 50 calls, a random share answered 429 ``type: tokens`` however few tokens
     they send: pacing adds little delay next to the work, and the calls end about when they
-    do without it."""
+    do without it. Some draws make the trial's verdict wrong (the 429 fraction seemed to
+    fall): the watch after it must notice, or each random 429 lowers the rate and the calls
+    end 10 to 90 times later."""
     latency = 0.2
-    paced_end, delayed, throttled = simulate(random_token_429s(fraction), 64, 50, latency, True)
-    free_end, _, _ = simulate(random_token_429s(fraction), 64, 50, latency, False)
+    paced_end, delayed, throttled = simulate(
+        random_token_429s(fraction, seed), 64, 50, latency, True
+    )
+    free_end, _, _ = simulate(random_token_429s(fraction, seed), 64, 50, latency, False)
     work = 64 * 50 * latency
     assert throttled > 0
     assert delayed <= 0.1 * work, (delayed, work)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import replace
 
+import openai
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -184,6 +185,57 @@ async def test_a_token_limit_whose_answers_state_nothing_is_found_and_paced(
     assert throttled <= 0.4 * throttled_unpaced, (throttled, throttled_unpaced)
     stated = {name for r in server.requests for name, _ in r.fault.headers}
     assert not any(name.startswith("x-ratelimit") for name in stated), stated
+    found = calls(exporter.get_finished_spans())
+    assert sum(len(c.attempts) for c in found) == server.request_count
+    throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
+    assert any(isinstance(t, float) and t > 0 for t in throttles), "paced by tokens"
+
+
+async def stream_many(base_url: str, count: int, concurrency: int) -> list[bool]:
+    """``count`` streamed calls of 100 tokens each, read to their end, none asking for usage:
+    no answer says what it cost."""
+    semaphore = asyncio.Semaphore(concurrency)
+    async with async_client(base_url) as client:
+
+        async def one(i: int) -> bool:
+            async with semaphore:
+                try:
+                    stream = await client.chat.completions.create(
+                        model="gpt-4o-mini",
+                        messages=[{"role": "user", "content": f"{i % 10}"}],
+                        max_tokens=99,
+                        stream=True,
+                    )
+                    usage = [chunk.usage async for chunk in stream if chunk.usage is not None]
+                except openai.APIError:
+                    return False
+                assert not usage
+                return True
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def test_answers_that_state_no_usage_are_counted_at_their_estimate(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """Streams read without ``include_usage`` never say what they cost. Behind a token limit no
+    header states, each success counts at the tokens its send booked, so the rate is found from
+    them and paced as for answers that state their usage; uncounted, the rate would never be
+    measured and nothing would pace these 429s."""
+    unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
+    server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
+    await stream_many(server.base_url, 300, concurrency=50)
+    throttled_unpaced = server.status_counts().get("429", 0)
+    unpaced.uninstrument()
+    server.reset()
+    exporter.clear()
+
+    instrument(policy=replace(PERSISTENT, initial_wait=0.2, max_wait=1.0))
+    server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
+    results = await stream_many(server.base_url, 300, concurrency=50)
+    throttled = server.status_counts().get("429", 0)
+    assert all(results), (results.count(False), throttled, throttled_unpaced)
+    assert throttled <= 0.4 * throttled_unpaced, (throttled, throttled_unpaced)
     found = calls(exporter.get_finished_spans())
     assert sum(len(c.attempts) for c in found) == server.request_count
     throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]

@@ -15,7 +15,7 @@ from openai.types.responses import Response, ResponseUsage
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry._call_tokens import used_tokens
 from otel_openai_retry._endpoints import NULL_GUARD, Endpoints, LocalGuard
-from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_MARGIN
+from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_MARGIN, TRIAL_MIN_ANSWERS
 from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
 from otel_openai_retry._slots import take_slot
@@ -84,15 +84,17 @@ def engaged(max_gate: float = 120.0) -> TokenPacer:
     return pacer
 
 
-def found(pacer: TokenPacer, start: float = 0.0) -> float:
+def found(pacer: TokenPacer, start: float = 0.0, throttled: bool = False) -> float:
     """Answers after a token 429 without headers: a success of 1,000 tokens every 0.1 s from
     ``start + 0.1`` to ``start + 0.7`` (the first only starts the count): 10,000 tokens a
-    second. The time of the last."""
+    second; ``throttled``: a 429 after each. The time of the last."""
     now = start
     for _ in range(7):
         now += 0.1
         pacer.on_success(now, None)
         pacer.used(now, 1000, 1000)
+        if throttled:
+            pacer.on_throttled(now, None)
     return now
 
 
@@ -146,6 +148,49 @@ def test_while_measuring_sends_are_held_to_the_rate_measured_so_far() -> None:
     )
 
 
+def test_answers_counted_at_their_estimate_and_charged_later_are_each_one_success() -> None:
+    """A stream is counted at the tokens its send booked when it is answered, and what its
+    usage says beyond them once it has been read: the rate measured is that of answers that
+    state their usage at once (but for the usage still unread), and no answer counts twice (the mean size, by which the
+    rate grows, stays the answers' size)."""
+    streamed, stated = TokenPacer(max_gate=120.0), TokenPacer(max_gate=120.0)
+    # Measured at the sixth (1,000 tokens of each, a tenth of a second apart), whose own
+    # usage is still unread then.
+    streamed_through = (6 * 1000 - 600) * 5 / 6 / 0.5
+    for pacer in (streamed, stated):
+        pacer.on_throttled(0.0, None)
+    now = 0.0
+    for _ in range(7):  # as ``found``: 10,000 tokens a second
+        now += 0.1
+        for pacer in (streamed, stated):
+            pacer.on_success(now, None)
+        streamed.used(now, 400, 400)  # answered: its estimate
+        streamed.used(now, 400, 1000, counted=True)  # read: its usage
+        stated.used(now, 400, 1000)
+    assert stated.rate == pytest.approx(10_000 * TRIAL_MARGIN)
+    assert streamed.rate == pytest.approx(streamed_through * TRIAL_MARGIN)
+    # The trial's answers state no size, so the mean is the measured answers' share of them.
+    now = tried(streamed, now, tokens=0)
+    rate = streamed.rate
+    streamed.on_success(now + 0.1, None)
+    streamed.used(now + 0.1, 1000, 1000)
+    mean = 8 * 1000 / 118  # 8 answers of 1,000, 110 of none
+    assert streamed.rate - rate == pytest.approx(ADD_PER_SECOND * mean * mean / rate, rel=0.1)
+
+
+def test_an_answer_that_never_states_its_usage_counts_at_its_estimate() -> None:
+    """A stream read without ``include_usage`` (or a body without usage): only its estimate is
+    ever known, and that is what is measured."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = 0.0
+    for _ in range(7):
+        now += 0.1
+        pacer.on_success(now, None)
+        pacer.used(now, 1000, 1000)
+    assert pacer.rate == pytest.approx(10_000 * TRIAL_MARGIN)
+
+
 def tried(pacer: TokenPacer, now: float, tokens: int = 100) -> float:
     """The trial's answers: 110 successes of ``tokens``, one every 20 ms. The time of the last."""
     for _ in range(110):
@@ -158,7 +203,7 @@ def tried(pacer: TokenPacer, now: float, tokens: int = 100) -> float:
 def test_the_trials_rate_is_held_until_its_verdict() -> None:
     pacer = TokenPacer(max_gate=120.0)
     pacer.on_throttled(0.0, None)
-    now = found(pacer)
+    now = found(pacer, throttled=True)
     held = pacer.rate
     pacer.on_throttled(now + 0.5, None)
     for step in range(1, 20):
@@ -252,6 +297,30 @@ def test_token_429s_that_pacing_did_not_make_fall_pace_nothing() -> None:
         guard.throttled(now, None, None, "tokens")
     assert guard.limiter is not None and not guard.limiter.engaged
     assert not guard.pacing() and guard.slot_delay(now, math.inf, 10**6) == 0.0
+
+
+def test_a_verdict_that_our_tokens_matter_is_withdrawn_when_slowing_does_not_help() -> None:
+    """Half the answers were 429s while measuring; the trial's happened to have none (a
+    verdict of chance, against 429s that do not depend on our tokens). Once the 429 fraction
+    is back where it was and the rate has been lowered well under the one measured, the
+    finder stands aside; kept, each of those 429s would lower the rate towards nothing."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = tried(pacer, found(pacer, throttled=True))
+    assert pacer.engaged and pacer.rate >= 10_000 * TRIAL_MARGIN, "judged ours"
+    answers = 0
+    while pacer.engaged and answers < 1000:
+        answers += 1
+        now += 0.02
+        if answers % 2:
+            pacer.on_throttled(now, None, booked=now - 0.01)
+        else:
+            pacer.on_success(now, None)
+            pacer.used(now, 100, 100, booked=now - 0.01)
+    assert not pacer.engaged, "stood aside"
+    assert answers <= TRIAL_MIN_ANSWERS, "within as many answers as a trial takes"
+    pacer.on_throttled(now + 0.01, None)
+    assert not pacer.engaged, "and not engaged again by the next 429"
 
 
 def test_token_429s_that_pacing_made_vanish_keep_tokens_paced() -> None:

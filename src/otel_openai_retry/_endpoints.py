@@ -93,10 +93,16 @@ class EndpointGuard(Protocol):
         """The server accepted an attempt."""
 
     def tokens_used(
-        self, now: float, reserved: int, used: int, booked: float | None = None
+        self,
+        now: float,
+        reserved: int,
+        used: int,
+        booked: float | None = None,
+        counted: bool = False,
     ) -> None:
         """An answer whose send reserved ``reserved`` tokens (> 0), its slot taken at
-        ``booked`` (if known), reported ``used``."""
+        ``booked`` (if known), reported ``used``; ``counted``: the answer was counted already,
+        at its estimate, when it came (a stream): only usage above that is news."""
 
 
 class _NullGuard:
@@ -140,7 +146,12 @@ class _NullGuard:
         pass
 
     def tokens_used(
-        self, now: float, reserved: int, used: int, booked: float | None = None
+        self,
+        now: float,
+        reserved: int,
+        used: int,
+        booked: float | None = None,
+        counted: bool = False,
     ) -> None:
         pass
 
@@ -217,10 +228,15 @@ class LocalGuard:
             self.tokens.on_success(now, headers)
 
     def tokens_used(
-        self, now: float, reserved: int, used: int, booked: float | None = None
+        self,
+        now: float,
+        reserved: int,
+        used: int,
+        booked: float | None = None,
+        counted: bool = False,
     ) -> None:
         if self.tokens is not None:
-            self.tokens.used(now, reserved, used, booked)
+            self.tokens.used(now, reserved, used, booked, counted)
 
 
 class Endpoints:

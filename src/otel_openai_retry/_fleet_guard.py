@@ -256,9 +256,14 @@ class RedisGuard:
         return self.local.pacing_tokens() or self.shared_slot()
 
     def tokens_used(
-        self, now: float, reserved: int, used: int, booked: float | None = None
+        self,
+        now: float,
+        reserved: int,
+        used: int,
+        booked: float | None = None,
+        counted: bool = False,
     ) -> None:
-        self.local.tokens_used(now, reserved, used, booked)
+        self.local.tokens_used(now, reserved, used, booked, counted)
         if used > reserved:  # the fleet's schedule is charged too, with the next report
             with self._lock:
                 self._news[4] += used - reserved

@@ -67,8 +67,11 @@ def _queue_result(
 def correct_tokens(
     guard: EndpointGuard, cost: TokenCost | None, reserved: int, result: Any, booked: float
 ) -> None:
-    """The answer's usage, where above the ``reserved`` estimate, charged to the guard; a
-    stream's once it has been read. ``booked``: when its attempt's slot was taken."""
+    """The answer's usage, where above the ``reserved`` estimate, charged to the guard.
+    ``booked``: when its attempt's slot was taken. An answer that does not say what it cost now
+    (a stream, whose usage comes with its last chunk if the caller asked for it; a body without
+    usage) counts at its estimate: a token rate found from the answers must see every success.
+    A stream's usage above that is charged once it has been read."""
     try:
         if cost is None:
             return
@@ -76,6 +79,7 @@ def correct_tokens(
         if used is not None:
             guard.tokens_used(time.monotonic(), reserved, used, booked)
         else:
+            guard.tokens_used(time.monotonic(), reserved, reserved, booked)
             cost.used_later(functools.partial(_charge, guard, reserved, booked))
     except Exception:
         report_internal_error("token usage")
@@ -83,6 +87,6 @@ def correct_tokens(
 
 def _charge(guard: EndpointGuard, reserved: int, booked: float, used: int) -> None:
     try:
-        guard.tokens_used(time.monotonic(), reserved, used, booked)
+        guard.tokens_used(time.monotonic(), reserved, used, booked, counted=True)
     except Exception:
         report_internal_error("token usage")

@@ -11,7 +11,9 @@ pacing finds its rate without headers:
   measured; once ``LEARN_MIN_SUCCESSES`` are in, sends are held to the rate measured so far (a
   brake that follows the measurement; request pacing is not told of these 429s, as a request
   rate would skew it). After ``LEARN_SPAN`` seconds of successes, that rate is where the limit
-  is (a drained bucket admits tokens at its refill rate);
+  is (a drained bucket admits tokens at its refill rate). The 429 fraction of the answers from
+  the first success on is the trial's reference: a 429 comes back at once and a success only
+  after the latency, so the answers before it are 429s alone, whatever the limit;
 - **a trial**: sends go at ``TRIAL_MARGIN`` of that, held there, until the answers to them
   judge it: at once if their 429 fraction already fell clearly below the measuring phase's
   (:func:`fell`, from ``VERDICT_MIN_ANSWERS`` on) or has 429s too many for that, else at
@@ -23,7 +25,10 @@ pacing finds its rate without headers:
   token rate of the successes lately, not for slots taken before the rate last changed (a
   queue books seconds ahead); successes make it grow by ``ADD_PER_SECOND`` requests'
   worth of tokens a second (each success a share of it, as TCP's congestion window grows), or,
-  near where the last 429 came, by ``PROBE_PER_SECOND``.
+  near where the last 429 came, by ``PROBE_PER_SECOND``. Should the rate fall below
+  ``UNHELPED_SHARE`` of the measured one with the 429 fraction not fallen (as request pacing
+  watches its own verdict), the trial was unlucky and the finder stands aside after all:
+  lowered at each of 429s that do not depend on it, the rate would sink towards nothing.
 
 The schedule lets ``LEARNT_BURST`` seconds of the rate go at once: no answer gives the bucket's
 size. Pure state and arithmetic, run under the token pacer's lock.
@@ -45,6 +50,7 @@ from ._pacing_evidence import (
     TRIAL_MARGIN,
     TRIAL_MIN_ANSWERS,
     TRIAL_TIMEOUT,
+    UNHELPED_SHARE,
     Answers,
     fell,
 )
@@ -88,6 +94,8 @@ class TokenRateFinder:
         "_paced",
         "_paced_since",
         "_reference",
+        "_reference_rate",
+        "_settled_answers",
         "_since",
         "_successes",
         "aside",
@@ -111,6 +119,10 @@ class TokenRateFinder:
         """Tokens of successes per bucket (as its "ok" counts): what got through lately."""
         self._reference = [0, 0]
         """429s and answers while measuring."""
+        self._reference_rate = 0.0
+        """The successes' token rate measured."""
+        self._settled_answers = [0, 0]
+        """429s and answers since the verdict that the 429s depend on our tokens."""
         self._paced: list[int] | None = None
         """429s and answers to paced sends, until the verdict (``None`` then)."""
         self._paced_since = now
@@ -131,12 +143,17 @@ class TokenRateFinder:
     def answered(self, now: float, throttled: bool) -> None:
         """Any answer of this endpoint: a success, or a token 429."""
         if self.measuring:
-            self._reference[0] += throttled
-            self._reference[1] += 1
+            if self._first is not None:  # before it, 429s (back at once) only: too many
+                self._reference[0] += throttled
+                self._reference[1] += 1
             return
         paced = self._paced
-        if paced is None or now - self._paced_since < TRIAL_LAG:
-            return  # judged already; or answers to sends made before pacing
+        if paced is None:
+            self._settled_answers[0] += throttled
+            self._settled_answers[1] += 1
+            return
+        if now - self._paced_since < TRIAL_LAG:
+            return  # answers to sends made before pacing
         paced[0] += throttled
         paced[1] += 1
         rejected, answers = paced
@@ -169,15 +186,20 @@ class TokenRateFinder:
             if booked is not None and booked < self._since:
                 return  # sent before the 429: it may have come out of a full bucket
             if self._first is None:
-                self._first = now  # the rate counts what comes after it
-                return
+                self._first = now
             self._measured += tokens
             self._successes += 1
+            # The first success starts the clock: the span holds the successes after it, and
+            # a mean share of the tokens (a success's later charge cannot be told from another's).
+            after_first = self._successes - 1
             span = now - self._first
-            if self._successes >= LEARN_MIN_SUCCESSES and span >= FLOOR_MIN_SPAN:
-                self.provisional = self._measured / span * PROVISIONAL_HEADROOM
-            if span >= LEARN_SPAN and self._successes >= LEARN_MIN_SUCCESSES:
-                self.rate = self._measured / span * TRIAL_MARGIN  # no 429 there: no ceiling
+            if after_first < LEARN_MIN_SUCCESSES or span < FLOOR_MIN_SPAN:
+                return
+            through = self._measured * after_first / self._successes / span
+            self.provisional = through * PROVISIONAL_HEADROOM
+            if span >= LEARN_SPAN:
+                self._reference_rate = through
+                self.rate = through * TRIAL_MARGIN  # no 429 there: no ceiling
                 self._paced = [0, 0]
                 self._paced_since = self._changed_at = self._grown_at = now
             return
@@ -199,6 +221,14 @@ class TokenRateFinder:
             mean = self._measured / max(1, self._successes)
             self.rate += ADD_PER_SECOND * mean * mean / self.rate
         self._grown_at = now
+
+    def charged(self, now: float, tokens: int, booked: float | None) -> None:
+        """A success counted at its estimate when it came (a stream) used ``tokens`` more, known
+        once it was read: they went through the limit too, though no success is added."""
+        self._flow.add(now, False, tokens)
+        if self.measuring and booked is not None and booked < self._since:
+            return  # as :meth:`succeeded` leaves its success out of the measurement
+        self._measured += tokens
 
     def _through(self, now: float, buckets: int) -> float:
         tokens, _, span = self._flow.recent(now, buckets)
@@ -230,3 +260,13 @@ class TokenRateFinder:
         if lowered < self.rate:
             self.rate = max(floor, lowered)
             self._changed_at = self._grown_at = now
+        if self._slowing_did_not_help():
+            self.aside = True
+
+    def _slowing_did_not_help(self) -> bool:
+        """Whether the rate has fallen far below the one measured while the 429 fraction has
+        not fallen with it since the verdict (see the module)."""
+        if self.rate >= UNHELPED_SHARE * self._reference_rate:
+            return False
+        throttled, answers = self._settled_answers
+        return answers >= TRIAL_MIN_ANSWERS and not fell(*self._reference, throttled, answers)

@@ -133,9 +133,17 @@ class TokenPacer:
                 tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
             self._tat = tat
 
-    def used(self, now: float, reserved: int, used: int, booked: float | None = None) -> None:
+    def used(
+        self,
+        now: float,
+        reserved: int,
+        used: int,
+        booked: float | None = None,
+        counted: bool = False,
+    ) -> None:
         """An answer's usage is known: while the rate is found from the answers, its tokens are
-        counted; usage above the reservation is charged to the schedule, taken from what the
+        counted (``counted``: the answer was, at its estimate, and only usage above it is
+        added); usage above the reservation is charged to the schedule, taken from what the
         bucket holds now (a schedule that fell behind ``now`` stands for a full bucket). Less
         gives nothing back: OpenAI's limiter charges its estimate (the output allowed, not the
         output produced) at admission, so a refund would send tokens the server has not got,
@@ -145,7 +153,10 @@ class TokenPacer:
         with self._lock:
             finder = self._finder
             if finder is not None:
-                finder.succeeded(now, max(reserved, used), booked)
+                if not counted:
+                    finder.succeeded(now, max(reserved, used), booked)
+                elif used > reserved:
+                    finder.charged(now, used - reserved, booked)
                 self._follow(now, finder)
             if self.rate > 0 and used > reserved:
                 excess = min(used, self.capacity) - min(reserved, self.capacity)

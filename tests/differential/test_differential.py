@@ -332,6 +332,9 @@ KNOWN = (
         "chat_stream",
         Fault.status(429, headers={"retry-after-ms": "1"}, error_type="tokens"),
     ),
+    # Answers that do not say what they cost: counted at their estimate when they come.
+    known("asyncio", "chat_streaming_response", Fault.status(429, error_type="tokens")),
+    known("sync", "chat_stream", *[Fault.status(429, error_type="tokens")] * 2),
     Scenario("sync", "chat", None, bad_header="api_key"),
     Scenario("asyncio", "chat_stream", None, bad_header="custom"),
     Scenario("trio", "upload_bytes", 1, bad_header="api_key"),

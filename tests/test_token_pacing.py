@@ -151,8 +151,8 @@ def test_while_measuring_sends_are_held_to_the_rate_measured_so_far() -> None:
 def test_answers_counted_at_their_estimate_and_charged_later_are_each_one_success() -> None:
     """A stream is counted at the tokens its send booked when it is answered, and what its
     usage says beyond them once it has been read: the rate measured is that of answers that
-    state their usage at once (but for the usage still unread), and no answer counts twice (the mean size, by which the
-    rate grows, stays the answers' size)."""
+    state their usage at once (but for the usage still unread), and no answer counts twice
+    (the mean size, by which the rate grows, stays the answers' size)."""
     streamed, stated = TokenPacer(max_gate=120.0), TokenPacer(max_gate=120.0)
     # Measured at the sixth (1,000 tokens of each, a tenth of a second apart), whose own
     # usage is still unread then.
@@ -430,6 +430,27 @@ def test_a_token_429_leaves_a_found_schedule_short_of_the_send_it_refused() -> N
     assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(0.0, abs=1e-9)
     pacer.refund(now, 600, short=True)
     assert pacer.reserve(now, 600, now, math.inf) == pytest.approx(300 / pacer.rate)
+
+
+def test_a_long_send_refused_for_its_tokens_asks_again_for_all_of_them() -> None:
+    """A found schedule's size is a guess (a quarter second of the rate), far under what the
+    server's bucket holds; a send longer than it is capped to it like any other. Refused, the
+    long send asks again for all of its tokens, so that short ones do not take them first each
+    time; it then leaves the bucket empty, not in debt. Only that send: one of the same size
+    never refused is capped."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer) + 0.5  # tried now; the schedule full again
+    rate, size = pacer.rate, pacer.capacity
+    assert size == pytest.approx(2000)
+    assert pacer.reserve(now, 6000, now, math.inf) == pytest.approx(0.0, abs=1e-9)
+    pacer.refund(now, 6000, short=True)  # the schedule holds half a bucket: 1,000
+    again = pacer.reserve(now, 6000, now, math.inf)
+    assert again == pytest.approx((6000 - 1000) / rate), "until 6,000 are there"
+    after = pacer.reserve(now, 100, now, math.inf)
+    assert after == pytest.approx(again + 100 / rate), "the bucket left empty, not in debt"
+    other = pacer.reserve(now, 6000, now, math.inf)
+    assert other == pytest.approx(after + size / rate), "asked again once only: capped"
 
 
 def test_a_found_rate_gives_tokens_back_only_until_it_is_settled() -> None:

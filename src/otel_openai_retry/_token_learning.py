@@ -269,4 +269,7 @@ class TokenRateFinder:
         if self.rate >= UNHELPED_SHARE * self._reference_rate:
             return False
         throttled, answers = self._settled_answers
-        return answers >= TRIAL_MIN_ANSWERS and not fell(*self._reference, throttled, answers)
+        throttled_before, answered_before = self._reference
+        return answers >= TRIAL_MIN_ANSWERS and not fell(
+            throttled_before, answered_before, throttled, answers
+        )

@@ -36,6 +36,8 @@ __all__ = ["TokenPacer"]
 
 HINT_MARGIN = 0.98
 """Reserve slightly under the rate the headers announce, for clock and latency noise."""
+REFUSED_REMEMBERED = 256
+"""Sizes of refused long sends remembered at most (each asks again within its backoff)."""
 MIN_TOKEN_RATE = 1.0
 """Tokens per second never paced below, so that a wrong header cannot stall an endpoint."""
 
@@ -50,6 +52,7 @@ class TokenPacer:
         "_last_throttled",
         "_lock",
         "_max_gate",
+        "_refused",
         "_tat",
         "capacity",
         "engaged",
@@ -71,6 +74,9 @@ class TokenPacer:
         """Without a header rate: the rate found from the answers."""
         self._aside_until = -math.inf
         """Until then token 429s without a stated rate pace nothing: slowing did not help."""
+        self._refused: set[int] = set()
+        """Sizes of sends larger than a found schedule's size that the token limit refused: the
+        same send asking again (its estimate is the same) reserves all of its tokens."""
         self._lock = threading.Lock()
 
     @property
@@ -100,6 +106,8 @@ class TokenPacer:
             if rate <= 0:  # the rate is being measured: nothing held back by tokens yet
                 return earliest - now
             cost = min(float(tokens), capacity)
+            if tokens > capacity and tokens in self._refused:
+                cost = float(tokens)
             start = max(earliest, self._tat - (capacity - cost) / rate)
             if start >= latest:
                 return None
@@ -107,7 +115,10 @@ class TokenPacer:
             if delay > self._max_gate:  # never: the cap, and the schedule left as it was
                 self._last_delay = now
                 return self._max_gate if now + self._max_gate < latest else None
-            self._tat = max(self._tat, start) + cost / rate
+            self._refused.discard(tokens)
+            # A send larger than the schedule's size waited for its tokens beyond it: it leaves
+            # the bucket empty, not in debt.
+            self._tat = max(self._tat + cost / rate, start + min(cost, capacity) / rate)
             if start - earliest > 0.001:
                 self._last_delay = now
             return delay
@@ -121,8 +132,12 @@ class TokenPacer:
         through (given back, long prompts met 429 after 429 while short ones took the tokens).
         ``short``: the token limit refused it, so the server's bucket holds fewer than that
         now; the schedule is made to hold half of it at most (the same send again waits for the
-        other half). At a header's rate nothing changes: the headers say how full the bucket
-        is, and processes pacing alone that gave tokens back sent more into a shared limit."""
+        other half). A send larger than the found schedule's size (a guess, far under the
+        server's bucket) is capped to that size like any other; refused, it is remembered, and
+        asking again it reserves all of its tokens, so that short sends do not take them first
+        each time it waits (long prompts ran out of attempts so). At a header's rate nothing
+        changes: the headers say how full the bucket is, and processes pacing alone that gave
+        tokens back sent more into a shared limit."""
         finder = self._finder
         if finder is None or not self.engaged or self.rate <= 0:
             return
@@ -131,6 +146,8 @@ class TokenPacer:
             tat = self._tat if finder.settled else max(now, self._tat - cost / self.rate)
             if short:
                 tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
+                if reserved > self.capacity and len(self._refused) < REFUSED_REMEMBERED:
+                    self._refused.add(reserved)
             self._tat = tat
 
     def used(
@@ -217,6 +234,7 @@ class TokenPacer:
 
     def _disengage(self) -> None:
         self.engaged = False
+        self._refused.clear()
         if self._finder is not None:  # a rate found from answers is found afresh next time
             self._finder = None
             self.rate = self.capacity = 0.0
@@ -229,6 +247,7 @@ class TokenPacer:
         if found is None or found.rate is None:
             return
         self._finder = None  # the server's word over what the answers suggested
+        self._refused.clear()
         self.rate = max(MIN_TOKEN_RATE, found.rate * HINT_MARGIN)
         self.capacity = float(found.limit)
         self._tat = max(self._tat, now + (found.limit - found.remaining) / self.rate)

@@ -28,7 +28,7 @@ pacing finds its rate without headers:
   near where the last 429 came, by ``PROBE_PER_SECOND``. Should the rate fall below
   ``UNHELPED_SHARE`` of the measured one with the 429 fraction not fallen (as request pacing
   watches its own verdict), the trial was unlucky and the finder stands aside after all:
-  lowered at each of 429s that do not depend on it, the rate would sink towards nothing.
+  lowered at each 429 that does not depend on it, the rate would sink towards nothing.
 
 The schedule lets ``LEARNT_BURST`` seconds of the rate go at once: no answer gives the bucket's
 size. Pure state and arithmetic, run under the token pacer's lock.

@@ -115,7 +115,8 @@ class TokenPacer:
             if delay > self._max_gate:  # never: the cap, and the schedule left as it was
                 self._last_delay = now
                 return self._max_gate if now + self._max_gate < latest else None
-            self._refused.discard(tokens)
+            if cost > capacity:
+                self._refused.discard(tokens)
             # A send larger than the schedule's size waited for its tokens beyond it: it leaves
             # the bucket empty, not in debt.
             self._tat = max(self._tat + cost / rate, start + min(cost, capacity) / rate)

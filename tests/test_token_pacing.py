@@ -448,6 +448,7 @@ def test_a_long_send_refused_for_its_tokens_asks_again_for_all_of_them() -> None
     again = pacer.reserve(now, 6000, now, math.inf)
     assert again == pytest.approx((6000 - 1000) / rate), "until 6,000 are there"
     after = pacer.reserve(now, 100, now, math.inf)
+    assert again is not None and after is not None
     assert after == pytest.approx(again + 100 / rate), "the bucket left empty, not in debt"
     other = pacer.reserve(now, 6000, now, math.inf)
     assert other == pytest.approx(after + size / rate), "asked again once only: capped"

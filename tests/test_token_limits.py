@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import openai
@@ -164,11 +165,23 @@ async def test_a_token_limit_whose_answers_state_nothing_is_found_and_paced(
     server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
 ) -> None:
     """A token limit whose answers carry no header at all, only the 429's ``type: tokens`` (as
-    behind proxies that strip them): the same crowd without pacing and then with it, in one run.
-    Pacing finds the token rate from the successes and cuts the 429s to a fraction."""
+    behind proxies that strip them): pacing finds the token rate from the successes and cuts
+    the 429s to a fraction."""
+    await found_and_paced(server, exporter, instrument, run_many)
+
+
+async def found_and_paced(
+    server: FakeOpenAIServer,
+    exporter: InMemorySpanExporter,
+    instrument: Instrument,
+    crowd_of: Callable[[str, int, int], Awaitable[list[bool]]],
+) -> None:
+    """300 calls made by ``crowd_of`` at concurrency 50 into a token limit no header states,
+    without pacing and then with it, in one run: every call succeeds, the 429s fall to 0.4 of
+    unpaced at most, attempt spans equal the requests received, and sends were held back."""
     unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
     server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
-    await run_many(server.base_url, 300, concurrency=50)
+    await crowd_of(server.base_url, 300, 50)
     throttled_unpaced = server.status_counts().get("429", 0)
     unpaced.uninstrument()
     server.reset()
@@ -179,7 +192,7 @@ async def test_a_token_limit_whose_answers_state_nothing_is_found_and_paced(
     # milliseconds would spend its attempts before it is known.
     instrument(policy=replace(PERSISTENT, initial_wait=0.2, max_wait=1.0))
     server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
-    results = await run_many(server.base_url, 300, concurrency=50)
+    results = await crowd_of(server.base_url, 300, 50)
     throttled = server.status_counts().get("429", 0)
     assert all(results), (results.count(False), throttled, throttled_unpaced)
     assert throttled <= 0.4 * throttled_unpaced, (throttled, throttled_unpaced)
@@ -222,21 +235,4 @@ async def test_answers_that_state_no_usage_are_counted_at_their_estimate(
     header states, each success counts at the tokens its send booked, so the rate is found from
     them and paced as for answers that state their usage; uncounted, the rate would never be
     measured and nothing would pace these 429s."""
-    unpaced = instrument(policy=replace(PERSISTENT, adaptive=False))
-    server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
-    await stream_many(server.base_url, 300, concurrency=50)
-    throttled_unpaced = server.status_counts().get("429", 0)
-    unpaced.uninstrument()
-    server.reset()
-    exporter.clear()
-
-    instrument(policy=replace(PERSISTENT, initial_wait=0.2, max_wait=1.0))
-    server.set_token_limit(600_000, bucket_seconds=0.1, hints=False)
-    results = await stream_many(server.base_url, 300, concurrency=50)
-    throttled = server.status_counts().get("429", 0)
-    assert all(results), (results.count(False), throttled, throttled_unpaced)
-    assert throttled <= 0.4 * throttled_unpaced, (throttled, throttled_unpaced)
-    found = calls(exporter.get_finished_spans())
-    assert sum(len(c.attempts) for c in found) == server.request_count
-    throttles = [attrs(a).get("openai_retry.throttle") for c in found for a in c.attempts]
-    assert any(isinstance(t, float) and t > 0 for t in throttles), "paced by tokens"
+    await found_and_paced(server, exporter, instrument, stream_many)

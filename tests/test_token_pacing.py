@@ -178,19 +178,6 @@ def test_answers_counted_at_their_estimate_and_charged_later_are_each_one_succes
     assert streamed.rate - rate == pytest.approx(ADD_PER_SECOND * mean * mean / rate, rel=0.1)
 
 
-def test_an_answer_that_never_states_its_usage_counts_at_its_estimate() -> None:
-    """A stream read without ``include_usage`` (or a body without usage): only its estimate is
-    ever known, and that is what is measured."""
-    pacer = TokenPacer(max_gate=120.0)
-    pacer.on_throttled(0.0, None)
-    now = 0.0
-    for _ in range(7):
-        now += 0.1
-        pacer.on_success(now, None)
-        pacer.used(now, 1000, 1000)
-    assert pacer.rate == pytest.approx(10_000 * TRIAL_MARGIN)
-
-
 def tried(pacer: TokenPacer, now: float, tokens: int = 100) -> float:
     """The trial's answers: 110 successes of ``tokens``, one every 20 ms. The time of the last."""
     for _ in range(110):

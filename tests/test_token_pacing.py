@@ -20,7 +20,7 @@ from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
 from otel_openai_retry._slots import take_slot
 from otel_openai_retry._token_learning import ADD_PER_SECOND, LEARNT_BURST, PROVISIONAL_HEADROOM
-from otel_openai_retry._token_pacing import HINT_MARGIN, TokenPacer
+from otel_openai_retry._token_pacing import HINT_MARGIN, REFUSED_SPAN, TokenPacer
 
 TOKENS = {
     "x-ratelimit-limit-tokens": "1000",
@@ -430,15 +430,62 @@ def test_a_long_send_refused_for_its_tokens_asks_again_for_all_of_them() -> None
     now = found(pacer) + 0.5  # tried now; the schedule full again
     rate, size = pacer.rate, pacer.capacity
     assert size == pytest.approx(2000)
-    assert pacer.reserve(now, 6000, now, math.inf) == pytest.approx(0.0, abs=1e-9)
-    pacer.refund(now, 6000, short=True)  # the schedule holds half a bucket: 1,000
-    again = pacer.reserve(now, 6000, now, math.inf)
-    assert again == pytest.approx((6000 - 1000) / rate), "until 6,000 are there"
+    assert pacer.reserve(now, 3600, now, math.inf) == pytest.approx(0.0, abs=1e-9)
+    pacer.refund(now, 3600, short=True)  # the schedule holds half a bucket: 1,000
+    again = pacer.reserve(now, 3600, now, math.inf)
+    assert again == pytest.approx((3600 - 1000) / rate), "until 3,600 are there"
     after = pacer.reserve(now, 100, now, math.inf)
     assert again is not None and after is not None
     assert after == pytest.approx(again + 100 / rate), "the bucket left empty, not in debt"
-    other = pacer.reserve(now, 6000, now, math.inf)
+    other = pacer.reserve(now, 3600, now, math.inf)
     assert other == pytest.approx(after + size / rate), "asked again once only: capped"
+
+
+def test_a_refused_send_beyond_any_bucket_holds_no_one_back_for_long() -> None:
+    """A send far larger than the server's bucket can ever hold (its size is not known) asks
+    again for half a second of the rate at most; one whose wait would pass the cap is
+    forgotten, not made to wait the cap at every attempt."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer) + 0.5
+    rate = pacer.rate
+    pacer.reserve(now, 2_000_000, now, math.inf)
+    pacer.refund(now, 2_000_000, short=True)
+    assert pacer.reserve(now, 2_000_000, now, math.inf) == pytest.approx(
+        (REFUSED_SPAN * rate - 1000) / rate
+    )
+    capped = TokenPacer(max_gate=0.3)
+    capped.on_throttled(0.0, None)
+    now = found(capped) + 0.5
+    capped.reserve(now, 3600, now, math.inf)
+    capped.refund(now, 3600, short=True)
+    assert capped.reserve(now, 3600, now, math.inf) == pytest.approx(0.3), "the cap, once"
+    assert capped.reserve(now, 3600, now, math.inf) == pytest.approx(1000 / rate), "forgotten"
+
+
+def test_a_refund_after_pacing_switched_off_meanwhile_changes_nothing() -> None:
+    """``refund`` looks before it takes the lock; another thread may switch pacing off in
+    between (the rate is then 0): it must not divide by it (the error would reach the call)."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer)
+    lock = pacer._lock
+
+    class SwitchedOffMeanwhile:
+        """The lock, taken just after another thread switched pacing off."""
+
+        def __enter__(self) -> bool:
+            pacer._lock = lock
+            with lock:
+                pacer._disengage()
+            return lock.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            lock.release()
+
+    pacer._lock = SwitchedOffMeanwhile()  # type: ignore[assignment]
+    pacer.refund(now, 500, short=True)
+    assert not pacer.engaged and pacer.rate == 0.0
 
 
 def test_a_found_rate_gives_tokens_back_only_until_it_is_settled() -> None:

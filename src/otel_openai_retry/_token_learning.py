@@ -26,8 +26,8 @@ pacing finds its rate without headers:
   queue books seconds ahead); successes make it grow by ``ADD_PER_SECOND`` requests'
   worth of tokens a second (each success a share of it, as TCP's congestion window grows), or,
   near where the last 429 came, by ``PROBE_PER_SECOND``. Should the rate fall below
-  ``UNHELPED_SHARE`` of the measured one with the 429 fraction not fallen (as request pacing
-  watches its own verdict), the trial was unlucky and the finder stands aside after all:
+  ``UNHELPED_TOKEN_SHARE`` of the measured one with the 429 fraction not fallen (as request
+  pacing watches its own verdict), the trial was unlucky and the finder stands aside after all:
   lowered at each 429 that does not depend on it, the rate would sink towards nothing.
 
 The schedule lets ``LEARNT_BURST`` seconds of the rate go at once: no answer gives the bucket's
@@ -50,7 +50,6 @@ from ._pacing_evidence import (
     TRIAL_MARGIN,
     TRIAL_MIN_ANSWERS,
     TRIAL_TIMEOUT,
-    UNHELPED_SHARE,
     Answers,
     fell,
 )
@@ -77,6 +76,11 @@ FLOW_WINDOW = BUCKETS - 1
 """Buckets over which the successes' token rate is measured at most (since the rate last
 changed, a second at least): a single long prompt is a large share of a second's tokens, so a
 second alone is too short to tell the rate by."""
+UNHELPED_TOKEN_SHARE = 0.5
+"""A verdict that the 429s depend on our tokens is withdrawn once the rate is under this share
+of the one measured and their fraction has not fallen. Lower than request pacing's share: the
+trial starts at 0.8 of the measured rate and one decrease takes it under that, while against a
+real token limit long prompts keep meeting 429s (a fraction that need not halve)."""
 VERDICT_MIN_ANSWERS = 20
 """Fewer answers than these judge nothing, even after ``TRIAL_TIMEOUT``."""
 
@@ -266,7 +270,7 @@ class TokenRateFinder:
     def _slowing_did_not_help(self) -> bool:
         """Whether the rate has fallen far below the one measured while the 429 fraction has
         not fallen with it since the verdict (see the module)."""
-        if self.rate >= UNHELPED_SHARE * self._reference_rate:
+        if self.rate >= UNHELPED_TOKEN_SHARE * self._reference_rate:
             return False
         throttled, answers = self._settled_answers
         throttled_before, answered_before = self._reference

@@ -38,6 +38,9 @@ HINT_MARGIN = 0.98
 """Reserve slightly under the rate the headers announce, for clock and latency noise."""
 REFUSED_REMEMBERED = 256
 """Sizes of refused long sends remembered at most (each asks again within its backoff)."""
+REFUSED_SPAN = 0.5
+"""Seconds of a found rate a refused long send asks for at most: a send beyond what the
+server's bucket can ever hold (unknown) must not hold everyone back for longer."""
 MIN_TOKEN_RATE = 1.0
 """Tokens per second never paced below, so that a wrong header cannot stall an endpoint."""
 
@@ -107,12 +110,13 @@ class TokenPacer:
                 return earliest - now
             cost = min(float(tokens), capacity)
             if tokens > capacity and tokens in self._refused:
-                cost = float(tokens)
+                cost = min(float(tokens), rate * REFUSED_SPAN)
             start = max(earliest, self._tat - (capacity - cost) / rate)
             if start >= latest:
                 return None
             delay = start - now
             if delay > self._max_gate:  # never: the cap, and the schedule left as it was
+                self._refused.discard(tokens)
                 self._last_delay = now
                 return self._max_gate if now + self._max_gate < latest else None
             if cost > capacity:
@@ -139,10 +143,12 @@ class TokenPacer:
         each time it waits (long prompts ran out of attempts so). At a header's rate nothing
         changes: the headers say how full the bucket is, and processes pacing alone that gave
         tokens back sent more into a shared limit."""
-        finder = self._finder
-        if finder is None or not self.engaged or self.rate <= 0:
+        if self._finder is None or not self.engaged:
             return
         with self._lock:
+            finder = self._finder
+            if finder is None or self.rate <= 0:  # switched off meanwhile, by another thread
+                return
             cost = min(float(reserved), self.capacity)
             tat = self._tat if finder.settled else max(now, self._tat - cost / self.rate)
             if short:

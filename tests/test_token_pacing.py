@@ -20,7 +20,12 @@ from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
 from otel_openai_retry._slots import take_slot
 from otel_openai_retry._token_learning import ADD_PER_SECOND, LEARNT_BURST, PROVISIONAL_HEADROOM
-from otel_openai_retry._token_pacing import HINT_MARGIN, REFUSED_SPAN, TokenPacer
+from otel_openai_retry._token_pacing import (
+    HINT_MARGIN,
+    REFUSED_REMEMBERED,
+    REFUSED_SPAN,
+    TokenPacer,
+)
 
 TOKENS = {
     "x-ratelimit-limit-tokens": "1000",
@@ -461,6 +466,23 @@ def test_a_refused_send_beyond_any_bucket_holds_no_one_back_for_long() -> None:
     capped.refund(now, 3600, short=True)
     assert capped.reserve(now, 3600, now, math.inf) == pytest.approx(0.3), "the cap, once"
     assert capped.reserve(now, 3600, now, math.inf) == pytest.approx(1000 / rate), "forgotten"
+
+
+def test_the_oldest_refused_sizes_are_forgotten_first() -> None:
+    """Calls that gave up never ask again: their sizes must not fill the memory and keep a
+    later long send from being remembered."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = found(pacer) + 0.5
+    rate = pacer.rate
+    for size in range(2100, 2100 + REFUSED_REMEMBERED):  # each refused, none asking again
+        pacer.refund(now, size, short=True)
+    pacer.refund(now, 3600, short=True)
+    held = pacer.reserve(now, 3600, now, math.inf)
+    assert held == pytest.approx((3600 - 1000) / rate), "the latest is remembered"
+    first = pacer.reserve(now, 2100, now, math.inf)
+    assert held is not None
+    assert first == pytest.approx(held + 2000 / rate), "the oldest is not: capped"
 
 
 def test_a_refund_after_pacing_switched_off_meanwhile_changes_nothing() -> None:

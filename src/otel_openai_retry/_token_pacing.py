@@ -37,7 +37,8 @@ __all__ = ["TokenPacer"]
 HINT_MARGIN = 0.98
 """Reserve slightly under the rate the headers announce, for clock and latency noise."""
 REFUSED_REMEMBERED = 256
-"""Sizes of refused long sends remembered at most (each asks again within its backoff)."""
+"""Sizes of refused long sends remembered at most, the oldest forgotten first (each asks again
+within its backoff, unless its call gave up)."""
 REFUSED_SPAN = 0.5
 """Seconds of a found rate a refused long send asks for at most: a send beyond what the
 server's bucket can ever hold (unknown) must not hold everyone back for longer."""
@@ -77,7 +78,7 @@ class TokenPacer:
         """Without a header rate: the rate found from the answers."""
         self._aside_until = -math.inf
         """Until then token 429s without a stated rate pace nothing: slowing did not help."""
-        self._refused: set[int] = set()
+        self._refused: dict[int, None] = {}
         """Sizes of sends larger than a found schedule's size that the token limit refused: the
         same send asking again (its estimate is the same) reserves all of its tokens."""
         self._lock = threading.Lock()
@@ -116,11 +117,11 @@ class TokenPacer:
                 return None
             delay = start - now
             if delay > self._max_gate:  # never: the cap, and the schedule left as it was
-                self._refused.discard(tokens)
+                self._refused.pop(tokens, None)
                 self._last_delay = now
                 return self._max_gate if now + self._max_gate < latest else None
             if cost > capacity:
-                self._refused.discard(tokens)
+                self._refused.pop(tokens, None)
             # A send larger than the schedule's size waited for its tokens beyond it: it leaves
             # the bucket empty, not in debt.
             self._tat = max(self._tat + cost / rate, start + min(cost, capacity) / rate)
@@ -153,8 +154,8 @@ class TokenPacer:
             tat = self._tat if finder.settled else max(now, self._tat - cost / self.rate)
             if short:
                 tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
-                if reserved > self.capacity and len(self._refused) < REFUSED_REMEMBERED:
-                    self._refused.add(reserved)
+                if reserved > self.capacity:
+                    self._remember_refused(reserved)
             self._tat = tat
 
     def used(
@@ -238,6 +239,15 @@ class TokenPacer:
         if finder.aside:
             self._disengage()
             self._aside_until = now + INDEPENDENT_HOLD
+
+    def _remember_refused(self, tokens: int) -> None:
+        """The oldest size is forgotten first: a call that gave up never asks again, and its
+        size must not keep a later long send from being remembered."""
+        refused = self._refused
+        refused.pop(tokens, None)
+        if len(refused) >= REFUSED_REMEMBERED:
+            del refused[next(iter(refused))]
+        refused[tokens] = None
 
     def _disengage(self) -> None:
         self.engaged = False

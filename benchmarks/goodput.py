@@ -130,6 +130,20 @@ class Scenario:
 PACED = ("sdk", "ours", SHARED)
 """The SDK's defaults, per-process pacing, shared pacing."""
 RECIPES_AND_OURS = ("sdk", "tenacity", "langchain", "ours", SHARED)
+
+TOKENS = Scenario(
+    "400,000 tokens/min, a bucket of 2 s, 20 ms; prompts 10-4,000 tokens, log-uniform",
+    PACED,
+    calls=400,
+    concurrency=50,
+    tokens_per_minute=400_000,
+    prompt_tokens=(10, 4000),
+    target=1.15,
+    max_429_per_ok=0.1,
+    fleet_max_429_per_ok=0.1,
+)
+"""The issue's token workload; ``tokens-no-hints`` is the same without any header."""
+
 SCENARIOS = {
     "bucket": Scenario(
         "requests bucket 100/s, burst 10, 20 ms; 429 with retry-after-ms, x-ratelimit-*",
@@ -166,28 +180,9 @@ SCENARIOS = {
         max_429_per_ok=0.1,
         fleet_max_429_per_ok=0.05,
     ),
-    "tokens": Scenario(
-        "400,000 tokens/min, a bucket of 2 s, 20 ms; prompts 10-4,000 tokens, log-uniform",
-        PACED,
-        calls=400,
-        concurrency=50,
-        tokens_per_minute=400_000,
-        prompt_tokens=(10, 4000),
-        target=1.15,
-        max_429_per_ok=0.1,
-        fleet_max_429_per_ok=0.1,
-    ),
-    "tokens-no-hints": Scenario(
-        "the same; 429 with OpenAI's body (type: tokens) and no header",
-        PACED,
-        calls=400,
-        concurrency=50,
-        tokens_per_minute=400_000,
-        prompt_tokens=(10, 4000),
-        hints=False,
-        target=1.15,
-        max_429_per_ok=0.1,
-        fleet_max_429_per_ok=0.1,
+    "tokens": TOKENS,
+    "tokens-no-hints": dataclasses.replace(
+        TOKENS, title="the same; 429 with OpenAI's body (type: tokens) and no header", hints=False
     ),
     "warm-fleet": Scenario(
         "requests bucket 100/s, burst 10, retry-after-ms; a second fleet joins the first's Redis",

@@ -140,7 +140,8 @@ class TokenPacer:
         now; the schedule is made to hold half of it at most (the same send again waits for the
         other half). A send larger than the found schedule's size (a guess, far under the
         server's bucket) is capped to that size like any other; refused, it is remembered, and
-        asking again it reserves all of its tokens, so that short sends do not take them first
+        asking again it reserves all of its tokens (``REFUSED_SPAN`` of the rate at most, and
+        forgotten once its wait would pass the cap), so that short sends do not take them first
         each time it waits (long prompts ran out of attempts so). At a header's rate nothing
         changes: the headers say how full the bucket is, and processes pacing alone that gave
         tokens back sent more into a shared limit."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -130,7 +129,8 @@ async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
     those tokens as well, as the server's bucket will. Unread, nothing is charged yet.
 
     The request after it waits seconds in both rounds, longer than a busy machine takes to read
-    a stream, so the two rounds differ by the tokens and not by how fast the stream was read."""
+    a stream, and the wait is measured from the 429 (the attempt spans' times), so the two
+    rounds differ by the tokens, not by how fast a first request or a stream's read was."""
     instrument(policy=FAST)
     client = async_client(server)
     hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -142,18 +142,17 @@ async def test_a_streams_usage_beyond_its_booking_holds_back_what_comes_after(
             Fault.status(429, headers=DEEP_EMPTY_BUCKET, error_type="tokens"),
             Fault.replying(" ".join(["word"] * reply_words)),
         )
-        started = time.monotonic()  # the stream's first attempt: a 429, the bucket empty
         stream = await client.chat.completions.create(
             model="m", messages=hi, stream=True, stream_options={"include_usage": True}
         )
         usage = [chunk.usage async for chunk in stream if chunk.usage is not None]
         assert usage and usage[-1].completion_tokens >= reply_words
-        asked = time.monotonic()
         await client.chat.completions.create(model="m", messages=hi, max_tokens=2500)
-        _, after = calls(exporter.get_finished_spans())
-        waited = after.attr("openai_retry.total_throttle")
-        assert isinstance(waited, float)
-        return asked + waited - started  # when its tokens were there
+        streamed, after = calls(exporter.get_finished_spans())
+        refused = streamed.attempts[0].end_time  # the 429 came: the bucket empty from then
+        sent = after.attempts[0].start_time  # the request after it went
+        assert refused is not None and sent is not None
+        return (sent - refused) / 1e9  # from the 429, not from a first request's latency
 
     short = await stream_and_then_a_call(1)
     await asyncio.sleep(3.2)  # the bucket is full again

@@ -15,10 +15,11 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from ._attempt_options import cap_timeout, max_attempts, options_with, sent_header_values
 from ._attributes import describe_request
-from ._call_state import CallState
+from ._call_state import PACING, CallState
 from ._call_tokens import used_tokens
 from ._companion import peer_span
 from ._endpoints import EndpointGuard
+from ._internal import report_internal_error
 from ._observers import observers_for_call
 from ._replay import capture_body
 from ._runtime import Runtime
@@ -146,7 +147,10 @@ class Call:
     def response_received(self, response: Any, stream: bool) -> None:
         """The SDK accepted this attempt's HTTP response: tell telemetry and the pacer."""
         self.spans.response_received(response, stream)
-        self.guard.answered(time.monotonic(), response.headers)
+        try:
+            self.guard.answered(time.monotonic(), response.headers)
+        except Exception:  # pacing only holds calls back: its bug must not reach this one
+            report_internal_error(PACING)
 
 
 def _bind(

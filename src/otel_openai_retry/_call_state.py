@@ -2,6 +2,10 @@
 (:meth:`~CallState.should_retry`, :meth:`~CallState.stop`, :meth:`~CallState.wait`): the pure
 rules live in ``_decisions``, pacing and the budget in the call's endpoint guard. The state tells
 its observers what happens, each one guarded: an observer's bug costs only its own record.
+
+Pacing and the budget only ever hold a call back, so a bug of ours in them (``PACING``) must not
+reach the call: the state then goes on as if the endpoint were not paced (no wait, the retry
+allowed, nothing learnt from the answer), which is what the bare SDK does.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from ._slots import TokenCost, correct_tokens, take_slot, take_slot_async
 from ._strategies import MAX_SLEEP, Strategies
 
 __all__ = ["CallState"]
+
+PACING = "pacing"
+"""Where an internal error of the guard is reported (once, or raised under tests)."""
 
 _CLEAN = CallSummary(Outcome.SUCCESS, 1, 0.0, 0.0)
 """How a call that succeeded at its first attempt, unpaced, ended."""
@@ -120,7 +127,12 @@ class CallState:
             return True
         verdict = self.verdict
         status = verdict.status_code if verdict is not None else None
-        if not self.guard.may_retry(time.monotonic(), status):
+        try:
+            allowed = self.guard.may_retry(time.monotonic(), status)
+        except Exception:
+            report_internal_error(PACING)
+            allowed = True
+        if not allowed:
             self._give_up_as(Outcome.BUDGET_EXHAUSTED)
             return True
         return False
@@ -162,7 +174,11 @@ class CallState:
         self.verdict = None  # whatever fails from here on is judged afresh
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
-        delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
+        try:
+            delay, queued, self._reserved = take_slot(self.guard, now, latest, self.tokens)
+        except Exception:
+            report_internal_error(PACING)
+            delay, queued, self._reserved = 0.0, None, 0
         return self._slot_answered(delay, queued, now)
 
     async def pacing_delay_async(self) -> float:
@@ -170,8 +186,23 @@ class CallState:
         self.verdict = None
         deadline, now = self.deadline, time.monotonic()
         latest = math.inf if deadline is None else deadline
-        delay, queued, self._reserved = await take_slot_async(self.guard, now, latest, self.tokens)
+        try:
+            delay, queued, self._reserved = await take_slot_async(
+                self.guard, now, latest, self.tokens
+            )
+        except Exception:
+            report_internal_error(PACING)
+            delay, queued, self._reserved = 0.0, None, 0
         return self._slot_answered(delay, queued, now)
+
+    def slot_is_shared(self) -> bool:
+        """Whether the slot is a round trip away (:meth:`pacing_delay_async` then, in async
+        code)."""
+        try:
+            return self.guard.shared_slot()
+        except Exception:
+            report_internal_error(PACING)
+            return False
 
     def _slot_answered(self, delay: float | None, queued: str | None, now: float) -> float:
         self._booked_at = now
@@ -189,7 +220,10 @@ class CallState:
         self.attempts += 1
         attempt = self.attempts
         self.total_throttle += throttle
-        self.guard.sent(time.monotonic())
+        try:
+            self.guard.sent(time.monotonic())
+        except Exception:
+            report_internal_error(PACING)
         queued, self._queued = self._queued, None
         if queued is not None:
             self._tell_paced(queued[0], throttle)
@@ -222,14 +256,17 @@ class CallState:
             response = getattr(exc, "response", None)
             # Only a hint this call itself would wait for may make everyone else wait: one the
             # policy refuses, or one on an answer not to be retried, must not close the gate.
-            self.guard.throttled(
-                time.monotonic(),
-                verdict.retry_after if verdict.retryable else None,
-                getattr(response, "headers", None),
-                verdict.limit,
-                self._reserved,
-                self._booked_at,
-            )
+            try:
+                self.guard.throttled(
+                    time.monotonic(),
+                    verdict.retry_after if verdict.retryable else None,
+                    getattr(response, "headers", None),
+                    verdict.limit,
+                    self._reserved,
+                    self._booked_at,
+                )
+            except Exception:
+                report_internal_error(PACING)
         if verdict.retryable and not self.will_send():  # closed meanwhile: a retry is refused
             verdict = verdict.given_up(Outcome.NON_RETRYABLE)
         self.verdict = verdict

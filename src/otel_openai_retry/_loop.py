@@ -139,7 +139,7 @@ async def _slot_async(state: CallState, sleep: Callable[[float], Awaitable[None]
     while delay < 0:
         delay = (
             await state.pacing_delay_async()
-            if state.guard.shared_slot()  # a round trip: awaited, never blocking the loop
+            if state.slot_is_shared()  # a round trip: awaited, never blocking the loop
             else state.pacing_delay()
         )
         if delay:

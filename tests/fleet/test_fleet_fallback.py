@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from otel_openai_retry._fleet_guard import RedisGuard
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import MESSAGES, Instrument, async_client, sync_client
@@ -118,3 +119,36 @@ def test_a_key_of_the_wrong_type_fails_no_call(
     assert time.monotonic() - started < 10
     [warning] = redis_warnings(caplog)
     assert "WRONGTYPE" in warning or "ResponseError" in warning
+
+
+async def test_a_bug_in_the_fleets_slot_costs_the_call_nothing(
+    server: FakeOpenAIServer,
+    redis_server: RedisServer,
+    instrument: Instrument,
+    production_errors: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not Redis failing (that is the fallback above) but our own code on the shared path: the
+    call goes on unpaced, as the bare SDK's would, and the bug is logged once."""
+
+    async def broken(self: RedisGuard, *args: object, **kwargs: object) -> float | None:
+        raise RuntimeError("a bug in the shared slot")
+
+    monkeypatch.setattr(RedisGuard, "aslot_delay", broken)
+    instrument(policy=fleet(redis_server.url))
+    client = async_client(server)
+    requests = 0
+    deadline = time.monotonic() + 10
+    while not any("internal error in pacing" in m for m in redis_warnings(caplog)):
+        assert time.monotonic() < deadline, "the fleet never paced the endpoint"
+        server.script(Fault.rate_limit(retry_after_ms=5))
+        reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert reply.choices[0].message.content
+        requests += 2
+        assert server.request_count == requests, "every retry made, none added"
+    for _ in range(3):
+        server.script(Fault.rate_limit(retry_after_ms=5))
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert server.request_count == requests + 6
+    assert len([m for m in redis_warnings(caplog) if "internal error" in m]) == 1

@@ -140,3 +140,18 @@ def test_token_429s_that_do_not_depend_on_our_tokens_are_not_paced(
     assert throttled > 0
     assert delayed <= 0.1 * work, (delayed, work)
     assert paced_end <= 1.1 * free_end, (paced_end, free_end)
+
+
+def test_a_verdict_of_chance_costs_a_short_run_little() -> None:
+    """64 callers x 20 calls, a tenth answered 429 whatever they send; in this draw the trial
+    happened to see five 429s in a hundred answers, against eleven in a hundred before it: not
+    a fall that noise does not explain, so not ours. Judged ours (as it was), the rate sank at
+    each later 429 for three seconds before the watch stood it aside, and the calls ended 1.6
+    times later than without pacing; the learning alone costs about a tenth of a run this
+    short."""
+    latency = 0.2
+    paced_end, delayed, _ = simulate(random_token_429s(0.1, 11), 64, 20, latency, True)
+    free_end, _, _ = simulate(random_token_429s(0.1, 11), 64, 20, latency, False)
+    work = 64 * 20 * latency
+    assert delayed <= 0.1 * work, (delayed, work)
+    assert paced_end <= 1.15 * free_end, (paced_end, free_end)

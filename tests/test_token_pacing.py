@@ -315,6 +315,58 @@ def test_a_verdict_that_our_tokens_matter_is_withdrawn_when_slowing_does_not_hel
     assert not pacer.engaged, "and not engaged again by the next 429"
 
 
+def answers(
+    pacer: TokenPacer, now: float, count: int, every: int = 0, latency: float = 0.01
+) -> float:
+    """``count`` answers 3 ms apart to slots taken ``latency`` before: each ``every``-th (from
+    the first) a token 429, the others successes of 1,000 tokens (about 300,000 tokens a
+    second, what a crowd brings). The time of the last."""
+    for i in range(count):
+        now += 0.003
+        if every and i % every == 0:
+            pacer.on_throttled(now, None, booked=now - latency)
+        else:
+            pacer.on_success(now, None)
+            pacer.used(now, 1000, 1000, booked=now - latency)
+    return now
+
+
+def test_a_trial_whose_429s_fell_by_chance_alone_paces_nothing() -> None:
+    """One answer in nine a 429 while measuring, one in twenty during the trial: under half,
+    yet after the trial's full count of answers no fall that noise does not explain (a tenth
+    of 429s that do not depend on our tokens draws five or fewer in a hundred one time in
+    twenty). The finder stands aside: judged ours, each later 429 would slow every call."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = answers(pacer, 0.0, 170, every=9)
+    assert pacer.rate > 0, "measured"
+    now = answers(pacer, now, 110)  # past the trial's lag: answers to sends made before it
+    assert pacer.engaged, "not judged on a few answers"
+    answers(pacer, now, TRIAL_MIN_ANSWERS, every=20)
+    assert not pacer.engaged, "stood aside"
+
+
+def test_a_verdict_of_chance_is_withdrawn_once_the_rate_is_lowered() -> None:
+    """A tenth of the answers were 429s while measuring; the trial's happened to have none (a
+    verdict of chance). Once the rate has been lowered under the trial's and the 429s are as
+    frequent as before, not even halved, the finder stands aside: it does not wait for the rate
+    to sink to half the one measured, each of those 429s slowing every call on the way."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    now = answers(pacer, 0.0, 200, every=10)
+    measured = pacer.rate / TRIAL_MARGIN
+    now = answers(pacer, now, 250)
+    assert pacer.engaged and pacer.rate >= 0.95 * TRIAL_MARGIN * measured, "judged ours"
+    lowest, count = pacer.rate, 0
+    while pacer.engaged and count < 1000:
+        count += 1
+        # a 429 lowers the rate at most once a round trip (0.1 s): not for slots taken before
+        now = answers(pacer, now, 1, every=1 if count % 10 == 0 else 0, latency=0.1)
+        lowest = min(lowest, pacer.rate) if pacer.engaged else lowest
+    assert not pacer.engaged, "stood aside"
+    assert lowest >= 0.65 * measured, "soon after the rate went under the trial's"
+
+
 def test_token_429s_that_pacing_made_vanish_keep_tokens_paced() -> None:
     pacer = TokenPacer(max_gate=120.0)
     now = 0.0

@@ -17,18 +17,22 @@ pacing finds its rate without headers:
 - **a trial**: sends go at ``TRIAL_MARGIN`` of that, held there, until the answers to them
   judge it: at once if their 429 fraction already fell clearly below the measuring phase's
   (:func:`fell`, from ``VERDICT_MIN_ANSWERS`` on) or has 429s too many for that, else at
-  ``TRIAL_MIN_ANSWERS`` (or ``TRIAL_TIMEOUT``). If it did not fall (not even by ``TRIAL_KEPT``,
-  when too few answers came to prove a fall), our tokens are not what the 429s depend on (a
-  quota shared with other applications): the token pacer stands aside (and request pacing is
-  not told of them either), each caller's own retry wait alone;
+  ``TRIAL_MIN_ANSWERS`` (or ``TRIAL_TIMEOUT``). If it did not fall by more than noise explains
+  (with fewer answers, at the timeout: not even by ``TRIAL_KEPT``), our tokens are not what the
+  429s depend on (a quota shared with other applications): the token pacer stands aside (and
+  request pacing is not told of them either), each caller's own retry wait alone. A tenth of
+  429s that do not depend on our tokens halves by chance in one trial of twenty; a real limit,
+  paced under, leaves none or nearly none, which is a fall beyond noise;
 - **AIMD in tokens**: a token 429 sets the rate ``BACKOFF`` under the lower of the rate and the
   token rate of the successes lately, not for slots taken before the rate last changed (a
   queue books seconds ahead); successes make it grow by ``ADD_PER_SECOND`` requests'
   worth of tokens a second (each success a share of it, as TCP's congestion window grows), or,
-  near where the last 429 came, by ``PROBE_PER_SECOND``. Should the rate fall below
-  ``UNHELPED_TOKEN_SHARE`` of the measured one with the 429 fraction not fallen (as request
-  pacing watches its own verdict), the trial was unlucky and the finder stands aside after all:
-  lowered at each 429 that does not depend on it, the rate would sink towards nothing.
+  near where the last 429 came, by ``PROBE_PER_SECOND``. Should the rate be lowered under the
+  trial's while the 429s since the verdict are not even half as frequent as before it, or fall
+  below ``UNHELPED_TOKEN_SHARE`` of the measured one with their fraction not clearly fallen (as
+  request pacing watches its own verdict), the trial was unlucky and the finder stands aside
+  after all: lowered at each 429 that does not depend on it, the rate would sink towards
+  nothing, slowing every call on the way.
 
 The schedule lets ``LEARNT_BURST`` seconds of the rate go at once: no answer gives the bucket's
 size. Pure state and arithmetic, run under the token pacer's lock.
@@ -78,9 +82,9 @@ changed, a second at least): a single long prompt is a large share of a second's
 second alone is too short to tell the rate by."""
 UNHELPED_TOKEN_SHARE = 0.5
 """A verdict that the 429s depend on our tokens is withdrawn once the rate is under this share
-of the one measured and their fraction has not fallen. Lower than request pacing's share: the
-trial starts at 0.8 of the measured rate and one decrease takes it under that, while against a
-real token limit long prompts keep meeting 429s (a fraction that need not halve)."""
+of the one measured and their fraction has not clearly fallen. Lower than request pacing's
+share: the trial starts at 0.8 of the measured rate and one decrease takes it under that, while
+against a real token limit long prompts keep meeting 429s (a fraction that need not halve)."""
 VERDICT_MIN_ANSWERS = 20
 """Fewer answers than these judge nothing, even after ``TRIAL_TIMEOUT``."""
 
@@ -177,9 +181,12 @@ class TokenRateFinder:
         ):
             return
         self._paced = None
-        # Not proven to have fallen, yet half as frequent or less (too few answers to prove
-        # it): the limit is ours all the same.
-        self.aside = not fallen and rejected / answers > TRIAL_KEPT * before
+        # Not proven to have fallen: not ours, even if half as frequent (a tenth halves by
+        # chance one time in twenty); but at the timeout, with too few answers to prove a fall,
+        # half as frequent is taken as one.
+        self.aside = not fallen and (
+            answers >= TRIAL_MIN_ANSWERS or rejected / answers > TRIAL_KEPT * before
+        )
         self._grown_at = self._changed_at = now
 
     def succeeded(self, now: float, tokens: int, booked: float | None) -> None:
@@ -268,12 +275,17 @@ class TokenRateFinder:
             self.aside = True
 
     def _slowing_did_not_help(self) -> bool:
-        """Whether the rate has fallen far below the one measured while the 429 fraction has
-        not fallen with it since the verdict (see the module)."""
-        if self.rate >= UNHELPED_TOKEN_SHARE * self._reference_rate:
+        """Whether the rate went under the trial's with the 429s not even halved since the
+        verdict, or far under the one measured with them not clearly fallen (see the module)."""
+        rate, reference = self.rate, self._reference_rate
+        if rate >= TRIAL_MARGIN * reference:
             return False
         throttled, answers = self._settled_answers
         throttled_before, answered_before = self._reference
-        return answers >= TRIAL_MIN_ANSWERS and not fell(
+        if answers < TRIAL_MIN_ANSWERS or fell(
             throttled_before, answered_before, throttled, answers
+        ):
+            return False
+        return rate < UNHELPED_TOKEN_SHARE * reference or (
+            throttled * answered_before > TRIAL_KEPT * throttled_before * answers
         )

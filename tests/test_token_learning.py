@@ -160,6 +160,7 @@ def test_most_calls_answered_429_whatever_they_send_are_not_slowed(fraction: flo
         assert delayed <= 0.1 * 64 * end, "of the callers' time unpaced"
     assert sum(paced) <= 1.1 * sum(free), (paced, free)
 
+
 def test_a_verdict_of_chance_costs_a_short_run_little() -> None:
     """64 callers x 20 calls, a tenth answered 429 whatever they send; in this draw the trial
     happened to see five 429s in a hundred answers, against eleven in a hundred before it: not

@@ -125,6 +125,8 @@ class AdaptiveLimiter(TrialRules):
         """When the phase began."""
         self._reference = (0, 0, 0.0)
         """A trial's reference, measured unpaced: 429s, answers, successes per second."""
+        self._unjudged = False
+        """Paced far over a limit without a trial, its 429s not yet judged."""
         self._independent_since: float | None = None
         self._baseline = 0.0
         """The 429 fraction when the 429s were judged rate-independent."""
@@ -289,7 +291,7 @@ class AdaptiveLimiter(TrialRules):
             self._provisional = True
             lowered = succeeding * PROVISIONAL
             self._reference = (throttled, ok + throttled, succeeding)  # see _slowing_did_not_help
-            self._settle(now)
+            self._settle_unjudged(now)
         elif self._phase == REFERENCE or now < max(
             self._last_decrease + DECREASE_GUARD, self._hold
         ):

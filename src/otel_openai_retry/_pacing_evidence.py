@@ -31,6 +31,7 @@ __all__ = [
     "Answers",
     "SendRate",
     "fell",
+    "held",
     "reference_suffices",
 ]
 
@@ -197,6 +198,24 @@ def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int)
     pooled = (throttled + trial_throttled) / (answers + trial_answers)
     error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / trial_answers))
     return error == 0.0 or before - during >= TRIAL_EVIDENCE * error
+
+
+HELD_MIN_ANSWERS = 20
+"""Fewer answers than these show nothing held, however many of them are 429s."""
+
+
+def held(throttled: int, answers: int, trial_throttled: int, trial_answers: int) -> bool:
+    """Whether the trial's 429 fraction is clearly above ``TRIAL_KEPT`` of the reference's, by
+    ``TRIAL_EVIDENCE`` standard errors: no fall by half, already, so its verdict need not wait
+    for all its answers (while it waits, everyone is paced at the rate it tries)."""
+    if answers <= 0 or trial_answers < HELD_MIN_ANSWERS:
+        return False
+    before, during = throttled / answers, trial_throttled / trial_answers
+    error = math.sqrt(
+        during * (1.0 - during) / trial_answers
+        + TRIAL_KEPT * TRIAL_KEPT * before * (1.0 - before) / answers
+    )
+    return during - TRIAL_KEPT * before > TRIAL_EVIDENCE * error
 
 
 def reference_suffices(throttled: int, answers: int) -> bool:

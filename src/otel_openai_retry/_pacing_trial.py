@@ -5,11 +5,16 @@ requests however slowly we send, and pacing would then only add waiting. So, wit
 an engagement starts with a trial of whether the 429 fraction responds to our rate. It first
 measures the answers unpaced, for as many answers as a verdict needs (``REFERENCE``: gates apply,
 the schedule does not, so the rates measured are the natural ones; 429s ``FAR_OVER`` times the
-successes end it at once, pacing at the success rate), then sends a little under the rate the
-successes came at (``TRIAL``): against a limit that rate gets as many through and the 429s vanish;
-against a rate-independent one, they stay. Our rate is judged to matter only if the 429 fraction
-fell by half and by ``TRIAL_EVIDENCE`` standard errors; otherwise pacing stands aside (no gate, no
-schedule: each caller's own retry sleep still honours its hint) until the 429 fraction climbs
+successes end it at once, pacing at the success rate; so do 429s as many as the successes at its
+end), then sends a little under the rate the successes came at (``TRIAL``): against a limit that
+rate gets as many through and the 429s vanish; against a rate-independent one, they stay. Paced
+at once far over, the answers to paced sends are judged as a trial's: most answers refused by a
+limit shared with others (nearly spent by them) look far over a limit too, and paced at the
+success rate the callers would send a tenth of what they send unpaced for as long as it lasts
+(judged early, once the 429s are clearly too many for a fall by half: ``held``). Our rate is
+judged to matter only if the 429 fraction fell by half and by ``TRIAL_EVIDENCE`` standard errors;
+otherwise pacing stands aside (no gate, no schedule: each caller's own retry sleep still honours
+its hint) until the 429 fraction climbs
 clearly above the verdict's, the 429s stop, or ``INDEPENDENT_HOLD`` passes. When it does matter,
 AIMD goes on (``SETTLED``); should the rate then fall well below the reference's success rate with
 the 429 fraction not falling with it, the verdict was unlucky (or the 429s far over the successes
@@ -36,6 +41,7 @@ from ._pacing_evidence import (
     Answers,
     SendRate,
     fell,
+    held,
     reference_suffices,
 )
 
@@ -63,6 +69,7 @@ class TrialRules:
         "_phase_since",
         "_reference",
         "_sends",
+        "_unjudged",
         "engaged",
         "rate",
     )
@@ -79,6 +86,7 @@ class TrialRules:
     _gate_until: float
     _last_decrease: float
     _last_throttled: float
+    _unjudged: bool
 
     @property
     def independent(self) -> bool:
@@ -100,7 +108,7 @@ class TrialRules:
                 return
             if throttled >= ok:  # far over a limit, most likely: pace, and watch that it helps
                 self._reference = (throttled, ok + throttled, ok / span)
-                self._settle(now)
+                self._settle_unjudged(now)
                 return
             # Send at the rate the successes come at: against a limit, that rate gets as many
             # through and the 429s vanish; against a rate-independent one, they stay.
@@ -131,18 +139,46 @@ class TrialRules:
     def _slowing_did_not_help(self, now: float) -> bool:
         """After a verdict that our rate matters: whether the rate has since fallen far below
         the reference's success rate and the 429 fraction has not fallen with it. A trial can
-        be unlucky; this corrects its verdict long before ``RETRIAL_AFTER``."""
+        be unlucky; this corrects its verdict long before ``RETRIAL_AFTER``.
+
+        Paced at once, far over a limit, without a trial (``_unjudged``): whether the 429
+        fraction fell once the answers to paced sends are in, as a trial's verdict, whatever
+        the rate. Paced at the success rate, a limit's 429s vanish; rate-independent ones (most
+        answers refused by a limit shared with others) stay, the rate stays at the success
+        rate, and the watch above would never see it fall: pacing would send a tenth of what
+        unpaced callers do, for as long as the 429s last."""
         throttled, answers, succeeding = self._reference
-        if not answers or self.rate >= UNHELPED_SHARE * succeeding:
+        if not answers:
             return False
-        ok, rejected, _ = self._answers.after(now, self._phase_since)
-        return ok + rejected >= TRIAL_MIN_ANSWERS and not fell(
-            throttled, answers, rejected, ok + rejected
-        )
+        if self.rate < UNHELPED_SHARE * succeeding:
+            ok, rejected, _ = self._answers.after(now, self._phase_since)
+            if ok + rejected >= TRIAL_MIN_ANSWERS and not fell(
+                throttled, answers, rejected, ok + rejected
+            ):
+                return True
+        if not self._unjudged:
+            return False
+        ok, rejected, _ = self._answers.after(now, self._phase_since + TRIAL_LAG)
+        judged = ok + rejected
+        if (
+            judged < TRIAL_MIN_ANSWERS
+            and (not judged or now - self._phase_since < TRIAL_TIMEOUT)
+            and not held(throttled, answers, rejected, judged)
+        ):
+            return False
+        self._unjudged = False
+        return not fell(throttled, answers, rejected, judged)
 
     def _settle(self, now: float) -> None:
         self._phase = SETTLED
         self._phase_since = now
+        self._unjudged = False
+
+    def _settle_unjudged(self, now: float) -> None:
+        """Paced far over a limit without a trial: judged once its answers are in (see
+        :meth:`_slowing_did_not_help`)."""
+        self._settle(now)
+        self._unjudged = True
 
     def _stand_aside(self, now: float, fraction: float) -> None:
         """The 429s do not depend on our rate: no gate, no schedule, until told otherwise."""

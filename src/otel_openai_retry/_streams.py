@@ -128,8 +128,10 @@ class StreamWatch:
         """Run ``cleanup`` when the stream ends (a hook to take out)."""
         self._cleanup = cleanup
 
-    # -- events ------------------------------------------------------------------------------
+    # -- events (each guarded: a bug here must never replace the caller's chunk, close or
+    # parse; the hooks that call them re-raise only the SDK's or httpx's own exceptions) ------
 
+    @guarded
     def arm(self) -> None:
         if self.phase is Phase.READING:
             self._after_read = Phase.ARMED
@@ -144,15 +146,18 @@ class StreamWatch:
         if self.reader is not None:
             self.reader.add(item)
 
+    @guarded
     def body_parsed(self, parsed: object) -> None:
         if self._parsed is None:
             self._parsed = parsed
 
+    @guarded
     def begin_read(self) -> None:
         if self.phase is Phase.PENDING or self.phase is Phase.ARMED:
             self._after_read = self.phase
             self.phase = Phase.READING
 
+    @guarded
     def end_read(self, exc: BaseException | None) -> None:
         if self.phase is not Phase.READING:
             return
@@ -163,17 +168,20 @@ class StreamWatch:
             self._remember(Ending.FAILED, self._read_error)
         self._end_if_ending()
 
+    @guarded
     def closed(self) -> None:
         self._remember(Ending.CLOSED)
         if self.phase is not Phase.READING:
             self._end_if_ending()
 
+    @guarded
     def failed(self, exc: BaseException) -> None:
         """An error the caller saw."""
         self._remember(Ending.FAILED, exc)
         if self.phase is not Phase.READING:
             self._end_if_ending()
 
+    @guarded
     def bytes_failed(self, exc: BaseException) -> None:
         """A read of the body failed; if the SDK is reading, it reports its own error."""
         if self.phase is Phase.READING:
@@ -182,6 +190,7 @@ class StreamWatch:
         else:
             self.failed(exc)
 
+    @guarded
     def abandoned(self) -> None:
         if self.phase is Phase.ENDED:
             return

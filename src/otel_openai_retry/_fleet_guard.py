@@ -150,7 +150,12 @@ class RedisGuard:
             joining = self._join_or_wait()
             if joining or self.fleet_paces():  # a join not answered in time: local
                 args = self._reservation(now, latest, tokens, joining)
-                reply = self._fleet.reserve(self.key, args)
+                try:
+                    reply = self._fleet.reserve(self.key, args)
+                except BaseException:
+                    if joining:
+                        self._join_abandoned()
+                    raise
                 return self._slot(reply, now, latest, tokens, joining)
         return self.local.slot_delay(now, latest, tokens)
 
@@ -164,7 +169,12 @@ class RedisGuard:
                 await self._join_answered()
             if joining or self.fleet_paces():
                 args = self._reservation(now, latest, tokens, joining)
-                reply = await self._fleet.reserve_async(self.key, args)
+                try:
+                    reply = await self._fleet.reserve_async(self.key, args)
+                except BaseException:  # the joining call cancelled (its caller's timeout)
+                    if joining:
+                        self._join_abandoned()
+                    raise
                 return self._slot(reply, now, latest, tokens, joining)
         return self.local.slot_delay(now, latest, tokens)
 
@@ -186,6 +196,15 @@ class RedisGuard:
         if not joining and block:
             self._joined.wait(ROUND_TRIP_TIMEOUT)
         return joining
+
+    def _join_abandoned(self) -> None:
+        """The joining call left before its answer (cancelled): the next call joins instead.
+        Left as it was, every later call would wait for an answer that never comes."""
+        with self._lock:
+            self._joining = False
+        answered, self._answered = self._answered, None
+        if answered is not None and not answered.done():
+            answered.set_result(None)
 
     def _reservation(
         self, now: float, latest: float, tokens: int, joining: bool

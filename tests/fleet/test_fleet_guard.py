@@ -480,3 +480,29 @@ def test_a_token_limit_no_header_states_is_each_processs_own_to_pace(
     finally:
         first.close()
         second.close()
+
+
+async def test_a_join_cancelled_in_flight_leaves_the_next_call_to_join(
+    redis_server: RedisServer,
+) -> None:
+    """The process's first call to an endpoint joins the fleet (a round trip); the others wait
+    for its answer a moment at most. Cancelled on the way (its caller's own timeout, while Redis
+    was slow), that join never answered, and every later call of the process waited for it, a
+    round trip's timeout each, for as long as the process lived. Now the next call joins."""
+    endpoints = Endpoints(fleet(redis_server.url))
+    try:
+        guard = endpoints.guard("http://api", "m")
+        assert guard.shared_slot(), "yet to join"
+        redis_server.client.client_pause(300)  # Redis slow
+        joining = asyncio.ensure_future(guard.aslot_delay(time.monotonic(), math.inf))
+        await asyncio.sleep(0.03)
+        joining.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await joining
+        await asyncio.sleep(0.35)  # Redis answers again
+        assert guard.shared_slot(), "the join is still to be made"
+        assert await guard.aslot_delay(time.monotonic(), math.inf) == 0
+        assert not guard.shared_slot(), "joined: no round trip while the fleet does not pace"
+        assert guard.slot_delay(time.monotonic(), math.inf) == 0
+    finally:
+        endpoints.close()

@@ -127,6 +127,33 @@ def test_bytes_and_json_bodies_are_resent_whole(
     ] * 2
 
 
+@pytest.mark.parametrize(
+    ("chosen", "on_the_wire"),
+    [
+        ({"X-Stainless-Retry-Count": "7"}, ["7", "7"]),
+        ({"x-stainless-retry-count": openai.Omit()}, [None, None]),
+        ({"X-Custom": "1"}, ["0", "1"]),
+    ],
+    ids=["set", "removed", "not-chosen"],
+)
+@pytest.mark.parametrize("instrumented", [False, True], ids=["bare-sdk", "ours"])
+def test_a_retry_count_header_the_caller_chose_is_left_as_chosen(
+    instrumented: bool,
+    chosen: dict[str, Any],
+    on_the_wire: list[str | None],
+    server: FakeOpenAIServer,
+    instrument: Instrument,
+) -> None:
+    """The SDK sets ``x-stainless-retry-count`` only where the request's own headers do not set
+    or remove it; so do we, and set it to the true count otherwise."""
+    if instrumented:
+        instrument(policy=FAST)
+    client = sync_client(server, max_retries=1)
+    server.script(Fault.server_error(503))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, extra_headers=chosen)
+    assert [r.headers.get("x-stainless-retry-count") for r in server.requests] == on_the_wire
+
+
 @pytest.mark.parametrize("instrumented", [False, True], ids=["bare-sdk", "ours"])
 async def test_raw_responses_report_the_true_number_of_retries(
     instrumented: bool, server: FakeOpenAIServer, instrument: Instrument

@@ -126,17 +126,20 @@ class Call:
         self.spans.charge_usage(charge)
 
     def options_for(self, attempt: int) -> FinalRequestOptions:
-        """The SDK's retries off, the true retry count on the wire, the deadline respected."""
+        """The SDK's retries off, the true retry count on the wire (unless the caller set or
+        removed that header for the request: the SDK leaves it as the caller chose, and so do
+        we), the deadline respected."""
         options = self.options
         if attempt == 0:  # not an attempt: the SDK, unobserved, raises what it raises
             return options_with(options, {"max_retries": 0})
+        update: dict[str, Any] = {"max_retries": 0}
         headers: Mapping[str, Any] = (
             {} if isinstance(options.headers, NotGiven) else options.headers
         )
-        update: dict[str, Any] = {
-            "max_retries": 0,
-            "headers": {**headers, "x-stainless-retry-count": str(attempt - 1)},
-        }
+        if not headers:
+            update["headers"] = {_RETRY_COUNT: str(attempt - 1)}
+        elif not any(name.lower() == _RETRY_COUNT for name in headers):
+            update["headers"] = {**headers, _RETRY_COUNT: str(attempt - 1)}
         if self.deadline is not None:
             configured = (
                 self.client.timeout if isinstance(options.timeout, NotGiven) else options.timeout
@@ -151,6 +154,9 @@ class Call:
             self.guard.answered(time.monotonic(), response.headers)
         except Exception:  # pacing only holds calls back: its bug must not reach this one
             report_internal_error(PACING)
+
+
+_RETRY_COUNT = "x-stainless-retry-count"
 
 
 def _bind(

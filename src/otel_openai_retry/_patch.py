@@ -107,6 +107,23 @@ class Patch:
                 wrapt.unwrap_object(owner, name, handle, missing_ok=True)
 
 
+def _call_or_none(
+    runtime: Runtime,
+    instance: BaseClient[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    is_async: bool,
+) -> Call | None:
+    """The call, or ``None`` after a bug of ours setting it up (reported). Not inside the
+    ``except``: the SDK's own path, taken then, must not carry our error as its context."""
+    try:
+        return Call(runtime, instance, args, kwargs, is_async=is_async)
+    except Exception:
+        report_internal_error("request setup")
+        return None
+
+
 def _async_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Awaitable[Any]]:
     async def request(
         wrapped: Callable[..., Awaitable[Any]],
@@ -117,10 +134,8 @@ def _async_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Awai
         # Removed, or an attempt of ours met again (see ``_reach.is_resent``).
         if not patch.active or (SENDING.get() and is_resent(options_of(args, kwargs))):
             return await wrapped(*args, **kwargs)
-        try:
-            call = Call(runtime, instance, args, kwargs, is_async=True)
-        except Exception:  # our bug must not lose the call: the SDK's own path instead
-            report_internal_error("request setup")
+        call = _call_or_none(runtime, instance, args, kwargs, is_async=True)
+        if call is None:  # our bug must not lose the call: the SDK's own path instead
             with sending():
                 return await wrapped(*args, **kwargs)
 
@@ -153,10 +168,8 @@ def _sync_request_wrapper(runtime: Runtime, patch: Patch) -> Callable[..., Any]:
         # Removed, or an attempt of ours met again (see ``_reach.is_resent``).
         if not patch.active or (SENDING.get() and is_resent(options_of(args, kwargs))):
             return wrapped(*args, **kwargs)
-        try:
-            call = Call(runtime, instance, args, kwargs, is_async=False)
-        except Exception:  # our bug must not lose the call: the SDK's own path instead
-            report_internal_error("request setup")
+        call = _call_or_none(runtime, instance, args, kwargs, is_async=False)
+        if call is None:  # our bug must not lose the call: the SDK's own path instead
             with sending():
                 return wrapped(*args, **kwargs)
 

@@ -1,4 +1,5 @@
-"""Pacing that fails must not touch the call: the call goes on as the bare SDK's would.
+"""Pacing (or the call's setup) that fails must not touch the call: it goes on as the bare
+SDK's would.
 
 Pacing and the retry budget only ever hold a call back. A bug of ours in them (here: one method
 of the endpoint's guard, or all of them, raising) must cost the caller nothing: every answer and
@@ -18,6 +19,7 @@ import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_openai_retry import _call
 from otel_openai_retry._endpoints import EndpointGuard, LocalGuard
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -112,3 +114,45 @@ async def test_a_pacing_bug_costs_the_call_nothing_and_is_logged_once(
         "internal error in pacing" in m or "internal error in token usage" in m for m in first
     ), first
     assert ours(caplog) == first, "logged once: nothing more on the second round"
+
+
+def _chain(exc: BaseException) -> list[type[BaseException]]:
+    found: list[type[BaseException]] = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(type(current))
+        pending += [current.__cause__, current.__context__]
+    return found
+
+
+async def test_a_bug_setting_up_the_call_leaves_the_sdks_own_path_and_errors(
+    sdk: Sdk,
+    server: FakeOpenAIServer,
+    instrument: Instrument,
+    production_errors: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug of ours before the first attempt: the call takes the SDK's own path (its own
+    retries), and an error it raises is the SDK's alone, with nothing of ours in its chain."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug setting up the call")
+
+    monkeypatch.setattr(_call, "describe_request", broken)
+    instrument(policy=POLICY)
+    client = sdk.client(server)
+    server.script(Fault.server_error(503))
+    reply = await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
+    assert reply.choices[0].message.content == REPLY
+    assert server.request_count == 2, "the SDK's own retry"
+    server.script(Fault.status(400))
+    with pytest.raises(openai.BadRequestError) as raised:
+        await sdk(lambda: client.chat.completions.create(model="m", messages=MESSAGES))
+    assert RuntimeError not in _chain(raised.value), _chain(raised.value)
+    assert len(ours(caplog)) == 1 and "internal error in request setup" in ours(caplog)[0]

@@ -210,6 +210,16 @@ SCENARIOS = {
         versus="ours-unpaced",
         target=1.1,
     ),
+    "mostly-refused": Scenario(
+        "429 (retry-after-ms 100) to a random 90 % of requests whatever the rate, else 200 ms",
+        ("ours-unpaced", "ours", "ours-shared"),
+        calls=3200,
+        concurrency=64,
+        latency=0.2,
+        rejected=0.9,
+        versus="ours-unpaced",
+        target=1.1,
+    ),
 }
 
 

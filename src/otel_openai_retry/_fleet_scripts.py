@@ -61,7 +61,9 @@ whatever its own limiter judged):
   calls, not a rate; or since the fleet began to use the endpoint, if later), raised by the sends
   the first waves of processes reported meanwhile. Then it measures (``MEASURE_AFTER``,
   ``MEASURE``): 429s all along say its rate was over the limit, and what got through meanwhile
-  is the limit; the schedule goes on from ``trial`` of it; too few 429s say the rate was under it;
+  is the limit; the schedule goes on from ``trial`` of it, and the answers to it are judged as a
+  trial's (most answers refused by a limit shared with others look far over a limit too), early
+  once their 429s are clearly too many for a fall by half; too few 429s say the rate was under it;
 - else, once the reference has answers enough for a verdict, the trial: ``trial`` of the rate the
   successes came at, with neither decrease nor growth. Against a limit as many get through and
   the 429s vanish: the fleet paces on from a margin (``backoff``) under that rate. If the 429
@@ -98,6 +100,7 @@ from ._pacing_evidence import (
     BACKOFF,
     BUCKET,
     FAR_OVER,
+    HELD_MIN_ANSWERS,
     INDEPENDENT_HOLD,
     PROBE_BAND,
     PROBE_PER_SECOND,
@@ -186,6 +189,7 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     TRIAL_LAG * 1000,
     FLOOR_MIN_SPAN * 1000,
     TRIAL_WINDOW * BUCKET * 1000 * 0.9,
+    HELD_MIN_ANSWERS,
 )
 
 RESERVE = f"""
@@ -268,7 +272,14 @@ local warmth, backoff, probe, low, high, lag = a[21], a[22], a[23], a[24], a[25]
 local settle, measuring, overshare, start, trial = a[27], a[28], a[29], a[30], a[31]
 local kept, evidence, enough, timeout, unhelped = a[32], a[33], a[34], a[35], a[36]
 local independent, farover, fewest, residue, trial_lag = a[37], a[38], a[39], a[40], a[41]
-local far_span, ref_span = a[42], a[43]
+local far_span, ref_span, held_min = a[42], a[43], a[44]
+local function held(t, n, tt, tn)
+  -- the 429 fraction is clearly above ``kept`` of the reference's: no fall by half, already
+  if n <= 0 or tn < held_min then return false end
+  local before, during = t / n, tt / tn
+  local err = math.sqrt(during * (1 - during) / tn + kept * kept * before * (1 - before) / n)
+  return during - kept * before > evidence * err
+end
 local function fell(t, n, tt, tn)
   -- the 429 fraction fell by half at least and by more than noise explains (a z-test)
   if n <= 0 or tn <= 0 then return false end
@@ -339,7 +350,7 @@ elseif throttled > 0 then
     -- first the reference: the answers to what the fleet sends unpaced (gates only)
     judge, trialing, ref = 0, 0, now
     redis.call('HSET', key, 'tat', now, 'ttat', now, 'hold', now + lag, 'over', 0, 'found', 0,
-               'rt', 0, 'rn', 0)
+               'rt', 0, 'rn', 0, 'unjudged', 0)
   elseif ref > 0 then
     -- the first wave's other processes: what they sent is news of where to start
     rate = math.max(rate, recent / sends * engage)
@@ -422,7 +433,9 @@ elseif measure > 0 and now >= measure + measuring then
     -- little, the 429s of sends that bunch (a busy machine) are no news of the rate (nor of
     -- whether slowing helps)
     judge = math.max(now + measuring + lag, state['tat'] or 0)
-    redis.call('HSET', key, 'hold', judge, 'found', 1)
+    -- paced far over without a trial: the answers to paced sends are judged as a trial's
+    -- (most answers refused by a limit shared with others look far over a limit too)
+    redis.call('HSET', key, 'hold', judge, 'found', 1, 'unjudged', 1)
   end
   measure = 0
 elseif judge > 0 and now >= judge and not aside then
@@ -438,6 +451,10 @@ elseif judge > 0 and now >= judge and not aside then
     trialing, judge = 0, now
     if ceiling > 0 then rate, last = math.max(rate, ceiling * backoff), now end
     redis.call('HSET', key, 'jt', 0, 'jn', 0)
+  elseif trialing == 0 and (state['unjudged'] or 0) == 1
+         and (jn >= enough or held(rt, rn, jt, jn)) then
+    judged = not fell(rt, rn, jt, jn)
+    redis.call('HSET', key, 'unjudged', 0)
   elseif trialing == 0 and jn >= enough and rate < unhelped * (state['rrate'] or 0) then
     judged = not fell(rt, rn, jt, jn)
   end

@@ -11,6 +11,7 @@ __all__ = [
     "BUCKETS",
     "FAR_OVER",
     "FLOOR_WINDOW",
+    "HELD_MIN_ANSWERS",
     "INDEPENDENT_HOLD",
     "INDEPENDENT_MIN_ANSWERS",
     "INDEPENDENT_RISE",
@@ -200,7 +201,7 @@ def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int)
     return error == 0.0 or before - during >= TRIAL_EVIDENCE * error
 
 
-HELD_MIN_ANSWERS = 20
+HELD_MIN_ANSWERS = 10
 """Fewer answers than these show nothing held, however many of them are 429s."""
 
 

@@ -285,6 +285,26 @@ def test_without_hints_a_window_without_429s_says_the_fleet_was_under_the_limit(
     assert float(redis_server.client.hget(KEY, "ceiling") or 0) == 0
 
 
+@pytest.mark.parametrize("limit", [False, True])
+def test_a_fleet_paced_far_over_without_a_trial_is_judged_by_its_answers(
+    redis_server: RedisServer, limit: bool
+) -> None:
+    """429s nine times the successes while the fleet measured: far over a limit, it paces at
+    once at what got through, with no trial. If the answers to paced sends are still nine 429s
+    in ten (most answers refused by a limit shared with others, nearly spent by them), the fleet
+    stands aside as soon as that many could not be a fall by half: paced at what got through, it
+    sent a tenth of what its processes send unpaced. If they vanish (``limit``), it paces on."""
+    after, _ = measured(redis_server, per_tick=2, over=90)
+    assert after > 0, "paced"
+    redis_server.client.hset(KEY, "judge", redis_now(redis_server) - 1)  # the hold is over
+    if limit:
+        assert report_left(redis_server, succeeded=20) > 0
+        assert report_left(redis_server, succeeded=100) > 0, "fell: a limit of ours"
+    else:
+        assert report_left(redis_server, throttled=18, succeeded=2) == 0, "stood aside"
+        assert reserve(redis_server)[0] == NOT_PACED
+
+
 def test_the_first_waves_of_processes_yet_to_hear_of_an_engagement_raise_its_rate(
     redis_server: RedisServer,
 ) -> None:

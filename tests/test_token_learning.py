@@ -72,7 +72,10 @@ def simulate(
         if kind == "send":
             reserved = cost if guard.pacing_tokens() else 0
             delay = guard.slot_delay(now, math.inf, reserved) or 0.0
-            delayed += delay
+            delayed += abs(delay)
+            if delay < 0:  # beyond the booking horizon: ask again then
+                at(now - delay, worker, "send")
+                continue
             guard.sent(now + delay)
             if server(now + delay, cost):
                 at(now + delay + latency, worker, "ok", reserved, now)

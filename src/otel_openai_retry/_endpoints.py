@@ -186,8 +186,8 @@ class LocalGuard:
         limiter = self.limiter
         delay = 0.0 if limiter is None else limiter.reserve(now, latest)
         pacer = self.tokens
-        if delay is None or pacer is None or not pacer.engaged:
-            return delay
+        if delay is None or delay < 0 or pacer is None or not pacer.engaged:
+            return delay  # (negative: no request slot yet, so no token slot either)
         return pacer.reserve(now, tokens, now + delay, latest)
 
     def shared_slot(self) -> bool:

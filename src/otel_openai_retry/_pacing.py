@@ -79,6 +79,13 @@ HINT_MARGIN = 0.98
 """Send slightly under the rate the headers announce, to absorb clock and latency noise."""
 DEFAULT_MAX_GATE = 120.0
 """The policy's default ``max_retry_after``: the longest any caller waits for a slot."""
+HORIZON = 1.0
+"""Seconds ahead that a slot is booked at most. Further back in the queue, a caller is told to
+ask again when its turn would be within them (a negative delay), nothing booked: a queue then
+moves at the rate of now, not at the one it had when the caller came, and a limiter that
+stands aside (the 429s were not ours) frees every caller within a second, not after the whole
+queue booked at a rate that was never needed. A second: the queues of a rate found are rarely
+longer, so callers seldom ask twice (as the fleet's ``HORIZON``)."""
 
 FLOOR_MIN_SPAN = 0.1
 FLOOR_MIN_SUCCESSES = 5
@@ -133,7 +140,8 @@ class AdaptiveLimiter(TrialRules):
         self._lock = threading.Lock()
 
     def reserve(self, now: float, latest: float = math.inf) -> float | None:
-        """Take the next send slot; return how long to wait for it (0 when not engaged).
+        """Take the next send slot; return how long to wait for it (0 when not engaged), or,
+        for a slot beyond ``HORIZON``, minus how long to wait before asking again.
 
         A slot that would come after ``latest`` (the caller's deadline) is not taken: ``None``,
         and the schedule is left as it was, so a caller who cannot wait delays nobody else. A
@@ -161,6 +169,9 @@ class AdaptiveLimiter(TrialRules):
             if delay > self._max_gate:  # never: the cap, and the schedule left as it was
                 self._last_delay = now
                 return self._max_gate if now + self._max_gate < latest else None
+            if delay > HORIZON:  # ask again nearer the turn: nothing booked
+                self._last_delay = max(self._last_delay, start - HORIZON)  # delayed until then
+                return HORIZON - delay
             if not measuring:
                 self._next_free = start + 1.0 / self.rate
             if delay > 0.001:

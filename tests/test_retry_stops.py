@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from otel_openai_retry._endpoints import LocalGuard
 from otel_openai_retry._hooks import RetryDetails
 from otel_openai_retry._loop import run_sync
 from otel_openai_retry._observers import CallSummary, Observer
+from otel_openai_retry._pacing import AdaptiveLimiter
 from otel_openai_retry._strategies import Strategies
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
@@ -249,3 +251,17 @@ def test_a_retry_count_the_caller_chose_wins_two_included(
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert server.request_count == attempts
+
+
+def test_no_caller_waits_for_its_slot_longer_than_the_cap_in_all() -> None:
+    """A slot beyond the booking horizon is asked for again nearer its turn, and asked again it
+    may be further away still (the rate was lowered meanwhile; here no time passes during the
+    sleeps, so each answer is the first again). In all, a caller waits no longer than the
+    policy's ``max_retry_after`` for its slot; then its attempt goes, and the server decides."""
+    policy = replace(FAST, max_retry_after=10.0)
+    limiter = AdaptiveLimiter(max_gate=policy.max_retry_after)
+    limiter.on_throttled(time.monotonic(), 9.5, None)  # a gate 9.5 s away: ask again in 8.5
+    state = CallState(Strategies(policy), (), 1, LocalGuard(limiter=limiter, budget=None))
+    sleeps: list[float] = []
+    assert run_sync(state, lambda attempt: "ok", sleep=sleeps.append) == "ok"
+    assert sleeps and sum(sleeps) <= policy.max_retry_after, sleeps

@@ -134,33 +134,39 @@ class _Sleep:
 
 async def _slot_async(state: CallState, sleep: Callable[[float], Awaitable[None]]) -> float:
     """Wait for the attempt's send slot: the seconds waited. A negative delay booked no slot
-    yet (a shared queue books only so far ahead): wait it, then ask again."""
-    waited, delay = 0.0, -1.0
-    while delay < 0:
+    yet (a queue books only so far ahead): wait it, then ask again."""
+    cap, waited, delay = state.strategies.policy.max_retry_after, 0.0, -1.0
+    while delay < 0 and waited < cap:
         delay = (
             await state.pacing_delay_async()
             if state.slot_is_shared()  # a round trip: awaited, never blocking the loop
             else state.pacing_delay()
         )
-        if delay:
-            await sleep(abs(delay))
-            waited += abs(delay)
-        if delay < 0 and waited >= state.strategies.policy.max_retry_after:
-            break  # no caller waits for its slot longer than a server may make it wait
+        pause = _pause(delay, waited, cap)
+        if pause:
+            await sleep(pause)
+            waited += pause
     return waited
 
 
 def _slot(state: CallState, sleep: Callable[[float], None]) -> float:
     """:func:`_slot_async`, for the sync driver."""
-    waited, delay = 0.0, -1.0
-    while delay < 0:
+    cap, waited, delay = state.strategies.policy.max_retry_after, 0.0, -1.0
+    while delay < 0 and waited < cap:
         delay = state.pacing_delay()
-        if delay:
-            sleep(abs(delay))
-            waited += abs(delay)
-        if delay < 0 and waited >= state.strategies.policy.max_retry_after:
-            break
+        pause = _pause(delay, waited, cap)
+        if pause:
+            sleep(pause)
+            waited += pause
     return waited
+
+
+def _pause(delay: float, waited: float, cap: float) -> float:
+    """The sleep for a slot's answer ``delay`` (negative: ask again after it) after ``waited``:
+    never past ``cap`` in all, for no caller waits for its slot longer than a server may make
+    it wait (asked again, a slot may be further away still: the rate was lowered meanwhile);
+    then the attempt goes, and the server decides."""
+    return min(abs(delay), max(0.0, cap - waited))
 
 
 async def run_async(

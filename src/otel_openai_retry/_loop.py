@@ -135,8 +135,8 @@ class _Sleep:
 async def _slot_async(state: CallState, sleep: Callable[[float], Awaitable[None]]) -> float:
     """Wait for the attempt's send slot: the seconds waited. A negative delay booked no slot
     yet (a queue books only so far ahead): wait it, then ask again."""
-    cap, waited, delay = state.strategies.policy.max_retry_after, 0.0, -1.0
-    while delay < 0 and waited < cap:
+    cap, waited = state.strategies.policy.max_retry_after, 0.0
+    while True:
         delay = (
             await state.pacing_delay_async()
             if state.slot_is_shared()  # a round trip: awaited, never blocking the loop
@@ -146,19 +146,21 @@ async def _slot_async(state: CallState, sleep: Callable[[float], Awaitable[None]
         if pause:
             await sleep(pause)
             waited += pause
-    return waited
+        if delay >= 0 or waited >= cap:
+            return waited
 
 
 def _slot(state: CallState, sleep: Callable[[float], None]) -> float:
     """:func:`_slot_async`, for the sync driver."""
-    cap, waited, delay = state.strategies.policy.max_retry_after, 0.0, -1.0
-    while delay < 0 and waited < cap:
+    cap, waited = state.strategies.policy.max_retry_after, 0.0
+    while True:
         delay = state.pacing_delay()
         pause = _pause(delay, waited, cap)
         if pause:
             sleep(pause)
             waited += pause
-    return waited
+        if delay >= 0 or waited >= cap:
+            return waited
 
 
 def _pause(delay: float, waited: float, cap: float) -> float:

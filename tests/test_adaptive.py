@@ -153,7 +153,9 @@ async def test_without_hints_the_schedule_settles_under_the_limit(
     Past the first second (the cold first wave and the measuring of what gets through), it
     sends just under the limit and probes upwards slowly: the server refuses few of the
     requests it receives then (an AIMD climbing a step per success refused one in six or
-    seven, overshooting the limit every few seconds)."""
+    seven, overshooting the limit every few seconds). A busy machine bunches sends, each bunch
+    a few 429s more: with two CPU hogs beside it, 2-8 % of the steady requests, against 1-4 %
+    on a quiet one; a tenth still tells the slow probe from the fast climb."""
     instrument(policy=RetryPolicy(max_attempts=10))
     server.set_rate_limit(100, burst=10, hints=False)
     assert all(await run_many(server, 600, concurrency=50))
@@ -161,5 +163,5 @@ async def test_without_hints_the_schedule_settles_under_the_limit(
     start = journal[0].received_at
     steady = [r.fault.status_code for r in journal if r.received_at - start >= 1.0]
     first = [r.fault.status_code for r in journal if r.received_at - start < 1.0]
-    assert steady.count(429) <= 0.05 * steady.count(200), (first.count(429), steady.count(429))
+    assert steady.count(429) <= 0.1 * steady.count(200), (first.count(429), steady.count(429))
     assert first.count(429) > steady.count(429)  # the limit was met: pacing had work to do

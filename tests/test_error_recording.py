@@ -96,3 +96,37 @@ def test_other_exceptions_say_their_type_only() -> None:
     assert error_description(exc, "openai.APIConnectionError") == "openai.APIConnectionError"
     assert error_description(cause, "ValueError") == "ValueError"
     assert error_description(None, "_OTHER") == "_OTHER"
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "echoed"),
+    [
+        (
+            "https://example.test/v1/chat/completions?key=AIzaQueryKey0123",
+            b"{}",
+            "AIzaQueryKey0123",
+        ),
+        ("https://user:proxyPassw0rdXYZ@example.test/v1/chat", b"{}", "proxyPassw0rdXYZ"),
+        (
+            "https://example.test/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "for PatientJohnDoe_SSN_0780"}]}',
+            "PatientJohnDoe_SSN_0780",
+        ),
+    ],
+    ids=["a-query-key", "a-url-password", "a-word-of-the-prompt"],
+)
+def test_a_code_that_echoes_the_url_or_the_body_is_not_said(
+    url: str, body: bytes, echoed: str
+) -> None:
+    """Not only header values: a key in the query string, a password in the base URL and a word
+    of the prompt (content capture off, or on: an error is not content) are what the request
+    carried too."""
+    request = httpx2.Request("POST", url, content=body)
+    response = httpx2.Response(
+        400, json={"error": {"type": "invalid_request_error", "code": echoed}}, request=request
+    )
+    client = openai.OpenAI(api_key="unused", base_url="https://example.test/v1")
+    exc = client._make_status_error_from_response(response)
+    assert error_description(exc, "openai.BadRequestError") == (
+        "openai.BadRequestError: HTTP 400, type invalid_request_error"
+    )

@@ -11,7 +11,8 @@ key fragments, and an error message cannot be told apart into the two):
 - the span status description: that type, and for an ``openai.APIStatusError`` the HTTP status
   and the body's ``type`` and ``code`` (enumerated identifiers such as ``invalid_request_error``
   and ``context_length_exceeded``), each only when it looks like one and is not part of any header
-  value the request carried;
+  value, of the URL (its query, a password in it) or of the body the request carried (a server
+  echoing a key or a word of the prompt in its ``code``);
 - never the message, the chained causes, a stack trace or a span event. The current conventions
   (semantic-conventions ``general/recording-errors.md``) recommend exactly this: status ERROR,
   ``error.type``, a status description, and no ``Span.RecordException`` (exception span events
@@ -27,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 from openai import APIStatusError
 
-__all__ = ["error_description"]
+__all__ = ["error_description", "sent_values"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_]{1,64}")
 """What an API's enumerated error ``type``/``code`` looks like. No space, so no sentence of a
@@ -51,27 +52,31 @@ def error_description(
         return kind
     status = exc.status_code
     parts = [f"{kind}: HTTP {status}" if isinstance(status, int) else kind]
-    headers = _header_values(exc, sent_headers)
-    if headers is not None:
+    sent = sent_values(exc, sent_headers)
+    if sent is not None:
         for name, value in (("type", exc.type), ("code", exc.code)):
-            if _safe_identifier(value, headers):
+            if _safe_identifier(value, sent):
                 parts.append(f"{name} {value}")
     return ", ".join(parts)
 
 
-def _safe_identifier(value: object, headers: tuple[str, ...]) -> bool:
+def _safe_identifier(value: object, sent: tuple[str, ...]) -> bool:
     return (
         isinstance(value, str)
         and _IDENTIFIER.fullmatch(value) is not None
-        and not any(value in header for header in headers)
+        and not any(value in text for text in sent)
     )
 
 
-def _header_values(exc: APIStatusError, sent_headers: SentHeaders | None) -> tuple[str, ...] | None:
-    """Every header value of the request the error answers (a server that echoes one, a key
-    say, in its ``code`` must not get it exported); ``None`` when they cannot be read."""
+def sent_values(exc: BaseException, sent_headers: SentHeaders | None) -> tuple[str, ...] | None:
+    """Every header value, the URL and the body of the request the error answers (a server
+    that echoes one, a key or a word of the prompt say, in its ``code`` must not get it
+    exported); ``None`` when they cannot be read (a body sent as a stream, say)."""
     try:
-        values = [str(value) for value in exc.request.headers.values()]
+        request = exc.request  # type: ignore[attr-defined]
+        values = [str(value) for value in request.headers.values()]
+        values.append(str(request.url))
+        values.append(request.content.decode("utf-8", "replace"))
         if sent_headers is not None:
             values.extend(str(value) for value in sent_headers())
     except Exception:  # no request or an odd one: say nothing of the body rather than guess

@@ -508,3 +508,26 @@ def test_the_same_names_arrive_over_otlp(
         "openai.api.type",
     } <= keys
     assert not [key for key in keys if key.startswith("retry.")]
+
+
+def test_an_allow_listed_header_that_echoes_what_the_request_sent_is_dropped() -> None:
+    """A proxy may put the request's key in a header whose name is on the allow-list: a value
+    part long enough to hold a key, found in what the request sent, drops that header; so does
+    any such part when what was sent cannot be read. Short hints are never checked."""
+    key = "sk-proj-0123456789SECRET"
+    headers = {
+        "x-ratelimit-debug-key": f"Bearer {key}",
+        "x-ratelimit-reset-requests": "6m0s",
+        "x-ratelimit-remaining-tokens": "149984",
+    }
+    sent = (f"Bearer {key}", "https://api.example.test/v1/chat/completions", "{}")
+    assert header_attributes(headers, lambda: sent) == {
+        "http.response.header.x-ratelimit-reset-requests": ("6m0s",),
+        "http.response.header.x-ratelimit-remaining-tokens": ("149984",),
+    }
+    assert "http.response.header.x-ratelimit-debug-key" not in header_attributes(
+        headers, lambda: None
+    )
+    assert header_attributes({"x-ratelimit-reset-requests": "6m0s"}, lambda: None) == {
+        "http.response.header.x-ratelimit-reset-requests": ("6m0s",)
+    }

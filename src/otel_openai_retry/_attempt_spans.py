@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from ._decisions import Verdict
-from ._error_recording import SentHeaders
+from ._error_recording import SentHeaders, sent_values
 from ._semconv import ATTEMPT, HEADER_ATTRIBUTE_PREFIX, RETRY_AFTER, SLEEP, THROTTLE
 from ._spans import end_span, record_error, start_span
 
@@ -36,20 +36,35 @@ _HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 _HEADER_PREFIX = "x-ratelimit-"
 _MAX_HEADER_VALUE = 256
 """Longer values of an allow-listed header are cut: they are hints, not payloads."""
+_ECHO_MIN = 8
+"""Parts of an allow-listed value this long or longer are checked against what the request
+sent (a key echoed by a proxy); a rate-limit hint (``6m0s``, ``100``, ``0.5``) is shorter."""
 
 
-def header_attributes(headers: object) -> dict[str, AttributeValue]:
+def header_attributes(
+    headers: object, sent: Callable[[], tuple[str, ...] | None] | None = None
+) -> dict[str, AttributeValue]:
     """``http.response.header.<name>`` for the allow-listed rate-limit headers only: never any
-    other header's value (a proxy may echo credentials in one)."""
+    other header's value (a proxy may echo credentials in one), nor an allow-listed one that
+    echoes what the request ``sent`` (its header values, URL and body; when they cannot be read,
+    no value long enough to hold a key)."""
     found: dict[str, AttributeValue] = {}
     if not isinstance(headers, Mapping) and not hasattr(headers, "items"):
         return found
+    sent_texts: tuple[str, ...] | None = ()
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):
             continue
         lowered = name.lower()
         if lowered in _HEADERS or lowered.startswith(_HEADER_PREFIX):
-            found[HEADER_ATTRIBUTE_PREFIX + lowered] = (value[:_MAX_HEADER_VALUE],)
+            kept = value[:_MAX_HEADER_VALUE]
+            long = [part for part in kept.split() if len(part) >= _ECHO_MIN]
+            if long and sent is not None:
+                if sent_texts == ():
+                    sent_texts = sent()
+                if sent_texts is None or any(p in t for p in long for t in sent_texts):
+                    continue
+            found[HEADER_ATTRIBUTE_PREFIX + lowered] = (kept,)
     return found
 
 
@@ -146,7 +161,13 @@ class AttemptSpans:
             attributes[RETRY_AFTER] = verdict.retry_after
         response = getattr(exc, "response", None)
         if response is not None:
-            attributes.update(header_attributes(getattr(response, "headers", None)))
+            sent_headers = self._sent_headers
+            attributes.update(
+                header_attributes(
+                    getattr(response, "headers", None),
+                    lambda: sent_values(exc, sent_headers),
+                )
+            )
         if unmade is not None:
             unmade.attributes.update(attributes)
             unmade.error = (exc, kind)

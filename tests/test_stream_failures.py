@@ -35,6 +35,7 @@ from .helpers import (
     Sdk,
     async_client,
     attrs,
+    calls,
     histogram_points,
     logical_spans,
     one_call,
@@ -444,3 +445,34 @@ def test_a_stream_from_a_transport_that_never_closes_ends_when_read_to_its_end(
     assert call.attr("error.type") is None
     assert call.attr("gen_ai.response.finish_reasons") == ("stop",)
     del stream
+
+
+async def test_a_stream_dropped_half_read_makes_the_event_loop_report_nothing(
+    server: FakeOpenAIServer, exporter: InMemorySpanExporter, instrument: Instrument
+) -> None:
+    """The bare SDK's dropped stream is finalized by asyncio without a word. Ours was an async
+    generator around the SDK's that closed it from its ``finally`` while asyncio finalized it
+    too: "aclose(): asynchronous generator is already running", reported to the loop's
+    exception handler for each stream dropped half-read."""
+    reports: list[object] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context))
+    try:
+        instrument(policy=FAST)
+        client = async_client(server)
+        for _ in range(3):
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=MESSAGES, stream=True
+            )
+            async for _chunk in stream:
+                break
+            del stream
+            gc.collect()
+            await asyncio.sleep(0.05)  # asyncio finalizes a dropped async generator in a task
+        gc.collect()  # the last stream, once asyncio has closed its generator
+    finally:
+        loop.set_exception_handler(previous)
+    assert reports == []
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert names.count(f"chat {MODEL}") == 3, names

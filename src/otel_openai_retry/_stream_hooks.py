@@ -50,33 +50,46 @@ def stream_method_wrapper(
         return iterator
     weakref.finalize(instance, watch.abandoned)
     if hasattr(iterator, "__anext__"):
-        return _observe_async(watch, iterator)
+        return _ObservedAsync(watch, iterator)
     return _observe_sync(watch, iterator)
 
 
-async def _observe_async(watch: StreamWatch, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    try:
-        while True:
-            watch.begin_read()
-            try:
-                item = await inner.__anext__()
-            except StopAsyncIteration:
-                watch.end_read(None)
-                watch.closed()  # read to its end, even by a transport that never closes
-                break
-            except BaseException as exc:
-                watch.end_read(exc)
-                raise
+class _ObservedAsync:
+    """The chunks of an ``AsyncStream`` as the SDK's own generator yields them, told to the
+    watch. A plain async iterator, not an async generator: asyncio finalizes every dropped
+    async generator on its own, and a generator of ours closing the SDK's from its ``finally``
+    raced that finalizer ("aclose(): asynchronous generator is already running", logged by the
+    loop for each stream dropped half-read). The SDK's generator is left to the loop, as
+    without us."""
+
+    __slots__ = ("_inner", "_watch")
+
+    def __init__(self, watch: StreamWatch, inner: AsyncIterator[Any]) -> None:
+        self._watch, self._inner = watch, inner
+
+    def __aiter__(self) -> _ObservedAsync:
+        return self
+
+    async def __anext__(self) -> Any:
+        watch = self._watch
+        watch.begin_read()
+        try:
+            item = await self._inner.__anext__()
+        except StopAsyncIteration:
             watch.end_read(None)
-            watch.chunk(item)
-            yield item
-    except GeneratorExit:
-        raise
-    except BaseException as exc:  # thrown in at a yield: still the caller's error
-        watch.failed(exc)
-        raise
-    finally:
-        await inner.aclose()  # type: ignore[attr-defined]
+            watch.closed()  # read to its end, even by a transport that never closes
+            raise
+        except BaseException as exc:
+            watch.end_read(exc)
+            raise
+        watch.end_read(None)
+        watch.chunk(item)
+        return item
+
+    async def aclose(self) -> None:
+        close = getattr(self._inner, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _observe_sync(watch: StreamWatch, inner: Iterator[Any]) -> Iterator[Any]:

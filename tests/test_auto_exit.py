@@ -53,8 +53,9 @@ def run_script(mode: str, **env: str) -> tuple[dict[str, Any], float, str, str]:
 def test_without_a_collector_a_script_exits_about_as_fast_as_without_the_import() -> None:
     """Before: the exporters retried the refused endpoint for ten seconds at exit, a line each."""
     _, plain_s, _, _ = run_script("plain")
+    port = closed_port()
     report, auto_s, _, stderr = run_script(
-        "auto", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}"
+        "auto", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://user:S3cretPw@127.0.0.1:{port}/?token=T0ken"
     )
     assert report["reply"] == "Echo: hi"
     # Compared with the same script without the import, measured in this test: the exit takes
@@ -65,6 +66,9 @@ def test_without_a_collector_a_script_exits_about_as_fast_as_without_the_import(
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert "telemetry not delivered at exit" in lines[0] and "unreachable" in lines[0]
+    # Where, without what a URL may carry besides: no password, no query.
+    assert f"http://127.0.0.1:{port} " in lines[0]
+    assert "S3cretPw" not in stderr and "T0ken" not in stderr
 
 
 def console_spans(stdout: str) -> list[str]:

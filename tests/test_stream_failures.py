@@ -35,7 +35,6 @@ from .helpers import (
     Sdk,
     async_client,
     attrs,
-    calls,
     histogram_points,
     logical_spans,
     one_call,

@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal
+from urllib.parse import urlsplit
 
 from opentelemetry import _logs, metrics, trace
 
@@ -121,12 +122,25 @@ def _http_protobuf_by_default() -> Iterator[None]:
 
 
 def _endpoint() -> str:
-    """Where the OTLP exporters send, for the one line said at exit if nothing got there."""
+    """Where the OTLP exporters send, for the one line said at exit if nothing got there: its
+    scheme, host and port only (a URL may carry credentials, in its user part or its query)."""
     for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         endpoint = os.environ.get(variable, "").strip()
         if endpoint:
-            return endpoint
+            return _where(endpoint)
     return "localhost (the default)"
+
+
+def _where(endpoint: str) -> str:
+    try:
+        parts = urlsplit(endpoint)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "(an endpoint that is not a URL)"
+    if not host:
+        return "(an endpoint that is not a URL)"
+    where = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{where}" + (f":{port}" if port is not None else "")
 
 
 def configure_sdk_if_needed() -> bool:

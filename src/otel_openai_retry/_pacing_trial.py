@@ -14,13 +14,12 @@ success rate the callers would send a tenth of what they send unpaced for as lon
 (judged early, once the 429s are clearly too many for a fall by half: ``held``). Our rate is
 judged to matter only if the 429 fraction fell by half and by ``TRIAL_EVIDENCE`` standard errors;
 otherwise pacing stands aside (no gate, no schedule: each caller's own retry sleep still honours
-its hint) until the 429 fraction climbs
-clearly above the verdict's, the 429s stop, or ``INDEPENDENT_HOLD`` passes. When it does matter,
-AIMD goes on (``SETTLED``); should the rate then fall well below the reference's success rate with
-the 429 fraction not falling with it, the verdict was unlucky (or the 429s far over the successes
-were not a limit of ours: half of all answers rejected by a limit shared with others) and pacing
-stands aside at once; else a new trial runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates
-apply once settled.
+its hint) until the 429 fraction climbs clearly above the verdict's, the 429s stop, or
+``INDEPENDENT_HOLD`` passes. When it does matter, AIMD goes on (``SETTLED``); should the rate then
+fall well below the reference's success rate with the 429 fraction not falling with it, the
+verdict was unlucky (or the 429s far over the successes were not a limit of ours: half of all
+answers rejected by a limit shared with others) and pacing stands aside at once; else a new trial
+runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates apply once settled.
 """
 
 from __future__ import annotations

@@ -686,6 +686,12 @@ def test_a_call_estimates_its_tokens_only_while_tokens_are_paced() -> None:
     assert (result, reserved, cost.asked) == ("delayed", 300, 1)
     assert delay == pytest.approx(0.5)
     assert take_slot(guard, 0.0, 0.1, cost) == (None, "rejected", 0)
+    other = Endpoints(RetryPolicy()).guard("http://x/v1", "n")
+    other.throttled(0.0, None, TOKENS, "tokens")
+    other.throttled(0.0, 5.0, None, "requests")  # a gate beyond the booking horizon
+    delay, result, reserved = take_slot(other, 0.0, math.inf, cost)
+    assert delay is not None and delay < 0, "ask again"
+    assert (result, reserved) == ("delayed", 0), "nothing booked, so no tokens reserved"
 
 
 # -- what an answer says it cost -------------------------------------------------------------------

@@ -61,7 +61,9 @@ def _queue_result(
 ) -> tuple[float | None, str | None, int]:
     if delay is None:
         return None, "rejected" if paced else None, 0
-    return delay, ("acquired" if delay == 0 else "delayed") if paced else None, tokens
+    # Negative: no slot booked yet (ask again), so no tokens reserved either.
+    booked = tokens if delay >= 0 else 0
+    return delay, ("acquired" if delay == 0 else "delayed") if paced else None, booked
 
 
 def correct_tokens(

@@ -64,15 +64,20 @@ def test_only_identifiers_from_the_body_and_never_its_message(error: object, exp
     assert error_description(exc, "openai.BadRequestError", lambda: [KEY]) == expected
 
 
+def code_echoed(request: httpx2.Request, code: str) -> openai.APIStatusError:
+    """The SDK's error for a 400 to ``request`` whose body's ``code`` is ``code``."""
+    response = httpx2.Response(
+        400, json={"error": {"type": "invalid_request_error", "code": code}}, request=request
+    )
+    client = openai.OpenAI(api_key="unused", base_url="https://example.test/v1")
+    return client._make_status_error_from_response(response)
+
+
 def test_a_header_value_the_error_still_carries_is_checked_too() -> None:
     request = httpx2.Request(
         "POST", "https://example.test/v1/chat/completions", headers={"x-gateway-key": KEY}
     )
-    response = httpx2.Response(
-        400, json={"error": {"type": "invalid_request_error", "code": KEY}}, request=request
-    )
-    client = openai.OpenAI(api_key="unused", base_url="https://example.test/v1")
-    exc = client._make_status_error_from_response(response)
+    exc = code_echoed(request, KEY)
     assert error_description(exc, "openai.BadRequestError") == (
         "openai.BadRequestError: HTTP 400, type invalid_request_error"
     )
@@ -121,12 +126,7 @@ def test_a_code_that_echoes_the_url_or_the_body_is_not_said(
     """Not only header values: a key in the query string, a password in the base URL and a word
     of the prompt (content capture off, or on: an error is not content) are what the request
     carried too."""
-    request = httpx2.Request("POST", url, content=body)
-    response = httpx2.Response(
-        400, json={"error": {"type": "invalid_request_error", "code": echoed}}, request=request
-    )
-    client = openai.OpenAI(api_key="unused", base_url="https://example.test/v1")
-    exc = client._make_status_error_from_response(response)
+    exc = code_echoed(httpx2.Request("POST", url, content=body), echoed)
     assert error_description(exc, "openai.BadRequestError") == (
         "openai.BadRequestError: HTTP 400, type invalid_request_error"
     )

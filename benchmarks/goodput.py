@@ -83,6 +83,8 @@ class Scenario:
     """Prompt sizes, log-uniform between these token counts (seeded); else one short prompt."""
     rejected: float | None = None
     """A random fraction of requests answered 429 (``retry-after-ms: 100``), whatever the rate."""
+    rejected_limit: str = "requests"
+    """The limit those 429s' bodies name as hit (``type``): ``requests`` or ``tokens``."""
     kill_redis_at: float | None = None
     """Kill the shared strategy's redis-server this far into the bound."""
     warm: bool = False
@@ -106,7 +108,9 @@ class Scenario:
             server.set_token_limit(self.tokens_per_minute, self.token_bucket_s, hints=hints)
             server.set_sized_usage()
         if self.rejected is not None:
-            server.set_random_rejections(self.rejected, seed=12, retry_after_ms=100)
+            server.set_random_rejections(
+                self.rejected, seed=12, retry_after_ms=100, limit=self.rejected_limit
+            )
 
     def prompts(self) -> list[str]:
         """Every call's prompt, in call order (the same list in every process)."""
@@ -219,6 +223,13 @@ SCENARIOS = {
         "else 200 ms",
         strategies=("ours-unpaced", "ours", "ours-shared"),
         rejected=0.9,
+    ),
+    "tokens-shared-limit": dataclasses.replace(
+        SHARED_LIMIT,
+        title="the same at 10 %, the body saying type: tokens; prompts 10-4,000 tokens",
+        strategies=("ours-unpaced", "ours", "ours-shared"),
+        prompt_tokens=(10, 4000),
+        rejected_limit="tokens",
     ),
 }
 

@@ -923,6 +923,11 @@ def test_a_process_takes_the_servers_conditions(
     with pytest.raises(openai.RateLimitError) as rejected:
         pclient.models.list()
     assert rejected.value.response.headers["retry-after-ms"] == "7"
+    assert rejected.value.type == "requests"
+    process.set_random_rejections(1.0, seed=1, limit="tokens")  # a token quota shared with others
+    with pytest.raises(openai.RateLimitError) as rejected:
+        pclient.models.list()
+    assert rejected.value.type == "tokens"
 
     process.set_random_rejections(None)
     process.set_rate_limit(0.001, burst=1)

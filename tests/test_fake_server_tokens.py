@@ -435,6 +435,11 @@ def test_a_process_takes_the_token_conditions() -> None:
             process.set_token_limit(0)
         status, answer = _control(process, {"quota_exhausted": "yes"})
         assert (status, answer) == (400, {"error": "ValueError: expected true or false, got 'yes'"})
+        shared = {"fraction": 1.0, "seed": 3, "limit": "tokens"}  # a token quota others spend
+        assert _control(process, {"random_rejections": shared})[0] == 200
+        assert _refused(pclient, 40, 5).type == "tokens"
+        status, answer = _control(process, {"random_rejections": {**shared, "limit": "minutes"}})
+        assert status == 400 and "limit must be 'requests' or 'tokens'" in answer["error"]
 
 
 def test_the_command_line_sets_the_token_conditions() -> None:
@@ -453,6 +458,12 @@ def test_the_command_line_sets_the_token_conditions() -> None:
         assert "retry-after-ms" not in refused.response.headers
 
     with (
+        FakeServerProcess(options=["--reject", "1", "--reject-limit", "tokens"]) as process,
+        OpenAI(api_key="sk-test", base_url=process.base_url, max_retries=0) as pclient,
+    ):
+        assert _refused(pclient, 40, 5).type == "tokens"
+
+    with (
         FakeServerProcess(options=["--quota-exhausted"]) as process,
         OpenAI(api_key="sk-test", base_url=process.base_url, max_retries=0) as pclient,
     ):
@@ -468,5 +479,6 @@ def test_the_help_lists_the_token_options(capsys: pytest.CaptureFixture[str]) ->
         main(["--help"])
     out = capsys.readouterr().out
 
-    for option in ("--tpm ", "--tpm-bucket", "--quota-exhausted", "--sized-usage", "--hints"):
+    options = ("--tpm ", "--tpm-bucket", "--quota-exhausted", "--sized-usage", "--hints")
+    for option in (*options, "--reject-limit"):
         assert option in out

@@ -254,16 +254,18 @@ class Reservation(NamedTuple):
     """Until the fleet stops pacing."""
     booked: bool
     """``False`` with a wait: the slot was beyond the horizon; ask again after the wait."""
+    tokens: bool
+    """Whether the fleet's token schedule applies: the tokens are the fleet's to pace."""
 
 
 def _reservation(reply: object) -> Reservation:
     """The script's reply, or ``ValueError`` (Redis answered something else: a failure)."""
-    if not isinstance(reply, list) or len(reply) != 3:
+    if not isinstance(reply, list) or len(reply) != 4:
         raise ValueError(f"unexpected reply from Redis: {type(reply).__name__}")
     if not all(isinstance(value, int) for value in reply):
         raise ValueError("unexpected reply from Redis: not integers")
-    wait, engaged_ms, booked = reply
-    return Reservation(wait, engaged_ms, booked == 1)
+    wait, engaged_ms, booked, tokens = reply
+    return Reservation(wait, engaged_ms, booked == 1, tokens == 1)
 
 
 _FLEETS: weakref.WeakSet[Fleet] = weakref.WeakSet()

@@ -19,9 +19,11 @@ What the fleet adds:
   paces from the next report on; while it paces, every 429 is reported, so that the fleet judges
   from its own counts whether its rate is what they depend on (a process's limiter judges the
   fleet's schedule as if it were its own);
-- a token limit whose rate no header states is each process's to find and pace (its share, as
-  ``_token_learning`` finds it from its own answers, AIMD converging to fair shares): the fleet
-  is not told of those 429s, and its slots book tokens only at a rate the headers gave;
+- a token limit whose rate no header states is found by the fleet from all its processes'
+  answers (``_fleet_token_finder``: each process alone, slowing its own tokens, sees the others'
+  keep the 429s coming): those 429s and the tokens of the successes go with each report, and
+  the slots book tokens at the rate found; until the fleet has one (or with Redis away), each
+  process paces the tokens at the rate it finds itself;
 - the budget counts requests and retries locally; the reporter adds them to the fleet's counts
   every ``REPORT_EVERY`` and reads back the fleet's totals, which decide (with what was counted
   since) whether a retry may go. A fleet can so overspend by what its processes retry within one
@@ -81,6 +83,7 @@ class RedisGuard:
     __slots__ = (
         "__weakref__",
         "_answered",
+        "_counting_since",
         "_engaged_until",
         "_fleet",
         "_gate_until",
@@ -109,12 +112,17 @@ class RedisGuard:
         """Until then the fleet judges the 429s independent of its rate, as last heard."""
         self._totals: tuple[int, int, float] | None = None
         """The fleet's requests and retries over the budget's window, and when heard."""
-        self._news = [0, 0, 0, 0, 0]
-        """Since the last report: requests sent, retries sent, 429s, successes, and tokens
-        answers used beyond what their sends booked."""
+        self._news = [0, 0, 0, 0, 0, 0, 0, 0]
+        """Since the last report: requests sent, retries sent, 429s, successes, tokens answers
+        used beyond what their sends booked, token 429s no header rate explains, and the tokens
+        of the successes to sends that reserved tokens, and how many."""
         self._gate_until: float | None = None
         self._hinted: float | None = None
         self._tokens_hinted: tuple[float, int] | None = None
+        self._counting_since = math.inf
+        """Since when the successes' tokens go with the reports: this process met a token 429
+        no header explains, or heard that the fleet paces. A send booked before came out of a
+        bucket not yet drained: what got through then is not the limit."""
         self._lock = threading.Lock()
         self._joining = False
         self._joined = threading.Event()
@@ -222,8 +230,7 @@ class RedisGuard:
         joining: bool,
     ) -> float | None:
         if reply is not None:
-            engaged_ms = reply.engaged_ms
-            self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
+            self._heard(reply.engaged_ms, now)
         if joining:  # answered or failed: a process joins once
             self._joined.set()
             answered = self._answered
@@ -235,14 +242,24 @@ class RedisGuard:
             return None
         if not reply.booked:  # beyond the horizon: wait, then ask again
             return -max(reply.wait / 1e6, ASK_AGAIN_AFTER)
-        if self._tokens_found_here():  # the fleet's request slot, then this process's tokens
+        if not reply.tokens and self._tokens_found_here():
+            # the fleet's request slot, then the tokens at the rate this process found
             assert self.local.tokens is not None
             return self.local.tokens.reserve(now, tokens, now + reply.wait / 1e6, latest)
         return reply.wait / 1e6
 
+    def _heard(self, engaged_ms: int, now: float) -> None:
+        """Redis said how long the fleet paces the endpoint from ``now`` (0: it does not)."""
+        with self._lock:
+            if engaged_ms <= 0:
+                self._counting_since = math.inf
+            elif self._engaged_until <= now:
+                self._counting_since = min(self._counting_since, now)
+            self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
+
     def _tokens_found_here(self) -> bool:
         """Whether this process paces tokens at a rate found from its own answers (no header
-        states it): the fleet's slots book no tokens then."""
+        states it): where the fleet's slots book no tokens, the process's own schedule does."""
         tokens = self.local.tokens
         return tokens is not None and tokens.finding
 
@@ -283,9 +300,19 @@ class RedisGuard:
         counted: bool = False,
     ) -> None:
         self.local.tokens_used(now, reserved, used, booked, counted)
-        if used > reserved:  # the fleet's schedule is charged too, with the next report
-            with self._lock:
-                self._news[4] += used - reserved
+        with self._lock:
+            news = self._news
+            if used > reserved:  # the fleet's schedule is charged too, with the next report
+                news[4] += used - reserved
+            # what got through, for a token rate the fleet finds (a success counted at its
+            # estimate adds what it used beyond that once known)
+            if booked is not None and booked < self._counting_since:
+                pass
+            elif counted:
+                news[6] += max(0, used - reserved)
+            else:
+                news[6] += max(reserved, used)
+                news[7] += 1
 
     def throttled(
         self,
@@ -301,7 +328,12 @@ class RedisGuard:
         self.local.throttled(now, retry_after, headers, limit, reserved, booked)
         tokens = self.local.tokens
         if limit == "tokens" and tokens is not None and not tokens.stated:
-            return  # no header states the rate: each process finds and paces its own share
+            # no header states the rate: the fleet finds it (request pacing is not told)
+            with self._lock:
+                self._news[5] += 1
+                self._counting_since = min(self._counting_since, now)
+            self._fleet.wake()
+            return
         limiter = self.local.limiter
         engaged = limiter is not None and limiter.engaged
         # A process standing aside engages no fleet; a fleet that paces hears every 429 all the
@@ -337,17 +369,17 @@ class RedisGuard:
         """What happened since the last report, as the ``REPORT`` script's arguments; ``None``
         when nothing did (an endpoint not used costs nothing)."""
         with self._lock:
-            news, self._news = self._news, [0, 0, 0, 0, 0]
+            news, self._news = self._news, [0, 0, 0, 0, 0, 0, 0, 0]
             gate, self._gate_until = self._gate_until, None
             hinted, self._hinted = self._hinted, None
             tokens, self._tokens_hinted = self._tokens_hinted, None
         if not any(news):
             return None
-        sent, retried, throttled, succeeded, excess = news
+        sent, retried, throttled, succeeded, excess, token_throttled, through, counted = news
         gate_ms = -1.0 if gate is None else max(0.0, gate - now) * 1000
         token_rate, token_burst = tokens if tokens is not None else (-1.0, 0)
         return (sent, retried, throttled, gate_ms, hinted or -1.0, succeeded, token_rate,
-                token_burst, excess)  # fmt: skip
+                token_burst, excess, token_throttled, through, counted)  # fmt: skip
 
     def after_fork(self) -> None:
         """A forked child is a process starting: it joins the fleet anew."""
@@ -360,7 +392,7 @@ class RedisGuard:
         if not isinstance(reply, list) or len(reply) != 5:
             raise ValueError(f"unexpected reply from Redis: {type(reply).__name__}")
         engaged_ms, requests, retries, _, independent_ms = (int(value) for value in reply)
-        self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
+        self._heard(engaged_ms, now)
         self._totals = (requests, retries, now)
         if independent_ms > 0 and self._independent_until <= now:
             # The fleet judged, from all its processes' answers, that slowing does not help:

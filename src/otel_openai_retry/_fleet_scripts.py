@@ -15,11 +15,14 @@ a "theoretical arrival time" per resource, no timer and no refill loop)::
              horizon (ms; 0: none)
     reply    {wait in µs, or NOT_PACED (go at once, nothing booked) or TOO_LATE (the slot comes
               after ``latest``: nothing booked), ms until the fleet stops pacing, 1 if booked
-              (0: the slot comes beyond ``horizon``; nothing booked, ask again after the wait)}
+              (0: the slot comes beyond ``horizon``; nothing booked, ask again after the wait),
+              1 if the fleet's token schedule applies (the tokens are the fleet's to pace)}
 
 The slot is the earliest time at or after now, the gate (a ``Retry-After`` shared by everyone),
 the request schedule (``rate`` per second, ``burst`` at once; 1: evenly spaced) and the token
-schedule (``trate`` tokens per second, ``tburst`` at once). A slot beyond ``max gate`` is not
+schedule (``trate`` tokens per second, ``tburst`` at once: a header's rate while requests are
+paced, or one the fleet found from its answers, ``_fleet_token_finder``, while it paces tokens,
+``tengaged``). A slot beyond ``max gate`` is not
 booked: the caller waits ``max gate`` (no caller waits longer than the policy lets a server make
 it wait). Nor is a slot beyond ``horizon`` (``HORIZON``): its caller asks again when it would be
 within it, so that a rate changed meanwhile (learnt, raised, lowered) reaches every caller that
@@ -40,8 +43,9 @@ and reads back what the fleet saw::
     KEYS[1]  the endpoint's hash
     ARGV     requests sent, retries sent, 429s, gate (ms from now; < 0: none), hinted request
              rate (< 0: none), successes, hinted token rate (< 0: none), hinted token burst,
-             tokens answers used beyond what their sends booked, then the constants of
-             :data:`REPORT_CONSTANTS`
+             tokens answers used beyond what their sends booked, token 429s no header rate
+             explains, tokens of the successes to sends that reserved tokens, and how many, then
+             the constants of :data:`REPORT_CONSTANTS`
     reply    {ms until the fleet stops pacing (0: not paced), requests and retries over the
               budget window, request rate x 1000, ms until its verdict that the 429s do not
               depend on its rate ends (0: none)}
@@ -84,6 +88,7 @@ a higher rate would otherwise pin it under the limit.
 
 from __future__ import annotations
 
+from ._fleet_token_finder import TOKEN_CONSTANTS, TOKEN_FINDER
 from ._pacing import (
     DECREASE_FACTOR,
     DECREASE_GUARD,
@@ -190,6 +195,7 @@ REPORT_CONSTANTS: tuple[float, ...] = (
     FLOOR_MIN_SPAN * 1000,
     TRIAL_WINDOW * BUCKET * 1000 * 0.9,
     HELD_MIN_ANSWERS,
+    *TOKEN_CONSTANTS,
 )
 
 RESERVE = f"""
@@ -197,30 +203,50 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local key = KEYS[1]
 local s = redis.call('HMGET', key, 'engaged', 'rate', 'burst', 'tat', 'trate', 'tburst', 'ttat',
-                     'gate', 'warm', 'ref')
+                     'gate', 'warm', 'ref', 'tengaged', 'tfound')
 local engaged = tonumber(s[1]) or 0
 local rate = tonumber(s[2]) or 0
 local cost, tcost = tonumber(ARGV[1]), tonumber(ARGV[2])
 local latest, maxgate, disengage = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local horizon = tonumber(ARGV[7]) or 0
-if rate <= 0 or (engaged <= now and (tonumber(ARGV[6]) ~= 1 or (tonumber(s[9]) or 0) <= now)) then
-  return {{{NOT_PACED}, 0, 0}}
+local trate, tburst = tonumber(s[5]) or 0, tonumber(s[6]) or 0
+local tengaged = tonumber(s[11]) or 0
+-- a token rate the fleet found paces while it is engaged; a header's, while requests are paced
+local found = (tonumber(s[12]) or 0) == 1
+local tpaced = found and trate > 0 and tengaged > now
+local rpaced = rate > 0 and (engaged > now
+                             or (tonumber(ARGV[6]) == 1 and (tonumber(s[9]) or 0) > now))
+if not (rpaced or tpaced) then
+  -- still engaged (the fleet measures its token rate, say): the caller goes on asking
+  return {{{NOT_PACED}, math.max(0, math.floor(math.max(engaged, tengaged) - now)), 0, 0}}
 end
-if engaged <= now then
+if rpaced and engaged <= now then
   -- a process joins a fleet that paced lately: pace again at once, at the rates it learnt
   engaged = now + disengage
   redis.call('HSET', key, 'engaged', engaged)
 end
--- while the fleet measures what gets through unpaced (its reference), no request schedule
-local measuring = (tonumber(s[10]) or 0) > 0
+local function keep_pacing()
+  if rpaced then
+    engaged = math.max(engaged, now + disengage)
+    redis.call('HSET', key, 'engaged', engaged)
+  end
+  if tpaced then
+    tengaged = math.max(tengaged, now + disengage)
+    redis.call('HSET', key, 'tengaged', tengaged)
+  end
+end
+local function left() return math.floor(math.max(engaged, tengaged) - now) end
+-- while the fleet measures what gets through unpaced (its reference), or paces tokens alone,
+-- no request schedule
+local measuring = (tonumber(s[10]) or 0) > 0 or not rpaced
 local interval = cost * 1000 / rate
 local tolerance = math.max(0, (tonumber(s[3]) or 1) - 1) * 1000 / rate
 local tat = math.max(tonumber(s[4]) or 0, now)
 local start = math.max(now, tonumber(s[8]) or 0)
 if not measuring then start = math.max(start, tat - tolerance) end
-local trate, ttat, tinterval = tonumber(s[5]) or 0, 0, 0
-local tburst = tonumber(s[6]) or 0
-if trate > 0 and tcost > 0 and tburst > 0 then
+local tokens = trate > 0 and tburst > 0 and (tpaced or not found)
+local ttat, tinterval = 0, 0
+if tokens and tcost > 0 then
   -- no request costs more than the bucket holds: an estimate beyond it (a huge max_tokens the
   -- server will refuse anyway) must not book the schedule far into the future for everyone
   tcost = math.min(tcost, tburst)
@@ -229,33 +255,30 @@ if trate > 0 and tcost > 0 and tburst > 0 then
   ttat = math.max(tonumber(s[7]) or 0, now)
   start = math.max(start, ttat - ttolerance)
 end
+local tflag = 0
+if tokens then tflag = 1 end
 local wait = start - now
 if latest >= 0 and wait >= latest then
-  return {{{TOO_LATE}, math.floor(engaged - now), 0}}
+  return {{{TOO_LATE}, left(), 0, tflag}}
 end
 if wait > maxgate then
-  engaged = math.max(engaged, now + disengage)
-  redis.call('HSET', key, 'engaged', engaged)
+  keep_pacing()
   if latest >= 0 and maxgate >= latest then
-    return {{{TOO_LATE}, math.floor(engaged - now), 0}}
+    return {{{TOO_LATE}, left(), 0, tflag}}
   end
-  return {{math.floor(maxgate * 1000), math.floor(engaged - now), 1}}
+  return {{math.floor(maxgate * 1000), left(), 1, tflag}}
 end
 if horizon > 0 and wait > horizon then
-  engaged = math.max(engaged, now + disengage)
-  redis.call('HSET', key, 'engaged', engaged)
-  return {{math.floor((wait - horizon) * 1000), math.floor(engaged - now), 0}}
+  keep_pacing()
+  return {{math.floor((wait - horizon) * 1000), left(), 0, tflag}}
 end
 if not measuring then redis.call('HSET', key, 'tat', math.max(tat, start) + interval) end
 if tinterval > 0 then
   redis.call('HSET', key, 'ttat', math.max(ttat, start) + tinterval)
 end
-if wait > 1 then
-  engaged = math.max(engaged, now + disengage)
-  redis.call('HSET', key, 'engaged', engaged)
-end
+if wait > 1 then keep_pacing() end
 redis.call('PEXPIRE', key, math.max({KEEP}, math.floor((tonumber(s[9]) or 0) - now)))
-return {{math.floor(wait * 1000), math.floor(engaged - now), 1}}
+return {{math.floor(wait * 1000), left(), 1, tflag}}
 """
 
 REPORT = """
@@ -266,13 +289,15 @@ local a = {}
 for i = 1, #ARGV do a[i] = tonumber(ARGV[i]) end
 local sent, retried, throttled, gate, hinted = a[1], a[2], a[3], a[4], a[5]
 local succeeded, thinted, tburst, excess = a[6], a[7], a[8], a[9]
-local window, disengage, floor, engage, minrate = a[10], a[11], a[12], a[13], a[14]
-local decrease, guard, increase, fraction, margin, keep = a[15], a[16], a[17], a[18], a[19], a[20]
-local warmth, backoff, probe, low, high, lag = a[21], a[22], a[23], a[24], a[25], a[26]
-local settle, measuring, overshare, start, trial = a[27], a[28], a[29], a[30], a[31]
-local kept, evidence, enough, timeout, unhelped = a[32], a[33], a[34], a[35], a[36]
-local independent, farover, fewest, residue, trial_lag = a[37], a[38], a[39], a[40], a[41]
-local far_span, ref_span, held_min = a[42], a[43], a[44]
+local tthrottled, ttokens, tcount = a[10], a[11], a[12]
+local window, disengage, floor, engage, minrate = a[13], a[14], a[15], a[16], a[17]
+local decrease, guard, increase, fraction, margin, keep = a[18], a[19], a[20], a[21], a[22], a[23]
+local warmth, backoff, probe, low, high, lag = a[24], a[25], a[26], a[27], a[28], a[29]
+local settle, measuring, overshare, start, trial = a[30], a[31], a[32], a[33], a[34]
+local kept, evidence, enough, timeout, unhelped = a[35], a[36], a[37], a[38], a[39]
+local independent, farover, fewest, residue, trial_lag = a[40], a[41], a[42], a[43], a[44]
+local far_span, ref_span, held_min = a[45], a[46], a[47]
+local tc = 48
 local function held(t, n, tt, tn)
   -- the 429 fraction is clearly above ``kept`` of the reference's: no fall by half, already
   if n <= 0 or tn < held_min then return false end
@@ -296,17 +321,21 @@ redis.call('HSETNX', key, 'began', now)
 if sent > 0 then redis.call('HINCRBY', key, 'r:' .. second, sent) end
 if retried > 0 then redis.call('HINCRBY', key, 'x:' .. second, retried) end
 if succeeded > 0 then redis.call('HINCRBY', key, 's:' .. tick, succeeded) end
-local requests, retries, recent, ok = 0, 0, 0, 0
+if ttokens > 0 then redis.call('HINCRBY', key, 'k:' .. tick, ttokens) end
+local requests, retries, recent, ok, tflow = 0, 0, 0, 0, 0
 local state, successes = {}, {}
 local fields = redis.call('HGETALL', key)
 for i = 1, #fields, 2 do
-  local kind, at = string.match(fields[i], '^([rxs]):(%d+)$')
+  local kind, at = string.match(fields[i], '^([rxsk]):(%d+)$')
   if kind == nil then
     state[fields[i]] = tonumber(fields[i + 1])
-  elseif kind == 's' then
-    -- successes per report span (a ``tick``), kept two seconds: rates, not the budget
+  elseif kind == 's' or kind == 'k' then
+    -- successes (and their tokens) per report span (a ``tick``), kept two seconds: rates, not
+    -- the budget
     if tonumber(at) <= tick - 2 * per_second then
       redis.call('HDEL', key, fields[i])
+    elseif kind == 'k' then
+      if tonumber(at) >= tick - per_second then tflow = tflow + tonumber(fields[i + 1]) end
     else
       successes[#successes + 1] = {tonumber(at), tonumber(fields[i + 1])}
       if tonumber(at) >= tick - per_second then ok = ok + tonumber(fields[i + 1]) end
@@ -321,7 +350,8 @@ for i = 1, #fields, 2 do
   end
 end
 local engaged = state['engaged'] or 0
-if excess > 0 and engaged > now and (state['trate'] or 0) > 0 then
+if excess > 0 and (engaged > now or (state['tengaged'] or 0) > now)
+   and (state['trate'] or 0) > 0 then
   -- answers used more tokens than their sends booked: the schedule is charged the difference
   -- (a bucket's worth at most a report: more says the bucket was overspent already)
   local charged = math.min(excess, state['tburst'] or 0) * 1000 / state['trate']
@@ -385,7 +415,8 @@ elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0 and trial
     rate = rate + succeeded * math.max(step, rate * fraction)
   end
 end
-if hinted >= 0 or (state['hinted'] or 0) > 0 or thinted > 0 or (state['trate'] or 0) > 0
+local token_stated = (state['trate'] or 0) > 0 and (state['tfound'] or 0) == 0
+if hinted >= 0 or (state['hinted'] or 0) > 0 or thinted > 0 or token_stated
    or engaged <= now then
   measure, judge, ref = 0, 0, 0  -- the headers say the rate (of requests, or of tokens)
 elseif ref > 0 then
@@ -464,13 +495,17 @@ elseif judge > 0 and now >= judge and not aside then
     state['warm'] = 0
   end
 end
+-- the fleet's token rate, found from its answers where no header states it
+local tleft = 0
+@TOKEN_FINDER@
 if engaged > now then
   -- the highest header rate of the engagement: each process's is a lower bound (a count
   -- floored, over the time to refill it), the lower the emptier its bucket when it read it
   local highest = math.max(state['hinted'] or 0, hinted)
   if highest > 0 then rate = math.max(minrate, highest * margin) end
   if thinted > 0 then
-    redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst)
+    redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst, 'tfound', 0,
+               'tphase', 0)
   end
   redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last, 'warm',
              now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest,
@@ -478,9 +513,9 @@ if engaged > now then
   state['warm'] = now + warmth
 end
 redis.call('PEXPIRE', key, math.max(keep, math.floor((state['warm'] or 0) - now)))
-local left = 0
-if engaged > now then left = math.floor(engaged - now) end
+local left = math.floor(tleft)
+if engaged > now then left = math.max(left, math.floor(engaged - now)) end
 local apart = 0
 if aside then apart = math.floor((tonumber(redis.call('HGET', key, 'aside')) or 0) - now) end
 return {left, requests, retries, math.floor(rate * 1000), apart}
-"""
+""".replace("@TOKEN_FINDER@\n", TOKEN_FINDER)

@@ -439,44 +439,38 @@ def test_a_forked_worker_shares_too(redis_server: RedisServer) -> None:
     assert done.stdout.split() == ["0"], done.stderr
 
 
-def test_a_token_limit_no_header_states_is_each_processs_own_to_pace(
+def test_a_token_limit_no_header_states_is_found_and_paced_by_the_whole_fleet(
     redis_server: RedisServer,
 ) -> None:
-    """A token 429 with no header: this process finds the token rate from its own answers (a
-    share of the limit no other process can book by), so the fleet is not told of it and no
-    other process waits for these tokens. Once the fleet paces requests (a request 429 with its
-    rate), a slot is the fleet's request slot, then this process's tokens."""
+    """A token 429 with no header: the fleet finds the token rate from all its processes'
+    answers (each alone, slowing its own tokens, sees the others' keep the 429s coming, and
+    stands aside), and every process then books its tokens from the fleet's schedule, the one
+    that never met a 429 too. A process's own found rate is not added on top."""
     policy = fleet(redis_server.url)
     first, second = Endpoints(policy), Endpoints(policy)
     try:
         mine, theirs = first.guard("http://api", "m"), second.guard("http://api", "m")
-        start = time.monotonic() - 1.0
-        mine.throttled(start, None, None, "tokens")
-        for step in range(1, 8):  # 1,000 tokens every 0.1 s: 10,000 a second, tried at 8,000
-            mine.answered(start + step / 10, None)
-            mine.tokens_used(start + step / 10, 1000, 1000)
-        assert mine.pacing_tokens()
-        rate, burst = 10_000 * TRIAL_MARGIN, round(10_000 * TRIAL_MARGIN * LEARNT_BURST)
-        time.sleep(REPORT_EVERY * 3)
-        assert in_use(mine) and in_use(theirs)
-        time.sleep(REPORT_EVERY * 3)
-        assert not cast("RedisGuard", mine).fleet_paces(), "the fleet was not told"
-        assert not cast("RedisGuard", theirs).pacing()
-        now = time.monotonic()
-        assert take_slot(mine, now, math.inf, Prompt(burst))[0] == pytest.approx(0.0, abs=0.01)
-        held, _, _ = take_slot(mine, now, math.inf, Prompt(burst // 2))
-        assert held == pytest.approx(burst / 2 / rate, abs=0.02), "its own token schedule"
-        assert take_slot(theirs, now, math.inf, Prompt(burst))[0] == 0.0
-
-        fast = {**HEADERS, "x-ratelimit-limit-requests": "200"}  # 199 requests a second
-        mine.throttled(time.monotonic(), None, fast, "requests")
+        mine.throttled(time.monotonic(), None, None, "tokens")
+        for step in range(8):  # 1,000 tokens every 0.1 s from both: 10,000 a second
+            for guard in (mine, theirs):
+                guard.answered(time.monotonic(), None)
+                guard.tokens_used(time.monotonic(), 500, 500)
+            if step >= 2:  # and 429s all along: the limit, met
+                mine.throttled(time.monotonic(), None, None, "tokens")
+            time.sleep(REPORT_EVERY)
+        [key] = redis_server.client.keys("otel_openai_retry:*")
+        wait_until(lambda: float(redis_server.client.hget(key, "tphase") or 0) == 2)
         both_hear_the_fleet_paces(mine, theirs)
+        rate = float(redis_server.client.hget(key, "trate") or 0)
+        burst = float(redis_server.client.hget(key, "tburst") or 0)
+        assert 0.5 * 10_000 * TRIAL_MARGIN < rate < 1.5 * 10_000 * TRIAL_MARGIN
+        assert burst == pytest.approx(rate * LEARNT_BURST, rel=0.01)
         now = time.monotonic()
-        waits = [take_slot(g, now, math.inf, Prompt(burst))[0] for g in (mine, mine, theirs)]
-        assert None not in waits
-        ours, again, other = cast("list[float]", waits)
-        assert again - ours > 0.9 * burst / rate, "a bucket's tokens between this one's sends"
-        assert other < 0.5 * burst / rate, "the other process: the fleet's request slots alone"
+        assert take_slot(mine, now, math.inf, Prompt(int(burst)))[0] == pytest.approx(0, abs=0.02)
+        held, _, _ = take_slot(theirs, now, math.inf, Prompt(int(burst / 2)))
+        assert held == pytest.approx(burst / 2 / rate, abs=0.02), "the fleet's token schedule"
+        again, _, _ = take_slot(mine, now, math.inf, Prompt(int(burst / 2)))
+        assert again == pytest.approx(burst / rate, abs=0.02), "the fleet's alone, not its own too"
     finally:
         first.close()
         second.close()

@@ -43,7 +43,7 @@ _RESERVER = textwrap.dedent(
         pipe = client.pipeline(transaction=True)
         pipe.time()
         pipe.evalsha(sha, 1, "otel_openai_retry:{test}", 1, tokens, -1, 600000, 5000)
-        (seconds, micros), (wait, _, _) = pipe.execute()
+        (seconds, micros), (wait, *_) = pipe.execute()
         grants.append((seconds + micros / 1e6 + wait / 1e6, wait))
     print(json.dumps(grants))
     """
@@ -126,19 +126,19 @@ def test_a_slot_beyond_the_deadline_or_an_unpaced_endpoint_books_nothing(
     redis_server: RedisServer,
 ) -> None:
     script = redis_server.client.register_script(RESERVE)
-    assert script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000]) == [NOT_PACED, 0, 0]
+    assert script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000]) == [NOT_PACED, 0, 0, 0]
     assert redis_server.client.exists(KEY) == 0
     pace(redis_server, rate=1, burst=1)
-    first, _, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    first, *_ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
     assert first == 0
     booked = redis_server.client.hget(KEY, "tat")
-    wait, _, _ = script(keys=[KEY], args=[1, 0, 500, 60_000, 5_000])  # next slot in ~1 s
+    wait, *_ = script(keys=[KEY], args=[1, 0, 500, 60_000, 5_000])  # next slot in ~1 s
     assert wait == TOO_LATE
     assert redis_server.client.hget(KEY, "tat") == booked
-    wait, _, _ = script(keys=[KEY], args=[1, 0, -1, 200, 5_000])  # beyond the gate cap: the cap
+    wait, *_ = script(keys=[KEY], args=[1, 0, -1, 200, 5_000])  # beyond the gate cap: the cap
     assert wait == 200_000
     assert redis_server.client.hget(KEY, "tat") == booked
-    wait, _, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    wait, *_ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
     assert 900_000 < wait <= 1_000_000
 
 
@@ -154,13 +154,13 @@ def test_a_slot_beyond_the_horizon_is_asked_for_again_at_the_rate_of_then(
     horizon = 250
     args = [1, 0, -1, 60_000, 5_000, 0, horizon]
     replies = [script(keys=[KEY], args=args) for _ in range(4)]
-    assert [booked for _, _, booked in replies] == [1, 1, 1, 0]  # 0, 100 and 200 ms; not 300
+    assert [booked for _, _, booked, _ in replies] == [1, 1, 1, 0]  # 0, 100 and 200 ms; not 300
     booked_until = float(redis_server.client.hget(KEY, "tat") or 0)
     again = replies[3][0]
     assert 0 < again <= (300 - horizon) * 1000  # ask again once the slot is within the horizon
     redis_server.client.hset(KEY, "rate", 100)  # meanwhile the fleet learnt a higher rate
     time.sleep(again / 1e6)
-    wait, _, booked = script(keys=[KEY], args=args)
+    wait, _, booked, _ = script(keys=[KEY], args=args)
     assert booked == 1 and wait <= horizon * 1000
     tat = float(redis_server.client.hget(KEY, "tat") or 0)
     assert tat - booked_until == pytest.approx(1000 / 100)  # the next one at the new rate
@@ -173,9 +173,9 @@ def test_a_request_larger_than_the_bucket_books_no_more_than_the_bucket(
     schedule one bucket at most: the next caller waits about one bucket's refill, not years."""
     script = redis_server.client.register_script(RESERVE)
     pace(redis_server, rate=10_000, burst=1, trate=1_000, tburst=2_000)
-    first, _, _ = script(keys=[KEY], args=[1, 10**13, -1, 120_000, 5_000])
+    first, *_ = script(keys=[KEY], args=[1, 10**13, -1, 120_000, 5_000])
     assert first == 0
-    wait, _, _ = script(keys=[KEY], args=[1, 100, -1, 120_000, 5_000])
+    wait, *_ = script(keys=[KEY], args=[1, 100, -1, 120_000, 5_000])
     assert 0 < wait <= 2_000_000  # 2,000 tokens at 1,000 a second, then the next 100 fit
 
 
@@ -183,7 +183,7 @@ def report(
     server: RedisServer, throttled: int = 0, succeeded: int = 0, sent: int = 0, excess: int = 0
 ) -> float:
     """One process's report (no header rate, no gate): the fleet's request rate after it."""
-    news = (sent, 0, throttled, -1, -1, succeeded, -1, 0, excess)
+    news = (sent, 0, throttled, -1, -1, succeeded, -1, 0, excess, 0, 0, 0)
     reply = server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)
     return float(reply[3]) / 1000
 
@@ -332,19 +332,19 @@ def test_the_fleet_paces_at_the_highest_header_rate_it_heard(redis_server: Redis
     news = (0, 0, 0, -1)
     for hinted, expected in [(90.0, 90.0), (100.0, 100.0), (88.0, 100.0)]:
         reply = redis_server.client.eval(
-            REPORT, 1, KEY, *news, hinted, 1, -1, 0, 0, *REPORT_CONSTANTS
+            REPORT, 1, KEY, *news, hinted, 1, -1, 0, 0, 0, 0, 0, *REPORT_CONSTANTS
         )
         assert float(reply[3]) / 1000 == pytest.approx(expected * HINT_MARGIN, abs=0.01)
 
 
 def report_left(server: RedisServer, throttled: int = 0, succeeded: int = 0) -> int:
     """One process's report (no header rate, no gate): ms until the fleet stops pacing."""
-    news = (0, 0, throttled, -1, -1, succeeded, -1, 0, 0)
+    news = (0, 0, throttled, -1, -1, succeeded, -1, 0, 0, 0, 0, 0)
     return int(server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)[0])
 
 
 def reserve(server: RedisServer, joining: int = 0) -> tuple[int, int, int]:
-    wait, left, booked = server.client.eval(RESERVE, 1, KEY, 1, 0, -1, 60_000, 5_000, joining, 0)
+    wait, left, booked, _ = server.client.eval(RESERVE, 1, KEY, 1, 0, -1, 60_000, 5_000, joining, 0)
     return int(wait), int(left), int(booked)
 
 
@@ -456,9 +456,9 @@ def test_while_the_fleet_measures_unpaced_tokens_are_still_booked(
     pace(redis_server, rate=1, burst=1, trate=100, tburst=100, ref=redis_now(redis_server))
     script = redis_server.client.register_script(RESERVE)
     args = [1, 100, -1, 60_000, 5_000]
-    first, _, _ = script(keys=[KEY], args=args)
-    second, _, _ = script(keys=[KEY], args=args)
+    first, *_ = script(keys=[KEY], args=args)
+    second, *_ = script(keys=[KEY], args=args)
     assert first == 0
     assert 900_000 < second <= 1_000_000  # the bucket's 100 tokens, refilled at 100 a second
-    third, _, _ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
+    third, *_ = script(keys=[KEY], args=[1, 0, -1, 60_000, 5_000])
     assert third == 0  # no request schedule (1 a second) meanwhile

@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of --reject's random choice")
     parser.add_argument(
+        "--reject-limit",
+        choices=("requests", "tokens"),
+        default="requests",
+        help="the limit --reject's 429 bodies name as hit (type: requests or tokens)",
+    )
+    parser.add_argument(
         "--chunk-latency",
         type=float,
         default=0.0,
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         server.set_quota_exhausted(args.quota_exhausted)
         server.set_sized_usage(args.sized_usage)
         if args.reject is not None:
-            server.set_random_rejections(args.reject, args.seed)
+            server.set_random_rejections(args.reject, args.seed, limit=args.reject_limit)
         # Flushed: the reader is usually a pipe, where nothing shows up until the buffer fills.
         print(f"listening on {server.base_url}", flush=True)
         # A timeout keeps the main thread waking up, so the signal handler runs promptly.

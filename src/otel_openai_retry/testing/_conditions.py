@@ -34,17 +34,21 @@ __all__ = ["Conditions", "RandomRejections"]
 @dataclass(frozen=True)
 class RandomRejections:
     """429 to a ``fraction`` of requests drawn at random (from ``seed``, for reproducible runs),
-    each with ``retry-after-ms: retry_after_ms``."""
+    each with ``retry-after-ms: retry_after_ms`` and OpenAI's body naming ``limit`` as the one
+    hit (``requests`` or ``tokens``: a token quota shared with other applications)."""
 
     fraction: float
     seed: int | None = None
     retry_after_ms: int = 100
+    limit: str = "requests"
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.fraction <= 1.0):
             raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
         if self.retry_after_ms < 0:
             raise ValueError(f"retry_after_ms must be >= 0, got {self.retry_after_ms}")
+        if self.limit not in ("requests", "tokens"):
+            raise ValueError(f"limit must be 'requests' or 'tokens', got {self.limit!r}")
 
 
 class Conditions:
@@ -108,10 +112,16 @@ class Conditions:
             self.sized_usage = sized
 
     def set_random_rejections(
-        self, fraction: float | None, seed: int | None = None, retry_after_ms: int = 100
+        self,
+        fraction: float | None,
+        seed: int | None = None,
+        retry_after_ms: int = 100,
+        limit: str = "requests",
     ) -> None:
         """Answer 429 to a random ``fraction`` of requests (``None``: stop doing so)."""
-        rejections = None if fraction is None else RandomRejections(fraction, seed, retry_after_ms)
+        rejections = (
+            None if fraction is None else RandomRejections(fraction, seed, retry_after_ms, limit)
+        )
         with self._lock:
             self._rejections = rejections
             if rejections is not None:
@@ -138,7 +148,8 @@ class Conditions:
                 return drawn
             rejections = self._rejections
             if rejections is not None and self._random.random() < rejections.fraction:
-                return Fault(429, headers=(("retry-after-ms", str(rejections.retry_after_ms)),))
+                hint = ("retry-after-ms", str(rejections.retry_after_ms))
+                return Fault(429, headers=(hint,), error_type=rejections.limit)
             charges = [
                 (gate, cost)
                 for gate, cost in ((self._requests, 1), (self._tokens, tokens))

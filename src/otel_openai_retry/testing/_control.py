@@ -18,7 +18,8 @@ that a server in another process is driven with the same calls as one in the tes
                          (``hints``: true, false or a mode: ms, seconds, headers, none)
                          "token_limit": {"per_minute", "bucket_seconds", "hints"} | null,
                          "quota_exhausted": bool, "sized_usage": bool,
-                         "random_rejections": {"fraction", "seed", "retry_after_ms"} | null,
+                         "random_rejections": {"fraction", "seed", "retry_after_ms",
+                         "limit"} | null,
                          "outage_s", "outage_status", "chunk_latency_s",
                          "chaos": {"seed", "rate_429", "rate_500", "rate_503", "drop",
                          "stall", "cut", "stall_s", "retry_after_ms"} | "seed=1,429=0.1"
@@ -142,6 +143,7 @@ def _set_conditions(state: ServerState, body: Mapping[str, Any]) -> None:
                 float(rejections["fraction"]),
                 None if seed is None else int(seed),
                 int(rejections.get("retry_after_ms", 100)),
+                str(rejections.get("limit", "requests")),
             )
     if "chunk_latency_s" in body:
         conditions.set_chunk_latency(float(body["chunk_latency_s"]))

@@ -224,13 +224,19 @@ class FakeServerProcess:
         self._call("conditions", {"sized_usage": sized})
 
     def set_random_rejections(
-        self, fraction: float | None, seed: int | None = None, *, retry_after_ms: int = 100
+        self,
+        fraction: float | None,
+        seed: int | None = None,
+        *,
+        retry_after_ms: int = 100,
+        limit: str = "requests",
     ) -> None:
         spec = (
             None
             if fraction is None
-            else {"fraction": fraction, "seed": seed, "retry_after_ms": retry_after_ms}
-        )
+            else {"fraction": fraction, "seed": seed, "retry_after_ms": retry_after_ms,
+                  "limit": limit}
+        )  # fmt: skip
         self._call("conditions", {"random_rejections": spec})
 
     def set_chunk_latency(self, seconds: float) -> None:

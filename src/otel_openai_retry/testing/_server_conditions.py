@@ -61,11 +61,17 @@ class ServerConditions:
         self._state.conditions.set_sized_usage(sized)
 
     def set_random_rejections(
-        self, fraction: float | None, seed: int | None = None, *, retry_after_ms: int = 100
+        self,
+        fraction: float | None,
+        seed: int | None = None,
+        *,
+        retry_after_ms: int = 100,
+        limit: str = "requests",
     ) -> None:
         """Answer 429 with ``retry-after-ms`` to a random ``fraction`` of requests, whatever the
-        send rate (a limit shared with other applications); ``None`` removes it."""
-        self._state.conditions.set_random_rejections(fraction, seed, retry_after_ms)
+        send rate (a limit shared with other applications), the body naming ``limit``
+        (``requests`` or ``tokens``) as the one hit; ``None`` removes it."""
+        self._state.conditions.set_random_rejections(fraction, seed, retry_after_ms, limit)
 
     def start_outage(self, seconds: float, status: int = 503) -> None:
         """From now, answer ``status`` to every request for ``seconds``."""

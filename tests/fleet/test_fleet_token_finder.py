@@ -1,0 +1,200 @@
+"""The fleet's token rate found from its answers when no header states it, in the real ``REPORT``
+and ``RESERVE`` scripts on a real Redis: measured from what gets through while 429s come, tried a
+margin under it, judged, then AIMD; set aside when slowing does not make the 429s fall; a
+header's rate always first."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from otel_openai_retry._fleet_scripts import NOT_PACED, REPORT, REPORT_CONSTANTS, RESERVE
+from otel_openai_retry._pacing import HINT_MARGIN
+from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_LAG, TRIAL_MARGIN, TRIAL_MIN_ANSWERS
+from otel_openai_retry._token_learning import LEARN_SPAN, LEARNT_BURST
+
+from .conftest import RedisServer
+
+KEY = "otel_openai_retry:{tokens}"
+
+
+def report(
+    server: RedisServer,
+    throttled: int = 0,
+    tokens: int = 0,
+    successes: int = 0,
+    token_hint: float = -1,
+    requests_throttled: int = 0,
+) -> int:
+    """One process's report: ``throttled`` token 429s no header explains, ``successes`` that
+    brought ``tokens`` in all; ms until the fleet stops pacing."""
+    news = (0, 0, requests_throttled, -1, -1, successes, token_hint, 1000, 0)
+    news_of_tokens = (throttled, tokens, successes)
+    reply = server.client.eval(REPORT, 1, KEY, *news, *news_of_tokens, *REPORT_CONSTANTS)
+    return int(reply[0])
+
+
+def reserve(server: RedisServer, tokens: int) -> tuple[int, int, int, int]:
+    """A slot for a send of ``tokens``: wait (µs), ms left, booked, the fleet's tokens."""
+    wait, left, booked, fleets = server.client.eval(
+        RESERVE, 1, KEY, 1, tokens, -1, 60_000, 5_000, 0, 0
+    )
+    return int(wait), int(left), int(booked), int(fleets)
+
+
+def field(server: RedisServer, name: str) -> float:
+    return float(server.client.hget(KEY, name) or 0)
+
+
+def redis_now(server: RedisServer) -> float:
+    seconds, micros = server.client.time()
+    return float(seconds * 1000 + micros / 1000)
+
+
+def measured(server: RedisServer, late_429s: int) -> float:
+    """A fleet engaged by a token 429 that then reports 1,000 tokens of successes at once and
+    every quarter of ``LEARN_SPAN`` for longer than it measures, with ``late_429s`` 429s in each
+    later report: the rate the successes came at (the first report's within the report span
+    before it)."""
+    assert report(server, throttled=1) > 0
+    assert field(server, "tphase") == 1
+    step = LEARN_SPAN / 4
+    report(server, tokens=1000, successes=5)  # the first successes start the window
+    first = field(server, "tfirst")
+    for _ in range(4):
+        time.sleep(step)
+        report(server, throttled=late_429s, tokens=1000, successes=5)
+    return 5_000 * 1000 / (redis_now(server) - first)
+
+
+def test_a_token_429_no_header_explains_engages_the_fleet_and_books_nothing_yet(
+    redis_server: RedisServer,
+) -> None:
+    """The fleet is engaged (every process hears it and asks for its slots) but has no rate yet:
+    a slot costs no wait and books nothing; the caller's own process paces meanwhile."""
+    assert report(redis_server, throttled=1) > 0
+    wait, left, booked, fleets = reserve(redis_server, 500)
+    assert (wait, booked, fleets) == (NOT_PACED, 0, 0)
+    assert left > 0, "still engaged: processes go on asking"
+    assert field(redis_server, "rate") == 0, "request pacing is not told of token 429s"
+
+
+def test_what_got_through_while_429s_came_is_the_limit_and_the_trial_paces_under_it(
+    redis_server: RedisServer,
+) -> None:
+    """429s all along the window: a drained bucket admits tokens at its refill rate, so what
+    got through is the limit. Every process's slot then books its tokens from the fleet's
+    schedule, a margin under it, a quarter of a second's worth at once."""
+    through = measured(redis_server, late_429s=2)
+    assert field(redis_server, "tphase") == 2
+    rate, burst = field(redis_server, "trate"), field(redis_server, "tburst")
+    found = field(redis_server, "trrate")
+    assert through <= found <= 5_000 / LEARN_SPAN  # measured once it had the span, by then
+    assert rate == pytest.approx(TRIAL_MARGIN * found)
+    assert burst == pytest.approx(rate * LEARNT_BURST, rel=0.01)
+    first = reserve(redis_server, int(burst))
+    assert first[0] == 0 and first[2:] == (1, 1), "the bucket full: at once, the fleet's tokens"
+    wait, _, booked, fleets = reserve(redis_server, int(burst / 2))
+    assert (booked, fleets) == (1, 1)
+    assert wait / 1e6 == pytest.approx(burst / 2 / rate, abs=0.02)
+
+
+def test_too_few_429s_while_measuring_say_the_fleet_sent_under_the_limit(
+    redis_server: RedisServer,
+) -> None:
+    """No 429 in the window's second half: the first wave's refused callers were sleeping their
+    backoff and the few others got through, so what got through is not the limit. The fleet
+    measures again, its sends held to a headroom over what it has seen, not tried under it."""
+    through = measured(redis_server, late_429s=0)
+    assert field(redis_server, "tphase") == 1, "still measuring"
+    assert through * 0.9 <= field(redis_server, "tmax") <= 5_000 / LEARN_SPAN
+    assert field(redis_server, "tcnt") < 20, "a new window"
+    assert field(redis_server, "trate") >= field(redis_server, "tmax"), "held to a headroom"
+
+
+def trial_judged(server: RedisServer, throttled: int) -> None:
+    """A trial begun (its lag over) against a reference of 429s to a fifth of 100 answers, then
+    answered with ``throttled`` 429s in ``TRIAL_MIN_ANSWERS``."""
+    measured(server, late_429s=2)
+    server.client.hset(KEY, mapping={"trt": 20, "trn": 100})
+    server.client.hset(KEY, "tjudge", redis_now(server) - TRIAL_LAG * 1000 - 1)
+    successes = TRIAL_MIN_ANSWERS - throttled
+    report(server, throttled=throttled, tokens=100 * successes, successes=successes)
+
+
+def test_a_trial_whose_429s_vanish_paces_on(redis_server: RedisServer) -> None:
+    trial_judged(redis_server, throttled=0)
+    assert field(redis_server, "tphase") == 3
+    assert reserve(redis_server, 100)[3] == 1
+
+
+def test_429s_that_stay_at_the_trials_rate_set_the_fleet_aside(
+    redis_server: RedisServer,
+) -> None:
+    """Slowing the whole fleet's tokens left the 429s as frequent: they do not depend on its
+    tokens (a quota shared with other applications). No token pacing, and later token 429s do
+    not engage it again while the verdict stands."""
+    trial_judged(redis_server, throttled=20)
+    assert field(redis_server, "tphase") == 0
+    assert field(redis_server, "taside") > redis_now(redis_server)
+    assert reserve(redis_server, 100)[0] == NOT_PACED
+    assert report(redis_server, throttled=5) == 0
+    assert field(redis_server, "tphase") == 0
+
+
+def settled(server: RedisServer, rate: float) -> None:
+    """A found rate past its trial, the fleet paced by it."""
+    now = redis_now(server)
+    server.client.hset(
+        KEY,
+        mapping={"tphase": 3, "tfound": 1, "trate": rate, "tburst": rate * LEARNT_BURST,
+                 "tengaged": now + 60_000, "ttat": now, "trrate": rate, "tmeas": 1000,
+                 "tcnt": 1, "began": now - 10_000},
+    )  # fmt: skip
+
+
+def test_a_token_429_lowers_the_found_rate_once_under_what_got_through(
+    redis_server: RedisServer,
+) -> None:
+    """Paced at 20,000 tokens a second while 5,000 got through in the last second: a 429 sets
+    the rate a margin under what got through; the 429s of slots booked before (the schedule
+    runs ahead) leave it there."""
+    settled(redis_server, 20_000)
+    for _ in range(4):
+        reserve(redis_server, 5_000)  # a second's slots booked ahead
+    report(redis_server, tokens=5_000, successes=5)
+    report(redis_server, throttled=1)
+    lowered = field(redis_server, "trate")
+    assert BACKOFF * 5_000 / 1.2 <= lowered <= BACKOFF * 5_000  # 5,000 over one second or so
+    report(redis_server, throttled=3)
+    assert field(redis_server, "trate") == lowered
+
+
+def test_successes_grow_the_found_rate(redis_server: RedisServer) -> None:
+    settled(redis_server, 2_000)
+    report(redis_server, tokens=1_000, successes=1)
+    assert field(redis_server, "trate") > 2_000
+
+
+def test_a_header_rate_wins_over_a_found_one(redis_server: RedisServer) -> None:
+    """A process reads the token rate from its answer's headers: the fleet paces by it, and
+    what the answers suggested is dropped."""
+    settled(redis_server, 2_000)
+    report(redis_server, requests_throttled=1, token_hint=10_000)
+    assert field(redis_server, "trate") == pytest.approx(10_000 * HINT_MARGIN)
+    assert (field(redis_server, "tfound"), field(redis_server, "tphase")) == (0, 0)
+
+
+def test_a_found_rate_is_forgotten_once_the_fleet_stops_pacing_tokens(
+    redis_server: RedisServer,
+) -> None:
+    """No token 429 and no wait for a while: the fleet stops pacing tokens, and the next 429
+    finds the rate afresh (a limit may have changed meanwhile)."""
+    settled(redis_server, 2_000)
+    redis_server.client.hset(KEY, "tengaged", redis_now(redis_server) - 1)
+    assert reserve(redis_server, 100)[0] == NOT_PACED
+    report(redis_server, tokens=100, successes=1)
+    assert (field(redis_server, "tphase"), field(redis_server, "trate")) == (0, 0)
+    report(redis_server, throttled=1)
+    assert field(redis_server, "tphase") == 1

@@ -306,13 +306,9 @@ class RedisGuard:
                 news[4] += used - reserved
             # what got through, for a token rate the fleet finds (a success counted at its
             # estimate adds what it used beyond that once known)
-            if booked is not None and booked < self._counting_since:
-                pass
-            elif counted:
-                news[6] += max(0, used - reserved)
-            else:
-                news[6] += max(reserved, used)
-                news[7] += 1
+            if booked is None or booked >= self._counting_since:
+                news[6] += max(0, used - reserved) if counted else max(reserved, used)
+                news[7] += not counted
 
     def throttled(
         self,

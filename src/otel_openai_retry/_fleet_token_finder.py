@@ -19,7 +19,10 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
   ``timeout`` after it engaged (then at the most that got through in a window);
 - **a trial** (``tphase`` 2): ``trial`` of it, held, the answers from ``trial_lag`` on judged as
   one process's are (``fell``: a fall by half and beyond noise). Not fallen: the fleet's tokens
-  are not what the 429s depend on; no token pacing for ``independent``;
+  are not what the 429s depend on; no token pacing for ``independent``. Unless far fewer tokens
+  got through (over the last second) than the trial sent: then it was over the limit, not under
+  it (what got through while measuring came partly out of a bucket that had refilled while the
+  first wave's callers slept), and it is tried once more, a margin under what got through;
 - **AIMD in tokens** (``tphase`` 3): a token 429 (not for slots booked before the last change,
   ``thold``) sets the rate ``backoff`` under the lower of the rate and the token rate of the
   successes over the last second; each report's successes grow it by ``add`` requests' worth of
@@ -68,7 +71,8 @@ local verdict_min, unhelped_t, tburst_s, min_trate = a[tc + 4], a[tc + 5], a[tc 
 local f = {}
 for _, name in ipairs({'tengaged', 'tphase', 'trate', 'tfound', 'taside', 'tsince', 'tfirst',
                        'tmeas', 'tcnt', 'twt', 'tmax', 'trt', 'trn', 'trrate', 'tjudge', 'tpt',
-                       'tpn', 'tst', 'tsn', 'tceil', 'tchanged', 'tgrown', 'thold'}) do
+                       'tpn', 'tretried', 'tst', 'tsn', 'tceil', 'tchanged', 'tgrown',
+                       'thold'}) do
   f[name] = state[name] or 0
 end
 local stated = thinted > 0 or (f.trate > 0 and f.tfound == 0)
@@ -82,7 +86,7 @@ if stated or f.taside > now then
 elseif tthrottled > 0 or f.tengaged > now then
   if f.tengaged <= now or f.tphase == 0 then
     f.tphase, f.tfound, f.trate, f.tsince, f.tfirst, f.tmeas, f.tcnt = 1, 1, 0, now, 0, 0, 0
-    f.twt, f.tmax, f.trt, f.trn = 0, 0, 0, 0
+    f.twt, f.tmax, f.trt, f.trn, f.tretried = 0, 0, 0, 0, 0
     redis.call('HSET', key, 'ttat', now)
   end
   if tthrottled > 0 then f.tengaged = math.max(f.tengaged, now + disengage) end
@@ -124,8 +128,16 @@ elseif tthrottled > 0 or f.tengaged > now then
         local before = f.trt / math.max(1, f.trn)
         if fallen or f.tpt > kept * before * enough or f.tpn >= enough
            or now - f.tjudge >= timeout then
+          local through = tflow / span
           if not fallen and (f.tpn >= enough or f.tpt / f.tpn > kept * before) then
-            f.taside, f.tengaged, f.tphase, f.trate = now + independent, 0, 0, 0
+            if f.tretried == 0 and through > 0 and through < trial * f.trate then
+              -- far less got through than the trial sent: it was over the limit (measured out
+              -- of a bucket that had refilled meanwhile), not under it; once more, under that
+              f.tretried, f.trrate, f.trate = 1, through, through * trial
+              f.tjudge, f.tpt, f.tpn, f.tchanged, f.tgrown = now, 0, 0, now, now
+            else
+              f.taside, f.tengaged, f.tphase, f.trate = now + independent, 0, 0, 0
+            end
           else
             f.tphase, f.tchanged, f.tgrown, f.tst, f.tsn, f.tceil = 3, now, now, 0, 0, 0
           end

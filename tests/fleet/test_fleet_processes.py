@@ -22,7 +22,11 @@ _CALLER = textwrap.dedent(
     from otel_openai_retry import OpenAIRetryInstrumentor
 
     base_url, count, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    sizes = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None  # prompt tokens, cycled
     OpenAIRetryInstrumentor().instrument()
+
+    def prompt(i):
+        return f"n{i}" if sizes is None else "x" * (4 * sizes[i % len(sizes)])
 
     async def main():
         client = openai.AsyncOpenAI(api_key="sk-test", base_url=base_url)
@@ -32,7 +36,7 @@ _CALLER = textwrap.dedent(
             async with semaphore:
                 try:
                     await client.chat.completions.create(
-                        model="gpt-4o-mini", messages=[{"role": "user", "content": f"n{i}"}]
+                        model="gpt-4o-mini", messages=[{"role": "user", "content": prompt(i)}]
                     )
                 except openai.APIError:
                     return False
@@ -48,8 +52,15 @@ _CALLER = textwrap.dedent(
 )
 
 
-def run_fleet(server: FakeOpenAIServer, processes: int, count: int, redis_url: str) -> list[int]:
-    """How many calls of each process succeeded; all processes start their crowds at once."""
+def run_fleet(
+    server: FakeOpenAIServer,
+    processes: int,
+    count: int,
+    redis_url: str,
+    sizes: list[int] | None = None,
+) -> list[int]:
+    """How many calls of each process succeeded; all processes start their crowds at once (of
+    prompts of ``sizes`` tokens, in turn, if given)."""
     env = clean_environment(
         OTEL_SDK_DISABLED="true",
         OTEL_OPENAI_RETRY_MAX_ATTEMPTS="10",
@@ -59,7 +70,8 @@ def run_fleet(server: FakeOpenAIServer, processes: int, count: int, redis_url: s
     )
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _CALLER, server.base_url, str(count), "10"],
+            [sys.executable, "-c", _CALLER, server.base_url, str(count), "10"]
+            + ([] if sizes is None else [json.dumps(sizes)]),
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -133,3 +145,30 @@ def test_processes_joining_a_fleet_that_paced_lately_start_paced(
     print(f"429s: cold {cold}, warm {warm}")
     assert cold >= 10 - 5, cold
     assert warm <= cold / 3, (warm, cold)
+
+
+@pytest.mark.slow
+def test_a_fleet_finds_a_token_limit_no_header_states_together(
+    server: FakeOpenAIServer, redis_server: RedisServer
+) -> None:
+    """A token limit that only the 429's body names: each process alone, slowing its own tokens
+    to try whether they matter, sees the others' keep the 429s coming and stands aside, and the
+    fleet sends unpaced into the limit. Sharing one Redis, the fleet finds the limit from all
+    its answers and books every process's tokens there."""
+    sizes = [50, 400, 120, 900, 30, 250, 600, 80]  # tokens, as OpenAI estimates them
+
+    def limited() -> None:
+        server.reset()
+        server.set_token_limit(240_000, bucket_seconds=2, hints=False)  # 4,000 tokens a second
+        server.set_sized_usage()
+
+    limited()
+    run_fleet(server, 3, 40, redis_url="", sizes=sizes)  # some calls may run out of attempts
+    alone = server.status_counts().get("429", 0)
+
+    limited()
+    succeeded = run_fleet(server, 3, 40, redis_url=redis_server.url, sizes=sizes)
+    shared = server.status_counts().get("429", 0)
+    print(f"429s: {alone} finding the token rate per process, {shared} shared; {succeeded}")
+    assert succeeded == [40, 40, 40]
+    assert shared < 0.5 * alone, (shared, alone)

@@ -6,6 +6,7 @@ header's rate always first."""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import pytest
 
@@ -134,7 +135,8 @@ def test_a_trial_over_the_limit_is_tried_once_more_under_what_got_through(
     trial_rate = field(redis_server, "trate")
     redis_server.client.hset(KEY, mapping={"trt": 20, "trn": 100, "began": 0})
     redis_server.client.hset(KEY, "tjudge", redis_now(redis_server) - TRIAL_LAG * 1000 - 1)
-    measuring = [name for name in redis_server.client.hkeys(KEY) if name.startswith("k:")]
+    fields = cast("list[str]", redis_server.client.hkeys(KEY))
+    measuring = [name for name in fields if name.startswith("k:")]
     redis_server.client.hdel(KEY, *measuring)  # a second later: what got through since
     got_through = int(trial_rate / 4)  # in the last second (and more: the span is a second)
     report(redis_server, throttled=20, tokens=got_through, successes=80)

@@ -44,6 +44,7 @@ from ._fleet import ROUND_TRIP_TIMEOUT, Fleet, Reservation
 from ._fleet_scripts import HORIZON, NOT_PACED, TOO_LATE
 from ._pacing import DISENGAGE_AFTER
 from ._rate_headers import read_limit, refill_rate, shared_gate
+from ._token_pacing import REFUSED_REMEMBERED
 
 if TYPE_CHECKING:
     from ._endpoints import LocalGuard, PacingKey
@@ -93,6 +94,7 @@ class RedisGuard:
         "_joining",
         "_lock",
         "_news",
+        "_refused",
         "_tokens_hinted",
         "_totals",
         "key",
@@ -119,6 +121,9 @@ class RedisGuard:
         self._gate_until: float | None = None
         self._hinted: float | None = None
         self._tokens_hinted: tuple[float, int] | None = None
+        self._refused: dict[int, None] = {}
+        """Sizes of sends the fleet's found token schedule let go that the limit refused (the
+        oldest forgotten first): the same send asking again books all of its tokens."""
         self._counting_since = math.inf
         """Since when the successes' tokens go with the reports: this process met a token 429
         no header explains, or heard that the fleet paces. A send booked before came out of a
@@ -219,7 +224,11 @@ class RedisGuard:
     ) -> Sequence[float]:
         left = -1.0 if math.isinf(latest) else max(0.0, latest - now) * 1000
         limits = (self.max_gate * 1000, DISENGAGE_AFTER * 1000)
-        return (1, max(0, tokens), left, *limits, int(joining), HORIZON)
+        with self._lock:
+            whole = tokens in self._refused
+            if whole:
+                del self._refused[tokens]
+        return (1, max(0, tokens), left, *limits, int(joining), HORIZON, int(whole))
 
     def _slot(
         self,
@@ -328,6 +337,11 @@ class RedisGuard:
             with self._lock:
                 self._news[5] += 1
                 self._counting_since = min(self._counting_since, now)
+                if reserved > 0:
+                    refused = self._refused
+                    if len(refused) >= REFUSED_REMEMBERED:
+                        del refused[next(iter(refused))]
+                    refused[reserved] = None
             self._fleet.wake()
             return
         limiter = self.local.limiter

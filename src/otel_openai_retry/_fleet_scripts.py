@@ -12,7 +12,8 @@ a "theoretical arrival time" per resource, no timer and no refill loop)::
     KEYS[1]  the endpoint's hash
     ARGV     request cost (1), token cost (>= 0), latest (ms from now; < 0: none), max gate (ms),
              disengage after (ms), joining (1: the process's first call to the endpoint),
-             horizon (ms; 0: none)
+             horizon (ms; 0: none), whole (1: the same send was refused for its tokens; at a
+             found token rate it books all of them, ``REFUSED_SPAN`` of the rate at most)
     reply    {wait in µs, or NOT_PACED (go at once, nothing booked) or TOO_LATE (the slot comes
               after ``latest``: nothing booked), ms until the fleet stops pacing, 1 if booked
               (0: the slot comes beyond ``horizon``; nothing booked, ask again after the wait),
@@ -120,6 +121,7 @@ from ._pacing_evidence import (
     TRIAL_WINDOW,
     UNHELPED_SHARE,
 )
+from ._token_pacing import REFUSED_SPAN
 
 __all__ = ["HORIZON", "NOT_PACED", "REPORT", "REPORT_CONSTANTS", "RESERVE", "TOO_LATE", "WINDOW"]
 
@@ -245,15 +247,20 @@ local tat = math.max(tonumber(s[4]) or 0, now)
 local start = math.max(now, tonumber(s[8]) or 0)
 if not measuring then start = math.max(start, tat - tolerance) end
 local tokens = trate > 0 and tburst > 0 and (tpaced or not found)
-local ttat, tinterval = 0, 0
+local ttat, tinterval, tfull = 0, 0, 0
 if tokens and tcost > 0 then
   -- no request costs more than the bucket holds: an estimate beyond it (a huge max_tokens the
-  -- server will refuse anyway) must not book the schedule far into the future for everyone
-  tcost = math.min(tcost, tburst)
+  -- server will refuse anyway) must not book the schedule far into the future for everyone;
+  -- but a found bucket is a guess, far under the server's: a send it refused asks again for
+  -- all of its tokens (a while of the rate at most), waiting for those beyond the bucket too,
+  -- else short sends take them first each time it waits
+  local cap = tburst
+  if found and tonumber(ARGV[8]) == 1 then cap = math.max(tburst, trate * {REFUSED_SPAN}) end
+  tcost = math.min(tcost, cap)
   tinterval = tcost * 1000 / trate
-  local ttolerance = math.max(0, tburst * 1000 / trate - tinterval)
+  tfull = tburst * 1000 / trate
   ttat = math.max(tonumber(s[7]) or 0, now)
-  start = math.max(start, ttat - ttolerance)
+  start = math.max(start, ttat - (tfull - tinterval))
 end
 local tflag = 0
 if tokens then tflag = 1 end
@@ -274,7 +281,9 @@ if horizon > 0 and wait > horizon then
 end
 if not measuring then redis.call('HSET', key, 'tat', math.max(tat, start) + interval) end
 if tinterval > 0 then
-  redis.call('HSET', key, 'ttat', math.max(ttat, start) + tinterval)
+  -- a send larger than the bucket waited for its excess: it leaves the bucket empty, not in debt
+  redis.call('HSET', key, 'ttat',
+             math.max(ttat + tinterval, start + math.min(tinterval, tfull)))
 end
 if wait > 1 then keep_pacing() end
 redis.call('PEXPIRE', key, math.max({KEEP}, math.floor((tonumber(s[9]) or 0) - now)))

@@ -500,3 +500,20 @@ async def test_a_join_cancelled_in_flight_leaves_the_next_call_to_join(
         assert guard.slot_delay(time.monotonic(), math.inf) == 0
     finally:
         endpoints.close()
+
+
+def test_a_send_refused_for_its_tokens_asks_the_fleet_for_all_of_them(
+    redis_server: RedisServer,
+) -> None:
+    """A send the fleet's found token schedule let go at a bucket's worth, refused by the
+    limit for its tokens: the same send (the same estimate) asking again asks for all of them,
+    once."""
+    endpoints = Endpoints(fleet(redis_server.url))
+    try:
+        guard = cast("RedisGuard", endpoints.guard("http://api", "m"))
+        now = time.monotonic()
+        guard.throttled(now, None, None, "tokens", reserved=2_000, booked=now)
+        asks = [guard._reservation(now, math.inf, size, False)[-1] for size in (900, 2_000, 2_000)]
+        assert asks == [0, 1, 0]
+    finally:
+        endpoints.close()

@@ -196,6 +196,24 @@ def test_a_token_429_lowers_the_found_rate_once_under_what_got_through(
     assert field(redis_server, "trate") == lowered
 
 
+def test_a_send_refused_for_its_tokens_asks_again_for_all_of_them(
+    redis_server: RedisServer,
+) -> None:
+    """A found bucket is a guess (a quarter of a second of the rate), far under the server's: a
+    send larger than it books the bucket's worth and goes; refused, it asks again for all of its
+    tokens (half a second of the rate at most), waiting for those beyond the bucket too, and
+    leaves the bucket empty, not in debt."""
+    settled(redis_server, 1_000)  # a bucket of 250 tokens, full
+    script = redis_server.client.register_script(RESERVE)
+    args = [1, 2_000, -1, 60_000, 5_000, 0, 0]
+    assert script(keys=[KEY], args=args)[0] == 0, "the bucket's worth, at once"
+    redis_server.client.hset(KEY, "ttat", redis_now(redis_server))  # the bucket full again
+    wait, *_ = script(keys=[KEY], args=[*args, 1])  # refused before: all of it, 500 at most
+    assert wait / 1e6 == pytest.approx(0.25, abs=0.02), "the 250 beyond the bucket, refilled"
+    small, *_ = script(keys=[KEY], args=[1, 100, -1, 60_000, 5_000, 0, 0])
+    assert small / 1e6 == pytest.approx(0.25 + 0.1, abs=0.02), "then an empty bucket"
+
+
 def test_successes_grow_the_found_rate(redis_server: RedisServer) -> None:
     settled(redis_server, 2_000)
     report(redis_server, tokens=1_000, successes=1)

@@ -27,8 +27,10 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
   ``thold``) sets the rate ``backoff`` under the lower of the rate and the token rate of the
   successes over the last second; each report's successes grow it by ``add`` requests' worth of
   tokens (of the mean size) a second, or, near where the last 429 came, by ``probe`` a second.
-  Lowered under the trial's rate with the 429s not halved since the verdict, or under
-  ``unhelped`` of the measured rate with them not clearly fallen, it stands aside after all.
+  Lowered under ``unhelped`` of the measured rate with the 429s not clearly fallen, it stands
+  aside after all. Not as soon as under the trial's rate with them not halved, as one process
+  does: a fleet's reference may span seconds of measuring with few 429s, and AIMD about a real
+  limit leaves some (long prompts), which that rule took for a limit not of our tokens.
 
 The schedule (``trate``, ``tburst`` = ``burst`` seconds of it, ``ttat``) is the one ``RESERVE``
 books tokens from; ``tfound`` tells it from a header's, which always wins. A found rate is
@@ -155,11 +157,9 @@ elseif tthrottled > 0 or f.tengaged > now then
         local booked = tonumber(redis.call('HGET', key, 'ttat')) or 0
         f.tchanged, f.tgrown, f.thold = now, now, math.max(now, booked)
       end
-      -- slowed under the trial's rate with the 429s not halved, or far under the measured
-      -- rate with them not clearly fallen: slowing did not help
-      if f.trate < trial * f.trrate and f.tsn >= enough
-         and not fell(f.trt, f.trn, f.tst, f.tsn)
-         and (f.trate < unhelped_t * f.trrate or f.tst * f.trn > kept * f.trt * f.tsn) then
+      -- far under the measured rate with the 429s not clearly fallen: slowing did not help
+      if f.trate < unhelped_t * f.trrate and f.tsn >= enough
+         and not fell(f.trt, f.trn, f.tst, f.tsn) then
         f.taside, f.tengaged, f.tphase, f.trate = now + independent, 0, 0, 0
       end
     elseif tcount > 0 and now >= f.thold then

@@ -214,6 +214,24 @@ def test_a_send_refused_for_its_tokens_asks_again_for_all_of_them(
     assert small / 1e6 == pytest.approx(0.25 + 0.1, abs=0.02), "then an empty bucket"
 
 
+@pytest.mark.parametrize("share", [0.45, 0.7])
+def test_a_found_rate_slowed_far_under_the_measured_one_with_429s_as_many_stands_aside(
+    redis_server: RedisServer, share: float
+) -> None:
+    """After a verdict that the 429s depend on the fleet's tokens, each 429 lowered the rate,
+    yet they came as often as before it: at less than half the rate measured, slowing did not
+    help (a verdict of chance), and the fleet stands aside. At 0.7 of it, AIMD about a real
+    limit with long prompts leaves 429s too: it paces on."""
+    settled(redis_server, 10_000 * share)
+    redis_server.client.hset(
+        KEY, mapping={"trrate": 10_000, "trt": 10, "trn": 100, "tst": 10, "tsn": 100}
+    )
+    report(redis_server, throttled=1)
+    aside = field(redis_server, "taside") > redis_now(redis_server)
+    assert aside == (share < 0.5)
+    assert (field(redis_server, "tphase") == 0) == aside
+
+
 def test_successes_grow_the_found_rate(redis_server: RedisServer) -> None:
     settled(redis_server, 2_000)
     report(redis_server, tokens=1_000, successes=1)

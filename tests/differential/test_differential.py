@@ -194,11 +194,11 @@ def rig(
             logger.setLevel(level)
 
 
-def run_ours(rig: Rig, scenario: Scenario) -> Outcome:
+def run_ours(rig: Rig, scenario: Scenario, policy: RetryPolicy = POLICY) -> Outcome:
     rig.fresh(scenario.faults)
     instrumentor = OpenAIRetryInstrumentor()
     instrumentor.instrument(
-        tracer_provider=rig.tracer_provider, meter_provider=rig.meter_provider, policy=POLICY
+        tracer_provider=rig.tracer_provider, meter_provider=rig.meter_provider, policy=policy
     )
     try:
         return run(scenario, rig.server.base_url)
@@ -224,12 +224,12 @@ def sdk_class_for(
     return None if oracle.error is None else type(oracle.error)
 
 
-def play(rig: Rig, scenario: Scenario) -> rel.OursRun:
+def play(rig: Rig, scenario: Scenario, policy: RetryPolicy = POLICY) -> rel.OursRun:
     """The script through the bare SDK, then through ours: what the relations look at."""
     rig.fresh(scenario.faults)
     with sdk_sleeps_skipped():
         bare = run(scenario, rig.server.base_url)
-    ours = run_ours(rig, scenario)
+    ours = run_ours(rig, scenario, policy)
     received = rig.server.requests
     known: list[type[BaseException] | None] = []
 
@@ -246,14 +246,14 @@ def play(rig: Rig, scenario: Scenario) -> rel.OursRun:
         spans=rig.exporter.get_finished_spans(),
         unended=rig.ledger.unended(),
         logs=rig.logs.texts(),
-        allowed=POLICY.max_attempts if scenario.max_retries is None else scenario.max_retries + 1,
+        allowed=policy.max_attempts if scenario.max_retries is None else scenario.max_retries + 1,
         metrics=rel.metrics_text(rig.reader),
         sdk_class=sdk_class,
     )
 
 
-def differential(rig: Rig, scenario: Scenario) -> None:
-    result = play(rig, scenario)
+def differential(rig: Rig, scenario: Scenario, policy: RetryPolicy = POLICY) -> None:
+    result = play(rig, scenario, policy)
     for relation in rel.RELATIONS:
         relation(result)
 

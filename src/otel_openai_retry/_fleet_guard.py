@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ._fleet import ROUND_TRIP_TIMEOUT, Fleet, Reservation
+from ._fleet import REPORT_EVERY, ROUND_TRIP_TIMEOUT, Fleet, Reservation
 from ._fleet_scripts import HORIZON, NOT_PACED, TOO_LATE
 from ._pacing import DISENGAGE_AFTER
 from ._rate_headers import read_limit, refill_rate, shared_gate
@@ -58,6 +58,9 @@ fleet sees the others' ``remaining``: a second's worth is what no such window re
 
 ASK_AGAIN_AFTER = 0.001
 """Seconds a caller told to ask again waits at least (a wait the script rounded to zero)."""
+TOKENS_REPORTED_AT_MOST = 10**9
+"""Tokens one answer adds to a report at most: usage is the server's word, and a count past what
+Redis's integers hold would fail the whole report pipeline (every endpoint's)."""
 STALE = 3.0
 """Seconds after which the fleet's budget counts are too old to decide by (the local budget
 does)."""
@@ -95,6 +98,7 @@ class RedisGuard:
         "_lock",
         "_news",
         "_refused",
+        "_token_429_at",
         "_tokens_hinted",
         "_totals",
         "key",
@@ -124,6 +128,7 @@ class RedisGuard:
         self._refused: dict[int, None] = {}
         """Sizes of sends the fleet's found token schedule let go that the limit refused (the
         oldest forgotten first): the same send asking again books all of its tokens."""
+        self._token_429_at = -math.inf
         self._counting_since = math.inf
         """Since when the successes' tokens go with the reports: this process met a token 429
         no header explains, or heard that the fleet paces. A send booked before came out of a
@@ -261,7 +266,9 @@ class RedisGuard:
         """Redis said how long the fleet paces the endpoint from ``now`` (0: it does not)."""
         with self._lock:
             if engaged_ms <= 0:
-                self._counting_since = math.inf
+                # not when the report was taken before this process's own token 429
+                if now - self._token_429_at > 2 * REPORT_EVERY:
+                    self._counting_since = math.inf
             elif self._engaged_until <= now:
                 self._counting_since = min(self._counting_since, now)
             self._engaged_until = now + engaged_ms / 1000 if engaged_ms > 0 else 0.0
@@ -309,6 +316,8 @@ class RedisGuard:
         counted: bool = False,
     ) -> None:
         self.local.tokens_used(now, reserved, used, booked, counted)
+        cap = TOKENS_REPORTED_AT_MOST
+        reserved, used = min(reserved, cap), min(used, cap)
         with self._lock:
             news = self._news
             if used > reserved:  # the fleet's schedule is charged too, with the next report
@@ -336,9 +345,13 @@ class RedisGuard:
             # no header states the rate: the fleet finds it (request pacing is not told)
             with self._lock:
                 self._news[5] += 1
-                self._counting_since = min(self._counting_since, now)
+                # a 429 after the fleet stopped pacing starts the count afresh
+                fresh = self._engaged_until <= now and now - self._token_429_at > DISENGAGE_AFTER
+                since = math.inf if fresh else self._counting_since
+                self._counting_since, self._token_429_at = min(since, now), now
                 if reserved > 0:
                     refused = self._refused
+                    refused.pop(reserved, None)
                     if len(refused) >= REFUSED_REMEMBERED:
                         del refused[next(iter(refused))]
                     refused[reserved] = None

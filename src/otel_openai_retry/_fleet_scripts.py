@@ -22,8 +22,8 @@ a "theoretical arrival time" per resource, no timer and no refill loop)::
 The slot is the earliest time at or after now, the gate (a ``Retry-After`` shared by everyone),
 the request schedule (``rate`` per second, ``burst`` at once; 1: evenly spaced) and the token
 schedule (``trate`` tokens per second, ``tburst`` at once: a header's rate while requests are
-paced, or one the fleet found from its answers, ``_fleet_token_finder``, while it paces tokens,
-``tengaged``). A slot beyond ``max gate`` is not
+paced; else ``frate``, ``fburst``, the one the fleet found from its answers,
+``_fleet_token_finder``, while it paces tokens, ``tengaged``). A slot beyond ``max gate`` is not
 booked: the caller waits ``max gate`` (no caller waits longer than the policy lets a server make
 it wait). Nor is a slot beyond ``horizon`` (``HORIZON``): its caller asks again when it would be
 within it, so that a rate changed meanwhile (learnt, raised, lowered) reaches every caller that
@@ -205,7 +205,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local key = KEYS[1]
 local s = redis.call('HMGET', key, 'engaged', 'rate', 'burst', 'tat', 'trate', 'tburst', 'ttat',
-                     'gate', 'warm', 'ref', 'tengaged', 'tfound')
+                     'gate', 'warm', 'ref', 'tengaged', 'frate', 'fburst')
 local engaged = tonumber(s[1]) or 0
 local rate = tonumber(s[2]) or 0
 local cost, tcost = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -214,8 +214,8 @@ local horizon = tonumber(ARGV[7]) or 0
 local trate, tburst = tonumber(s[5]) or 0, tonumber(s[6]) or 0
 local tengaged = tonumber(s[11]) or 0
 -- a token rate the fleet found paces while it is engaged; a header's, while requests are paced
-local found = (tonumber(s[12]) or 0) == 1
-local tpaced = found and trate > 0 and tengaged > now
+local frate, fburst = tonumber(s[12]) or 0, tonumber(s[13]) or 0
+local tpaced = frate > 0 and fburst > 0 and tengaged > now
 local rpaced = rate > 0 and (engaged > now
                              or (tonumber(ARGV[6]) == 1 and (tonumber(s[9]) or 0) > now))
 if not (rpaced or tpaced) then
@@ -227,12 +227,14 @@ if rpaced and engaged <= now then
   engaged = now + disengage
   redis.call('HSET', key, 'engaged', engaged)
 end
+local held_by_tokens = false
 local function keep_pacing()
+  -- each engagement is kept by the waits it made
   if rpaced then
     engaged = math.max(engaged, now + disengage)
     redis.call('HSET', key, 'engaged', engaged)
   end
-  if tpaced then
+  if tpaced and held_by_tokens then
     tengaged = math.max(tengaged, now + disengage)
     redis.call('HSET', key, 'tengaged', tengaged)
   end
@@ -246,7 +248,10 @@ local tolerance = math.max(0, (tonumber(s[3]) or 1) - 1) * 1000 / rate
 local tat = math.max(tonumber(s[4]) or 0, now)
 local start = math.max(now, tonumber(s[8]) or 0)
 if not measuring then start = math.max(start, tat - tolerance) end
-local tokens = trate > 0 and tburst > 0 and (tpaced or not found)
+-- a header's token rate while requests are paced (it wins), else the one found
+local found = not (rpaced and trate > 0 and tburst > 0) and tpaced
+if found then trate, tburst = frate, fburst end
+local tokens = trate > 0 and tburst > 0 and (rpaced or found)
 local ttat, tinterval, tfull = 0, 0, 0
 if tokens and tcost > 0 then
   -- no request costs more than the bucket holds: an estimate beyond it (a huge max_tokens the
@@ -260,10 +265,12 @@ if tokens and tcost > 0 then
   tinterval = tcost * 1000 / trate
   tfull = tburst * 1000 / trate
   ttat = math.max(tonumber(s[7]) or 0, now)
-  start = math.max(start, ttat - (tfull - tinterval))
+  local tstart = ttat - (tfull - tinterval)
+  held_by_tokens = tstart > start + 1
+  start = math.max(start, tstart)
 end
 local tflag = 0
-if tokens then tflag = 1 end
+if found then tflag = 1 end
 local wait = start - now
 if latest >= 0 and wait >= latest then
   return {{{TOO_LATE}, left(), 0, tflag}}
@@ -359,11 +366,16 @@ for i = 1, #fields, 2 do
   end
 end
 local engaged = state['engaged'] or 0
-if excess > 0 and (engaged > now or (state['tengaged'] or 0) > now)
-   and (state['trate'] or 0) > 0 then
+local crate, cburst = 0, 0  -- the token schedule that paces now: a header's, else a found one
+if engaged > now and (state['trate'] or 0) > 0 then
+  crate, cburst = state['trate'], state['tburst'] or 0
+elseif (state['tengaged'] or 0) > now and (state['frate'] or 0) > 0 then
+  crate, cburst = state['frate'], state['fburst'] or 0
+end
+if excess > 0 and crate > 0 then
   -- answers used more tokens than their sends booked: the schedule is charged the difference
   -- (a bucket's worth at most a report: more says the bucket was overspent already)
-  local charged = math.min(excess, state['tburst'] or 0) * 1000 / state['trate']
+  local charged = math.min(excess, cburst) * 1000 / crate
   redis.call('HSET', key, 'ttat', math.max(state['ttat'] or 0, now) + charged)
 end
 local rate = state['rate'] or 0
@@ -424,8 +436,7 @@ elseif engaged > now and succeeded > 0 and hinted < 0 and measure <= 0 and trial
     rate = rate + succeeded * math.max(step, rate * fraction)
   end
 end
-local token_stated = (state['trate'] or 0) > 0 and (state['tfound'] or 0) == 0
-if hinted >= 0 or (state['hinted'] or 0) > 0 or thinted > 0 or token_stated
+if hinted >= 0 or (state['hinted'] or 0) > 0 or thinted > 0 or (state['trate'] or 0) > 0
    or engaged <= now then
   measure, judge, ref = 0, 0, 0  -- the headers say the rate (of requests, or of tokens)
 elseif ref > 0 then
@@ -513,8 +524,7 @@ if engaged > now then
   local highest = math.max(state['hinted'] or 0, hinted)
   if highest > 0 then rate = math.max(minrate, highest * margin) end
   if thinted > 0 then
-    redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst, 'tfound', 0,
-               'tphase', 0)
+    redis.call('HSET', key, 'trate', thinted * margin, 'tburst', tburst)
   end
   redis.call('HSET', key, 'engaged', engaged, 'rate', rate, 'decreased', last, 'warm',
              now + warmth, 'grown', now, 'ceiling', ceiling, 'hinted', highest,

@@ -20,9 +20,10 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
 - **a trial** (``tphase`` 2): ``trial`` of it, held, the answers from ``trial_lag`` on judged as
   one process's are (``fell``: a fall by half and beyond noise). Not fallen: the fleet's tokens
   are not what the 429s depend on; no token pacing for ``independent``. Unless far fewer tokens
-  got through (over the last second) than the trial sent: then it was over the limit, not under
-  it (what got through while measuring came partly out of a bucket that had refilled while the
-  first wave's callers slept), and it is tried once more, a margin under what got through;
+  got through (over the last second, ``learn_min`` successes at least) than the trial sent: then
+  it was over the limit, not under it (what got through while measuring came partly out of a
+  bucket that had refilled while the first wave's callers slept), and it is tried once more, a
+  margin under what got through;
 - **AIMD in tokens** (``tphase`` 3): a token 429 (not for slots booked before the last change,
   ``thold``) sets the rate ``backoff`` under the lower of the rate and the token rate of the
   successes over the last second; each report's successes grow it by ``add`` requests' worth of
@@ -32,11 +33,13 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
   does: a fleet's reference may span seconds of measuring with few 429s, and AIMD about a real
   limit leaves some (long prompts), which that rule took for a limit not of our tokens.
 
-The schedule (``trate``, ``tburst`` = ``burst`` seconds of it, ``ttat``) is the one ``RESERVE``
-books tokens from; ``tfound`` tells it from a header's, which always wins. A found rate is
-forgotten once the fleet stops pacing tokens: found afresh at the next 429, as by a process.
-Processes book the tokens of their sends there and no longer from their own found rate while the
-fleet paces by it (``RESERVE`` says so in its reply).
+The found schedule (``frate``, ``fburst`` = ``burst`` seconds of it, never under ``min_trate``)
+is kept apart from a header's (``trate``, ``tburst``), which always wins and drops it; both
+drain ``ttat``. Apart, a process of an earlier version sharing the hash (a rolling deploy) never
+takes a found rate for a header's. ``RESERVE`` books tokens from the found schedule while the
+fleet paces tokens (``tengaged``), and says so in its reply: processes then book no tokens from
+their own found rate. A found rate is forgotten once the fleet stops pacing tokens: found afresh
+at the next 429, as by a process.
 """
 
 from __future__ import annotations
@@ -71,23 +74,22 @@ do
 local learn_span, learn_min, headroom, add = a[tc], a[tc + 1], a[tc + 2], a[tc + 3]
 local verdict_min, unhelped_t, tburst_s, min_trate = a[tc + 4], a[tc + 5], a[tc + 6], a[tc + 7]
 local f = {}
-for _, name in ipairs({'tengaged', 'tphase', 'trate', 'tfound', 'taside', 'tsince', 'tfirst',
-                       'tmeas', 'tcnt', 'twt', 'tmax', 'trt', 'trn', 'trrate', 'tjudge', 'tpt',
-                       'tpn', 'tretried', 'tst', 'tsn', 'tceil', 'tchanged', 'tgrown',
-                       'thold'}) do
+for _, name in ipairs({'tengaged', 'tphase', 'frate', 'taside', 'tsince', 'tfirst', 'tmeas',
+                       'tcnt', 'twt', 'tmax', 'trt', 'trn', 'trrate', 'tjudge', 'tpt', 'tpn',
+                       'tretried', 'tst', 'tsn', 'tceil', 'tgrown', 'thold'}) do
   f[name] = state[name] or 0
 end
-local stated = thinted > 0 or (f.trate > 0 and f.tfound == 0)
 local changed = false
-if f.tfound == 1 and f.tengaged <= now and f.tphase > 0 then
-  -- no token 429 and no wait for a while: what was found is found afresh next time
-  f.tphase, f.trate, changed = 0, 0, true
+if f.tphase > 0 and (f.tengaged <= now or thinted > 0 or (state['trate'] or 0) > 0) then
+  -- no token 429 and no wait for a while, or a header states the rate: what was found is
+  -- dropped (found afresh next time)
+  f.tphase, f.frate, f.tengaged, changed = 0, 0, 0, true
 end
-if stated or f.taside > now then
+if thinted > 0 or (state['trate'] or 0) > 0 or f.taside > now then
   -- a header states the rate, or the fleet's tokens were judged not to matter
 elseif tthrottled > 0 or f.tengaged > now then
   if f.tengaged <= now or f.tphase == 0 then
-    f.tphase, f.tfound, f.trate, f.tsince, f.tfirst, f.tmeas, f.tcnt = 1, 1, 0, now, 0, 0, 0
+    f.tphase, f.frate, f.tsince, f.tfirst, f.tmeas, f.tcnt = 1, 0, now, 0, 0, 0
     f.twt, f.tmax, f.trt, f.trn, f.tretried = 0, 0, 0, 0, 0
     redis.call('HSET', key, 'ttat', now)
   end
@@ -106,13 +108,13 @@ elseif tthrottled > 0 or f.tengaged > now then
       local spent = now - f.tfirst
       if f.tcnt >= learn_min and spent >= far_span then
         local through = f.tmeas * 1000 / spent
-        f.trate = through * headroom
+        f.frate = through * headroom
         if spent >= learn_span then
           if f.twt >= overshare * f.tcnt or now - f.tsince >= timeout then
             -- 429s all along: what got through is the limit (at the timeout, the most that did)
             if f.twt < overshare * f.tcnt then through = math.max(through, f.tmax) end
-            f.trrate, f.trate, f.tphase = through, through * trial, 2
-            f.tjudge, f.tpt, f.tpn, f.tchanged, f.tgrown = now, 0, 0, now, now
+            f.trrate, f.frate, f.tphase = through, math.max(min_trate, through * trial), 2
+            f.tjudge, f.tpt, f.tpn, f.tgrown = now, 0, 0, now
           else
             -- too few 429s: the fleet sent under the limit (its refused callers were sleeping
             -- their backoff), so what got through says only that the limit is higher; again
@@ -132,16 +134,21 @@ elseif tthrottled > 0 or f.tengaged > now then
            or now - f.tjudge >= timeout then
           local through = tflow / span
           if not fallen and (f.tpn >= enough or f.tpt / f.tpn > kept * before) then
-            if f.tretried == 0 and through > 0 and through < trial * f.trate then
-              -- far less got through than the trial sent: it was over the limit (measured out
-              -- of a bucket that had refilled meanwhile), not under it; once more, under that
-              f.tretried, f.trrate, f.trate = 1, through, through * trial
-              f.tjudge, f.tpt, f.tpn, f.tchanged, f.tgrown = now, 0, 0, now, now
+            if f.tretried == 0 and ok >= learn_min and through < trial * f.frate then
+              -- far less got through than the trial sent (successes enough to tell): it was
+              -- over the limit (measured out of a bucket that had refilled meanwhile), not
+              -- under it; once more, under what got through
+              f.tretried, f.trrate = 1, through
+              f.frate = math.max(min_trate, through * trial)
+              f.tjudge, f.tpt, f.tpn, f.tgrown = now, 0, 0, now
             else
-              f.taside, f.tengaged, f.tphase, f.trate = now + independent, 0, 0, 0
+              f.taside, f.tengaged, f.tphase, f.frate = now + independent, 0, 0, 0
             end
           else
-            f.tphase, f.tchanged, f.tgrown, f.tst, f.tsn, f.tceil = 3, now, now, 0, 0, 0
+            -- the answers to slots booked during the trial lower nothing
+            local booked = tonumber(redis.call('HGET', key, 'ttat')) or 0
+            f.tphase, f.tgrown, f.tst, f.tsn, f.tceil = 3, now, 0, 0, 0
+            f.thold = math.max(now, booked)
           end
         end
       end
@@ -149,27 +156,27 @@ elseif tthrottled > 0 or f.tengaged > now then
   else
     f.tst, f.tsn = f.tst + tthrottled, f.tsn + tthrottled + succeeded
     if tthrottled > 0 and now >= f.thold then
-      local through = f.trate
-      if tflow > 0 then through = math.min(f.trate, tflow / span) end
+      local through = f.frate
+      if tflow > 0 then through = math.min(f.frate, tflow / span) end
       f.tceil = through
-      if through * backoff < f.trate then
-        f.trate = math.max(min_trate, through * backoff)
+      if through * backoff < f.frate then
+        f.frate = math.max(min_trate, through * backoff)
         local booked = tonumber(redis.call('HGET', key, 'ttat')) or 0
-        f.tchanged, f.tgrown, f.thold = now, now, math.max(now, booked)
+        f.tgrown, f.thold = now, math.max(now, booked)
       end
       -- far under the measured rate with the 429s not clearly fallen: slowing did not help
-      if f.trate < unhelped_t * f.trrate and f.tsn >= enough
+      if f.frate < unhelped_t * f.trrate and f.tsn >= enough
          and not fell(f.trt, f.trn, f.tst, f.tsn) then
-        f.taside, f.tengaged, f.tphase, f.trate = now + independent, 0, 0, 0
+        f.taside, f.tengaged, f.tphase, f.frate = now + independent, 0, 0, 0
       end
     elseif tcount > 0 and now >= f.thold then
       f.tmeas, f.tcnt = f.tmeas + ttokens, f.tcnt + tcount
-      if f.tceil > 0 and f.trate > high * f.tceil then f.tceil = 0 end
-      if f.tceil > 0 and f.trate >= low * f.tceil then
-        f.trate = f.trate + f.trate * probe * math.min(1, math.max(0, now - f.tgrown) / 1000)
+      if f.tceil > 0 and f.frate > high * f.tceil then f.tceil = 0 end
+      if f.tceil > 0 and f.frate >= low * f.tceil then
+        f.frate = f.frate + f.frate * probe * math.min(1, math.max(0, now - f.tgrown) / 1000)
       else
         local mean = f.tmeas / math.max(1, f.tcnt)
-        f.trate = f.trate + tcount * add * mean * mean / f.trate
+        f.frate = f.frate + tcount * add * mean * mean / f.frate
       end
       f.tgrown = now
     end
@@ -181,10 +188,10 @@ if changed then
     fields[#fields + 1] = name
     fields[#fields + 1] = value
   end
-  fields[#fields + 1] = 'tburst'
-  fields[#fields + 1] = math.max(1, f.trate * tburst_s)
+  fields[#fields + 1] = 'fburst'
+  fields[#fields + 1] = math.max(1, f.frate * tburst_s)
   redis.call('HSET', key, unpack(fields))
 end
-if f.tfound == 1 and f.tengaged > now then tleft = f.tengaged - now end
+if f.tphase > 0 and f.tengaged > now then tleft = f.tengaged - now end
 end
 """

@@ -461,8 +461,8 @@ def test_a_token_limit_no_header_states_is_found_and_paced_by_the_whole_fleet(
         [key] = redis_server.client.keys("otel_openai_retry:*")
         wait_until(lambda: float(redis_server.client.hget(key, "tphase") or 0) == 2)
         both_hear_the_fleet_paces(mine, theirs)
-        rate = float(redis_server.client.hget(key, "trate") or 0)
-        burst = float(redis_server.client.hget(key, "tburst") or 0)
+        rate = float(redis_server.client.hget(key, "frate") or 0)
+        burst = float(redis_server.client.hget(key, "fburst") or 0)
         assert 0.5 * 10_000 * TRIAL_MARGIN < rate < 1.5 * 10_000 * TRIAL_MARGIN
         assert burst == pytest.approx(rate * LEARNT_BURST, rel=0.01)
         now = time.monotonic()

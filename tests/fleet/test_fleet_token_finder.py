@@ -89,7 +89,7 @@ def test_what_got_through_while_429s_came_is_the_limit_and_the_trial_paces_under
     schedule, a margin under it, a quarter of a second's worth at once."""
     through = measured(redis_server, late_429s=2)
     assert field(redis_server, "tphase") == 2
-    rate, burst = field(redis_server, "trate"), field(redis_server, "tburst")
+    rate, burst = field(redis_server, "frate"), field(redis_server, "fburst")
     found = field(redis_server, "trrate")
     assert through <= found <= 5_000 / LEARN_SPAN  # measured once it had the span, by then
     assert rate == pytest.approx(TRIAL_MARGIN * found)
@@ -111,7 +111,7 @@ def test_too_few_429s_while_measuring_say_the_fleet_sent_under_the_limit(
     assert field(redis_server, "tphase") == 1, "still measuring"
     assert through * 0.9 <= field(redis_server, "tmax") <= 5_000 / LEARN_SPAN
     assert field(redis_server, "tcnt") < 20, "a new window"
-    assert field(redis_server, "trate") >= field(redis_server, "tmax"), "held to a headroom"
+    assert field(redis_server, "frate") >= field(redis_server, "tmax"), "held to a headroom"
 
 
 def trial_judged(server: RedisServer, throttled: int) -> None:
@@ -132,7 +132,7 @@ def test_a_trial_over_the_limit_is_tried_once_more_under_what_got_through(
     and far fewer tokens got through than it sent. That is no sign of 429s independent of our
     tokens: it is tried once more, a margin under what got through. The same again: aside."""
     measured(redis_server, late_429s=2)
-    trial_rate = field(redis_server, "trate")
+    trial_rate = field(redis_server, "frate")
     redis_server.client.hset(KEY, mapping={"trt": 20, "trn": 100, "began": 0})
     redis_server.client.hset(KEY, "tjudge", redis_now(redis_server) - TRIAL_LAG * 1000 - 1)
     fields = cast("list[str]", redis_server.client.hkeys(KEY))
@@ -141,7 +141,7 @@ def test_a_trial_over_the_limit_is_tried_once_more_under_what_got_through(
     got_through = int(trial_rate / 4)  # in the last second (and more: the span is a second)
     report(redis_server, throttled=20, tokens=got_through, successes=80)
     assert field(redis_server, "tphase") == 2, "tried again"
-    assert field(redis_server, "trate") <= TRIAL_MARGIN * got_through
+    assert field(redis_server, "frate") <= TRIAL_MARGIN * got_through
     redis_server.client.hset(KEY, "tjudge", redis_now(redis_server) - TRIAL_LAG * 1000 - 1)
     report(redis_server, throttled=20, tokens=1, successes=80)
     assert field(redis_server, "tphase") == 0, "the same again: not ours to slow for"
@@ -173,7 +173,7 @@ def settled(server: RedisServer, rate: float) -> None:
     now = redis_now(server)
     server.client.hset(
         KEY,
-        mapping={"tphase": 3, "tfound": 1, "trate": rate, "tburst": rate * LEARNT_BURST,
+        mapping={"tphase": 3, "frate": rate, "fburst": rate * LEARNT_BURST,
                  "tengaged": now + 60_000, "ttat": now, "trrate": rate, "tmeas": 1000,
                  "tcnt": 1, "began": now - 10_000},
     )  # fmt: skip
@@ -190,10 +190,10 @@ def test_a_token_429_lowers_the_found_rate_once_under_what_got_through(
         reserve(redis_server, 5_000)  # a second's slots booked ahead
     report(redis_server, tokens=5_000, successes=5)
     report(redis_server, throttled=1)
-    lowered = field(redis_server, "trate")
+    lowered = field(redis_server, "frate")
     assert BACKOFF * 5_000 / 1.2 <= lowered <= BACKOFF * 5_000  # 5,000 over one second or so
     report(redis_server, throttled=3)
-    assert field(redis_server, "trate") == lowered
+    assert field(redis_server, "frate") == lowered
 
 
 def test_a_send_refused_for_its_tokens_asks_again_for_all_of_them(
@@ -235,7 +235,7 @@ def test_a_found_rate_slowed_far_under_the_measured_one_with_429s_as_many_stands
 def test_successes_grow_the_found_rate(redis_server: RedisServer) -> None:
     settled(redis_server, 2_000)
     report(redis_server, tokens=1_000, successes=1)
-    assert field(redis_server, "trate") > 2_000
+    assert field(redis_server, "frate") > 2_000
 
 
 def test_a_header_rate_wins_over_a_found_one(redis_server: RedisServer) -> None:
@@ -244,7 +244,7 @@ def test_a_header_rate_wins_over_a_found_one(redis_server: RedisServer) -> None:
     settled(redis_server, 2_000)
     report(redis_server, requests_throttled=1, token_hint=10_000)
     assert field(redis_server, "trate") == pytest.approx(10_000 * HINT_MARGIN)
-    assert (field(redis_server, "tfound"), field(redis_server, "tphase")) == (0, 0)
+    assert (field(redis_server, "frate"), field(redis_server, "tphase")) == (0, 0)
 
 
 def test_a_found_rate_is_forgotten_once_the_fleet_stops_pacing_tokens(
@@ -256,6 +256,37 @@ def test_a_found_rate_is_forgotten_once_the_fleet_stops_pacing_tokens(
     redis_server.client.hset(KEY, "tengaged", redis_now(redis_server) - 1)
     assert reserve(redis_server, 100)[0] == NOT_PACED
     report(redis_server, tokens=100, successes=1)
-    assert (field(redis_server, "tphase"), field(redis_server, "trate")) == (0, 0)
+    assert (field(redis_server, "tphase"), field(redis_server, "frate")) == (0, 0)
     report(redis_server, throttled=1)
     assert field(redis_server, "tphase") == 1
+
+
+def test_a_wait_the_request_schedule_made_keeps_no_found_token_rate_engaged(
+    redis_server: RedisServer,
+) -> None:
+    """Each engagement is kept by the waits it made: a slot held back by the request schedule
+    says nothing of the tokens (else neither could ever switch itself off while both pace)."""
+    settled(redis_server, 1_000_000)
+    now = redis_now(redis_server)
+    redis_server.client.hset(
+        KEY, mapping={"engaged": now + 60_000, "rate": 2, "burst": 1, "tat": now + 500,
+                      "tengaged": now + 1_000},
+    )  # fmt: skip
+    wait, _, booked, fleets = reserve(redis_server, 10)
+    assert wait / 1e6 == pytest.approx(0.5, abs=0.05) and (booked, fleets) == (1, 1)
+    assert field(redis_server, "tengaged") < now + 2_000, "not kept by the request's wait"
+    assert field(redis_server, "engaged") >= now + 60_000
+
+
+def test_a_header_token_rate_paces_before_a_found_one(redis_server: RedisServer) -> None:
+    """Requests paced with a header's token rate: the slots book tokens at it, not at what the
+    answers suggested (and the process is told the tokens are not the fleet's found ones)."""
+    settled(redis_server, 1_000_000)
+    now = redis_now(redis_server)
+    redis_server.client.hset(
+        KEY, mapping={"engaged": now + 60_000, "rate": 10_000, "burst": 100, "tat": now,
+                      "trate": 1_000, "tburst": 100},
+    )  # fmt: skip
+    first, second = reserve(redis_server, 100), reserve(redis_server, 100)
+    assert first[0] == 0 and first[3] == 0
+    assert second[0] / 1e6 == pytest.approx(0.1, abs=0.02), "the header's 1,000 a second"

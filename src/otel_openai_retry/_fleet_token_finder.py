@@ -12,7 +12,8 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
   tokens of the successes to sends that reserved tokens (``k:<tick>`` per report span, kept two
   seconds) and the answers from the first success on (the reference: a 429 comes back at once,
   a success after the latency). Once ``learn_min`` successes are in, sends are held to
-  ``headroom`` times the rate measured so far; after ``learn_span``, that rate is the limit's
+  ``headroom`` times the rate measured so far (or in an earlier window, if more); after
+  ``learn_span``, that rate is the limit's
   if 429s came all along (``overshare`` per success at least, in the window's second half).
   With fewer, the fleet sent under the limit (a first wave's refused callers sleep their
   backoff meanwhile: a fleet measures what a few sent), and it measures again, up to
@@ -108,7 +109,9 @@ elseif tthrottled > 0 or f.tengaged > now then
       local spent = now - f.tfirst
       if f.tcnt >= learn_min and spent >= far_span then
         local through = f.tmeas * 1000 / spent
-        f.frate = through * headroom
+        -- a brake on a crowd far over the limit, never under what an earlier window saw (a
+        -- window's first few successes are a noisy count)
+        f.frate = math.max(through, f.tmax) * headroom
         if spent >= learn_span then
           if f.twt >= overshare * f.tcnt or now - f.tsince >= timeout then
             -- 429s all along: what got through is the limit (at the timeout, the most that did)

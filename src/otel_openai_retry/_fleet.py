@@ -255,7 +255,7 @@ class Reservation(NamedTuple):
     booked: bool
     """``False`` with a wait: the slot was beyond the horizon; ask again after the wait."""
     tokens: bool
-    """Whether the fleet's token schedule applies: the tokens are the fleet's to pace."""
+    """Whether the token rate the fleet found booked the tokens (none then at the process's)."""
 
 
 def _reservation(reply: object) -> Reservation:

@@ -17,7 +17,8 @@ a "theoretical arrival time" per resource, no timer and no refill loop)::
     reply    {wait in µs, or NOT_PACED (go at once, nothing booked) or TOO_LATE (the slot comes
               after ``latest``: nothing booked), ms until the fleet stops pacing, 1 if booked
               (0: the slot comes beyond ``horizon``; nothing booked, ask again after the wait),
-              1 if the fleet's token schedule applies (the tokens are the fleet's to pace)}
+              1 if the token rate the fleet found booked the tokens (the process then books
+              none at a rate it found itself)}
 
 The slot is the earliest time at or after now, the gate (a ``Retry-After`` shared by everyone),
 the request schedule (``rate`` per second, ``burst`` at once; 1: evenly spaced) and the token

@@ -256,7 +256,9 @@ class RedisGuard:
             return None
         if not reply.booked:  # beyond the horizon: wait, then ask again
             return -max(reply.wait / 1e6, ASK_AGAIN_AFTER)
-        if not reply.tokens and self._tokens_found_here():
+        if reply.tokens and self.local.tokens is not None:
+            self.local.tokens.yield_to_fleet()  # the fleet finds and judges these tokens
+        elif self._tokens_found_here():
             # the fleet's request slot, then the tokens at the rate this process found
             assert self.local.tokens is not None
             return self.local.tokens.reserve(now, tokens, now + reply.wait / 1e6, latest)

@@ -226,6 +226,16 @@ class TokenPacer:
             self._follow(now, finder)
             self._stand_aside_if_judged(now, finder)
 
+    def yield_to_fleet(self) -> None:
+        """Another schedule (the fleet's) paces these tokens: what this process found or judged
+        from answers to sends it did not pace (its trial's verdict, that they do not depend on
+        them) is dropped, and it finds afresh if it paces alone again (a Redis outage left its
+        calls unpaced so)."""
+        with self._lock:
+            self._aside_until = -math.inf
+            if self._finder is not None:
+                self._disengage()
+
     def _follow(self, now: float, finder: TokenRateFinder) -> None:
         rate = finder.provisional if finder.measuring else finder.rate
         if rate > 0:

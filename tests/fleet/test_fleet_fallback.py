@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from otel_openai_retry._fleet_guard import RedisGuard
 from otel_openai_retry.testing import FakeOpenAIServer, Fault
 
 from ..helpers import MESSAGES, Instrument, async_client, sync_client
+from ..helpers import crowd as many_calls
 from .conftest import RedisServer, crowd, fleet, redis_warnings, wait_until
 
 
@@ -57,6 +59,40 @@ async def test_redis_killed_mid_run_then_back(
     [key] = own_redis.client.keys("otel_openai_retry:*")
     assert own_redis.client.hget(key, "engaged") is not None
     assert len(redis_warnings(caplog)) == 1
+
+
+async def test_redis_killed_while_the_fleet_finds_a_token_rate(
+    server: FakeOpenAIServer,
+    own_redis: RedisServer,
+    instrument: Instrument,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A token limit no header states, paced by the rate the fleet found: Redis killed
+    mid-crowd, every call still succeeds (the process paces by the rate it finds itself), with
+    one warning."""
+    caplog.set_level(logging.INFO, logger="otel_openai_retry")
+    # attempts enough for pacing per process to get every call through this limit (with 10 and
+    # no Redis, 2 of 300 ran out of them): a call that fails here, the outage failed
+    instrument(policy=replace(fleet(own_redis.url), max_attempts=20))
+    server.set_token_limit(120_000, bucket_seconds=0.5, hints=False)  # 2,000 a second
+    server.set_sized_usage()
+    client = async_client(server)
+
+    def sixty_tokens(i: int) -> dict[str, object]:
+        return {"messages": [{"role": "user", "content": f"{i:04d}" * 50}], "max_tokens": 10}
+
+    assert all(await many_calls(client, 40, 20, sixty_tokens))
+    [key] = own_redis.client.keys("otel_openai_retry:*")
+    assert own_redis.client.hget(key, "tphase") is not None, "the fleet finds the token rate"
+    assert server.status_counts().get("429", 0) > 0
+
+    running = asyncio.ensure_future(many_calls(client, 100, 20, sixty_tokens))
+    await asyncio.sleep(0.2)
+    own_redis.stop()
+    assert all(await running)
+    warnings = redis_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "per process" in warnings[0]
 
 
 def test_a_hung_redis_delays_no_call(

@@ -1,8 +1,9 @@
 """Do no harm, with pacing and the retry budget shared through a real Redis: the differential
 suite's fault scripts (``tests/differential``; sync, asyncio and trio: under trio the slot is
-the process's own), each played to the bare SDK and to ours, ours in a fleet. A 429 now engages the fleet (token 429s with no header its token finder), slots are
-booked by round trips, reports go out from a thread: none of it may cost a caller an answer, an
-attempt, a body or an exception the bare SDK would have given it."""
+the process's own), each played to the bare SDK and to ours, ours in a fleet. A 429 now engages
+the fleet (token 429s with no header its token finder), slots are booked by round trips,
+reports go out from a thread: none of it may cost a caller an answer, an attempt, a body or an
+exception the bare SDK would have given it."""
 
 from __future__ import annotations
 

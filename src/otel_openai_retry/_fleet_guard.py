@@ -44,7 +44,7 @@ from ._fleet import REPORT_EVERY, ROUND_TRIP_TIMEOUT, Fleet, Reservation
 from ._fleet_scripts import HORIZON, NOT_PACED, TOO_LATE
 from ._pacing import DISENGAGE_AFTER
 from ._rate_headers import read_limit, refill_rate, shared_gate
-from ._token_pacing import REFUSED_REMEMBERED
+from ._token_pacing import remember_refused
 
 if TYPE_CHECKING:
     from ._endpoints import LocalGuard, PacingKey
@@ -352,11 +352,7 @@ class RedisGuard:
                 since = math.inf if fresh else self._counting_since
                 self._counting_since, self._token_429_at = min(since, now), now
                 if reserved > 0:
-                    refused = self._refused
-                    refused.pop(reserved, None)
-                    if len(refused) >= REFUSED_REMEMBERED:
-                        del refused[next(iter(refused))]
-                    refused[reserved] = None
+                    remember_refused(self._refused, reserved)
             self._fleet.wake()
             return
         limiter = self.local.limiter

@@ -32,7 +32,7 @@ from ._pacing_trial import DISENGAGE_AFTER
 from ._rate_headers import read_limit
 from ._token_learning import LEARNT_BURST, TokenRateFinder
 
-__all__ = ["TokenPacer"]
+__all__ = ["TokenPacer", "remember_refused"]
 
 HINT_MARGIN = 0.98
 """Reserve slightly under the rate the headers announce, for clock and latency noise."""
@@ -44,6 +44,16 @@ REFUSED_SPAN = 0.5
 server's bucket can ever hold (unknown) must not hold everyone back for longer."""
 MIN_TOKEN_RATE = 1.0
 """Tokens per second never paced below, so that a wrong header cannot stall an endpoint."""
+
+
+def remember_refused(refused: dict[int, None], tokens: int) -> None:
+    """Remember the size of a send the token limit refused, so that asking again it books all of
+    its tokens. The oldest size is forgotten first: a call that gave up never asks again, and its
+    size must not keep a later long send from being remembered."""
+    refused.pop(tokens, None)
+    if len(refused) >= REFUSED_REMEMBERED:
+        del refused[next(iter(refused))]
+    refused[tokens] = None
 
 
 class TokenPacer:
@@ -156,7 +166,7 @@ class TokenPacer:
             if short:
                 tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
                 if reserved > self.capacity:
-                    self._remember_refused(reserved)
+                    remember_refused(self._refused, reserved)
             self._tat = tat
 
     def used(
@@ -250,15 +260,6 @@ class TokenPacer:
         if finder.aside:
             self._disengage()
             self._aside_until = now + INDEPENDENT_HOLD
-
-    def _remember_refused(self, tokens: int) -> None:
-        """The oldest size is forgotten first: a call that gave up never asks again, and its
-        size must not keep a later long send from being remembered."""
-        refused = self._refused
-        refused.pop(tokens, None)
-        if len(refused) >= REFUSED_REMEMBERED:
-            del refused[next(iter(refused))]
-        refused[tokens] = None
 
     def _disengage(self) -> None:
         self.engaged = False

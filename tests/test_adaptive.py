@@ -28,7 +28,7 @@ async def run_many(server: FakeOpenAIServer, count: int, concurrency: int) -> li
 
 
 def test_server_rate_limit_answers_like_openai(server: FakeOpenAIServer) -> None:
-    server.set_rate_limit(50, burst=2)
+    server.set_rate_limit(2, burst=2)  # a refill every 500 ms: no busy machine outlasts it
     client = sync_client(server, max_retries=0)
     for _ in range(2):
         raw = client.chat.completions.with_raw_response.create(
@@ -40,7 +40,7 @@ def test_server_rate_limit_answers_like_openai(server: FakeOpenAIServer) -> None
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
         )
     headers = raised.value.response.headers
-    assert 1 <= int(headers["retry-after-ms"]) <= 21
+    assert 1 <= int(headers["retry-after-ms"]) <= 501
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"].endswith("ms")
     assert server.status_counts() == {"200": 2, "429": 1}

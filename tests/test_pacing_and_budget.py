@@ -24,7 +24,13 @@ from otel_openai_retry._pacing import (
     parse_duration,
     refill_rate,
 )
-from otel_openai_retry._pacing_evidence import TRIAL_MIN_ANSWERS, held, reference_suffices
+from otel_openai_retry._pacing_evidence import (
+    RETRIAL_AFTER,
+    TRIAL_MARGIN,
+    TRIAL_MIN_ANSWERS,
+    held,
+    reference_suffices,
+)
 from otel_openai_retry._rate_headers import shared_gate
 
 
@@ -519,3 +525,79 @@ def test_a_trial_that_heard_no_answer_judges_nothing() -> None:
     assert limiter.engaged and limiter.rate < 44
     limiter.on_success(13.5, None)  # its window holds no answer when it is judged
     assert limiter.engaged and not limiter.independent
+
+
+def far_over_at_once(limiter: AdaptiveLimiter) -> float:
+    """A crowd of 100 into a bucket of 10: 90 answered 429 at once, 10 served after 20 ms, the
+    first retries into the empty bucket; the time of the last answer (pacing, provisional)."""
+    for _ in range(100):
+        limiter.reserve(0.0)
+    for _ in range(90):
+        limiter.on_throttled(0.005, None, None)
+    for _ in range(10):
+        limiter.on_success(0.02, None)
+    for now in (0.03, 0.05, 0.07, 0.09, 0.106):
+        limiter.on_throttled(now, None, None)
+    return 0.106
+
+
+def test_a_provisional_rate_that_met_no_429_is_no_ceiling() -> None:
+    """Far over a limit, pacing starts at once at a share of the success rate. Successes that
+    then come with no 429 among them came at the rate pacing let out, under the limit: taken
+    as the limit's rate, they held the schedule there, probing up 3 % a second (a real run:
+    68 requests/s for six seconds against a limit of 100). They are a floor to grow from."""
+    limiter = AdaptiveLimiter()
+    now = far_over_at_once(limiter)
+    provisional = limiter.rate
+    while now < 3.0:  # 60 a second let out, all served
+        now += 1 / 60
+        limiter.on_success(now, None)
+    assert limiter.rate >= 1.3 * max(provisional, 60), (limiter.rate, provisional)
+
+
+def test_a_provisional_rate_corrected_while_the_limit_refuses_is_its_rate() -> None:
+    """While 429s keep coming beside the successes, these come at the limit's rate: the
+    schedule goes under it by a trial's margin while its answers are judged (a short window
+    overstates the rate, and a pace a little over the limit keeps half the 429s: a real
+    limit judged not ours, in a real run, and 65 of 1,000 calls out of attempts). Once the
+    429s have clearly fallen, it goes to the usual margin under the limit."""
+    limiter = AdaptiveLimiter()
+    now = far_over_at_once(limiter)
+    for _ in range(20):  # 40 successes and 60 429s a second
+        now += 0.01
+        if round(now * 100) % 5 < 2:
+            limiter.on_success(now, None)
+        else:
+            limiter.on_throttled(now, None, None)
+    trial = limiter.rate
+    assert trial == pytest.approx(40 * TRIAL_MARGIN, rel=0.2)
+    while now < 1.5:  # under the limit: every answer a success
+        now += 1 / trial
+        limiter.on_success(now, None)
+    assert limiter.engaged
+    assert trial * 1.1 < limiter.rate <= 40, (trial, limiter.rate)
+
+
+def held_back(limiter: AdaptiveLimiter, now: float) -> bool:
+    """Whether the schedule holds a second send at this instant back (measuring a trial's
+    reference, unpaced, it holds nobody)."""
+    limiter.reserve(now)
+    return (limiter.reserve(now) or 0.0) > 0.0
+
+
+def test_a_verdict_pacing_keeps_proving_is_not_tried_again() -> None:
+    """Paced against a limit, the 429s fell from the reference's and stay low (AIMD meets one
+    now and then): that is the trial passing all along. Re-measuring unpaced every
+    ``RETRIAL_AFTER`` would send a crowd's worth of 429s each time (about 100 here in a real
+    run, every ten seconds). Pacing goes on without a pause."""
+    limiter = AdaptiveLimiter()
+    now, answered = far_over_at_once(limiter), 0
+    while now < 3 * RETRIAL_AFTER:
+        now += 0.01
+        answered += 1
+        if answered % 200:
+            limiter.on_success(now, None)
+        else:
+            limiter.on_throttled(now, None, None)
+        if answered % 10 == 0:
+            assert held_back(limiter, now), now

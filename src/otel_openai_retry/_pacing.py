@@ -19,7 +19,9 @@ a send slot from a shared schedule:
   success rate over the last second: against a token bucket, the bucket's rate), at most once
   per ``DECREASE_GUARD`` and not for the 429s of slots booked before; successes raise it, a step
   each, or, near where the limit was met, by ``PROBE_PER_SECOND`` (a bucket's burst hides a small
-  excess for seconds: a fast climb overshoots it by far before the next 429 says so);
+  excess for seconds: a fast climb overshoots it by far before the next 429 says so), but not
+  while the answers to it are judged (a trial, or a pace far over not yet judged): a rate that
+  climbs past the limit meanwhile keeps its 429s and has a real limit judged not ours;
 - when the schedule has not delayed anyone and no 429 came for ``DISENGAGE_AFTER`` seconds,
   pacing switches itself off, so an application that is within its limits pays nothing.
 
@@ -41,6 +43,7 @@ from ._pacing_evidence import (
     PROBE_BAND,
     PROBE_PER_SECOND,
     PROVISIONAL,
+    TRIAL_MARGIN,
     Answers,
     SendRate,
 )
@@ -86,6 +89,11 @@ moves at the rate of now, not at the one it had when the caller came, and a limi
 stands aside (the 429s were not ours) frees every caller within a second, not after the whole
 queue booked at a rate that was never needed. A second: the queues of a rate found are rarely
 longer, so callers seldom ask twice (as the fleet's ``HORIZON``)."""
+
+CLEAN_REFUSED = 0.5
+"""429s per success in the window a provisional rate is corrected from, at least, for its
+successes to be the limit's rate: against a limit, a crowd's unpaced retries meet nearly as
+many 429s as successes; under it, only the stragglers of sends made before meet any."""
 
 FLOOR_MIN_SPAN = 0.1
 FLOOR_MIN_SUCCESSES = 5
@@ -134,6 +142,7 @@ class AdaptiveLimiter(TrialRules):
         """A trial's reference, measured unpaced: 429s, answers, successes per second."""
         self._unjudged = False
         """Paced far over a limit without a trial, its 429s not yet judged."""
+        self._verdict_totals = (0, 0)
         self._independent_since: float | None = None
         self._baseline = 0.0
         """The 429 fraction when the 429s were judged rate-independent."""
@@ -190,7 +199,11 @@ class AdaptiveLimiter(TrialRules):
                 self._follow(hinted, now, throttled=False)
             elif self._provisional:
                 self._measure_clean(now)
-            elif self._phase != TRIAL and now - self._last_decrease >= DECREASE_GUARD:
+            elif (
+                self._phase != TRIAL
+                and not self._unjudged
+                and now - self._last_decrease >= DECREASE_GUARD
+            ):
                 self._grow(now)
             if self._answers.add(now, throttled=False) and hinted is None:
                 self._next_phase(now)
@@ -251,15 +264,35 @@ class AdaptiveLimiter(TrialRules):
 
     def _measure_clean(self, now: float) -> None:
         """After a provisional rate: the rate successes come at once a bucket's burst (spent
-        first) is, from half a bucket after the engagement began: the schedule's and ceiling."""
-        later, _, spanned = self._answers.after(now, self._answers.since + BUCKET / 2)
+        first) is, from half a bucket after the engagement began: the schedule's and ceiling.
+
+        Only while the limit still turns sends away (``CLEAN_REFUSED``) is that the limit's
+        rate. With hardly a 429 among them, the sends came under it (the provisional schedule
+        itself, or callers asleep in their backoff): the rate measured is a floor, and taken as
+        the ceiling it would hold the schedule there, probing up a few percent a second."""
+        later, refused, spanned = self._answers.after(now, self._answers.since + BUCKET / 2)
         if spanned < BUCKET * 0.9 or later < FLOOR_MIN_SUCCESSES:
             return
         self._provisional = False
-        self._ceiling = later / spanned
-        self.rate = max(MIN_RATE, self._ceiling * BACKOFF)
+        measured = later / spanned
+        # While its answers are judged (``_unjudged``), well under the rate measured, as a
+        # trial: a short window's edges inflate it, and a pace a little over the limit keeps
+        # half its 429s and has a real limit judged not ours.
+        margin = TRIAL_MARGIN if self._unjudged else BACKOFF
+        if refused >= CLEAN_REFUSED * later:
+            self._ceiling = measured
+            self.rate = max(MIN_RATE, measured * margin)
+        else:  # a floor: grow from here as before any 429, until one says where the limit is
+            self._ceiling = 0.0
+            self.rate = max(MIN_RATE, self.rate, measured * margin)
         self._last_decrease = self._grown_at = now
         self._hold = max(now, self._next_free)
+
+    def _judged_ours(self, now: float) -> None:
+        """Judged under a trial's margin: now at the usual one under where the limit was met."""
+        if self._ceiling and not self._provisional:
+            self.rate = max(self.rate, MIN_RATE, self._ceiling * BACKOFF)
+            self._grown_at = now
 
     def _grow(self, now: float) -> None:
         """Additive increase per success, or, near the rate that met the last 429, a slow probe

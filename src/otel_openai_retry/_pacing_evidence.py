@@ -9,6 +9,7 @@ __all__ = [
     "BACKOFF",
     "BUCKET",
     "BUCKETS",
+    "FALLEN_MIN_ANSWERS",
     "FAR_OVER",
     "FLOOR_WINDOW",
     "HELD_MIN_ANSWERS",
@@ -138,15 +139,17 @@ class SendRate:
 
 
 class Answers:
-    """Successes and 429s counted per ``BUCKET`` seconds over the last ``BUCKETS`` buckets."""
+    """Successes and 429s counted per ``BUCKET`` seconds over the last ``BUCKETS`` buckets,
+    and in all since ``since`` (``totals``: what a verdict older than the buckets is judged by)."""
 
-    __slots__ = ("_index", "_ok", "_throttled", "since")
+    __slots__ = ("_index", "_ok", "_throttled", "ok_total", "since", "throttled_total")
 
     def __init__(self, now: float) -> None:
         self._ok = [0] * BUCKETS
         self._throttled = [0] * BUCKETS
         self._index = math.floor(now / BUCKET)
         self.since = now
+        self.ok_total = self.throttled_total = 0
 
     def add(self, now: float, throttled: bool, weight: int = 1) -> bool:
         """Count one answer (``weight`` of them: a token count); ``True`` when a new bucket
@@ -157,8 +160,12 @@ class Answers:
             for step in range(self._index + 1, min(index, self._index + BUCKETS) + 1):
                 self._ok[step % BUCKETS] = self._throttled[step % BUCKETS] = 0
             self._index = index
-        counts = self._throttled if throttled else self._ok
-        counts[self._index % BUCKETS] += weight
+        if throttled:
+            self._throttled[self._index % BUCKETS] += weight
+            self.throttled_total += weight
+        else:
+            self._ok[self._index % BUCKETS] += weight
+            self.ok_total += weight
         return rolled
 
     def last_second(self, now: float) -> tuple[int, int, float]:
@@ -200,6 +207,12 @@ def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int)
     error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / trial_answers))
     return error == 0.0 or before - during >= TRIAL_EVIDENCE * error
 
+
+FALLEN_MIN_ANSWERS = 20
+"""Paced far over a limit (429s at least twice the successes), answers enough to show the 429s
+fell, when they did, clearly: a rate-independent fraction that high falls by half and by
+``TRIAL_EVIDENCE`` standard errors in so few about once in a million. Waiting for
+``TRIAL_MIN_ANSWERS`` would hold the schedule at a trial's margin a second longer."""
 
 HELD_MIN_ANSWERS = 10
 """Fewer answers than these show nothing held, however many of them are 429s."""

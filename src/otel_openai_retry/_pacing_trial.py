@@ -18,8 +18,12 @@ its hint) until the 429 fraction climbs clearly above the verdict's, the 429s st
 ``INDEPENDENT_HOLD`` passes. When it does matter, AIMD goes on (``SETTLED``); should the rate then
 fall well below the reference's success rate with the 429 fraction not falling with it, the
 verdict was unlucky (or the 429s far over the successes were not a limit of ours: half of all
-answers rejected by a limit shared with others) and pacing stands aside at once; else a new trial
-runs after ``RETRIAL_AFTER``. Further ``Retry-After`` gates apply once settled.
+answers rejected by a limit shared with others) and pacing stands aside at once. After
+``RETRIAL_AFTER`` the verdict is judged again: if the 429 fraction of every answer since it fell
+from the reference's (as a trial's must), pacing itself kept proving that our rate matters and
+the verdict stands, for another ``RETRIAL_AFTER``; otherwise a new trial runs (its unpaced
+reference costs a crowd's worth of 429s, every ``RETRIAL_AFTER``, against a limit that pacing
+kept them away from). Further ``Retry-After`` gates apply once settled.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 from ._pacing_evidence import (
     BUCKET,
     BUCKETS,
+    FALLEN_MIN_ANSWERS,
     INDEPENDENT_HOLD,
     INDEPENDENT_MIN_ANSWERS,
     INDEPENDENT_RISE,
@@ -69,6 +74,7 @@ class TrialRules:
         "_reference",
         "_sends",
         "_unjudged",
+        "_verdict_totals",
         "engaged",
         "rate",
     )
@@ -86,6 +92,8 @@ class TrialRules:
     _last_decrease: float
     _last_throttled: float
     _unjudged: bool
+    _verdict_totals: tuple[int, int]
+    """The answers' totals (successes, 429s) when the phase settled."""
 
     @property
     def independent(self) -> bool:
@@ -127,10 +135,13 @@ class TrialRules:
             answers = ok + throttled  # none at all (the caller stalled): nothing to judge by
             if answers and not fell(*self._reference[:2], throttled, answers):
                 self._stand_aside(now, throttled / answers)
-        elif now - self._phase_since > RETRIAL_AFTER:  # unpaced again, briefly: still a limit?
-            self._phase = REFERENCE
-            self._phase_since = now
-            self._reference = (0, 0, 0.0)
+        elif now - self._phase_since > RETRIAL_AFTER:
+            if self._verdict_holds():
+                self._settle(now)
+            else:  # unpaced again, briefly: still a limit?
+                self._phase = REFERENCE
+                self._phase_since = now
+                self._reference = (0, 0, 0.0)
         elif self._slowing_did_not_help(now):
             ok, throttled, _ = self._answers.recent(now, BUCKETS - 1)
             self._stand_aside(now, throttled / max(1, ok + throttled))
@@ -159,19 +170,39 @@ class TrialRules:
             return False
         ok, rejected, _ = self._answers.after(now, self._phase_since + TRIAL_LAG)
         judged = ok + rejected
+        fallen = fell(throttled, answers, rejected, judged)
         if (
             judged < TRIAL_MIN_ANSWERS
             and (not judged or now - self._phase_since < TRIAL_TIMEOUT)
             and not held(throttled, answers, rejected, judged)
+            and not (fallen and judged >= FALLEN_MIN_ANSWERS)
         ):
             return False
         self._unjudged = False
-        return not fell(throttled, answers, rejected, judged)
+        if fallen:
+            self._judged_ours(now)
+        return not fallen
+
+    def _judged_ours(self, now: float) -> None:
+        """A pace far over a limit, judged by its answers: our rate matters. The limiter
+        leaves the margin it judged under (a hook)."""
+
+    def _verdict_holds(self) -> bool:
+        """Whether every answer since the phase settled shows the 429 fraction fallen from the
+        reference's, as a trial's verdict must: pacing itself is then the trial, and passes."""
+        throttled, answers, _ = self._reference
+        ok_then, throttled_then = self._verdict_totals
+        ok = self._answers.ok_total - ok_then
+        rejected = self._answers.throttled_total - throttled_then
+        if ok < 0 or rejected < 0 or ok + rejected < TRIAL_MIN_ANSWERS:
+            return False
+        return fell(throttled, answers, rejected, ok + rejected)
 
     def _settle(self, now: float) -> None:
         self._phase = SETTLED
         self._phase_since = now
         self._unjudged = False
+        self._verdict_totals = (self._answers.ok_total, self._answers.throttled_total)
 
     def _settle_unjudged(self, now: float) -> None:
         """Paced far over a limit without a trial: judged once its answers are in (see

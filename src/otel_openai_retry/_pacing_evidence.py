@@ -210,9 +210,11 @@ def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int)
 
 FALLEN_MIN_ANSWERS = 20
 """Paced far over a limit (429s at least twice the successes), answers enough to show the 429s
-fell, when they did, clearly: a rate-independent fraction that high falls by half and by
-``TRIAL_EVIDENCE`` standard errors in so few about once in a million. Waiting for
-``TRIAL_MIN_ANSWERS`` would hold the schedule at a trial's margin a second longer."""
+fell, when they did, clearly. A rate-independent fraction of two in three seems to fall by half
+and by ``TRIAL_EVIDENCE`` standard errors in 20 answers about once in a thousand (nine in ten:
+once in a million), and pacing it then wrongly is still watched (``UNHELPED_SHARE``, the
+retrial). Waiting for ``TRIAL_MIN_ANSWERS`` would hold the schedule a trial's margin under the
+limit a second longer."""
 
 HELD_MIN_ANSWERS = 10
 """Fewer answers than these show nothing held, however many of them are 429s."""

@@ -82,13 +82,14 @@ HINT_MARGIN = 0.98
 """Send slightly under the rate the headers announce, to absorb clock and latency noise."""
 DEFAULT_MAX_GATE = 120.0
 """The policy's default ``max_retry_after``: the longest any caller waits for a slot."""
-HORIZON = 1.0
+HORIZON = 0.5
 """Seconds ahead that a slot is booked at most. Further back in the queue, a caller is told to
 ask again when its turn would be within them (a negative delay), nothing booked: a queue then
 moves at the rate of now, not at the one it had when the caller came, and a limiter that
-stands aside (the 429s were not ours) frees every caller within a second, not after the whole
-queue booked at a rate that was never needed. A second: the queues of a rate found are rarely
-longer, so callers seldom ask twice (as the fleet's ``HORIZON``)."""
+stands aside (the 429s were not ours) frees every caller within half a second, not after the
+whole queue booked at a rate that was never needed. Half a second: after a decrease, the slots
+booked before keep the old rate's spacing for that long, and without hints each probe past the
+limit costs 429s for as long; a caller further back asks twice (a lock and a sleep), not more."""
 
 CLEAN_REFUSED = 0.5
 """429s per success in the window a provisional rate is corrected from, at least, for its

@@ -214,7 +214,7 @@ class LocalGuard:
         booked: float | None = None,
     ) -> None:
         if reserved and self.tokens is not None:
-            self.tokens.refund(now, reserved, short=limit == "tokens")
+            self.tokens.refund(now, reserved, limit == "tokens", booked)
         if limit == "tokens" and self.tokens is not None:
             self.tokens.on_throttled(now, headers, booked)
             return  # the token limit: request pacing is not told (its rate was not the cause)

@@ -61,11 +61,14 @@ class TokenPacer:
 
     __slots__ = (
         "_aside_until",
+        "_booked_since",
         "_finder",
         "_last_delay",
         "_last_throttled",
         "_lock",
         "_max_gate",
+        "_rate_before",
+        "_rate_since",
         "_refused",
         "_tat",
         "capacity",
@@ -81,6 +84,13 @@ class TokenPacer:
         self.capacity = 0.0
         self._tat = 0.0
         """The schedule's theoretical arrival time: when the bucket would be full again."""
+        self._rate_since = -math.inf
+        """When the first rate, or a rate found (not the measuring phase's brake, which follows
+        each success), began: a send booked before took its time at ``_rate_before``."""
+        self._rate_before = 0.0
+        """The rate before ``_rate_since``."""
+        self._booked_since = -math.inf
+        """When the first rate began: before it, nothing was booked."""
         self._max_gate = max_gate if math.isfinite(max_gate) and max_gate >= 0 else 0.0
         self._last_throttled = -math.inf
         self._last_delay = -math.inf
@@ -139,13 +149,19 @@ class TokenPacer:
                 self._last_delay = now
             return delay
 
-    def refund(self, now: float, reserved: int, short: bool) -> None:
-        """A send that booked ``reserved`` tokens at a rate found from the answers was answered
-        429. While that rate is measured and tried, the schedule gives them back (the server
-        admitted none of them; kept, 429s that do not depend on our tokens would hold sends back
-        before the verdict); once it is settled, it does not: the schedule runs a little over
-        the server's then, and what stays booked is the margin a long prompt needs to get
-        through (given back, long prompts met 429 after 429 while short ones took the tokens).
+    def refund(self, now: float, reserved: int, short: bool, booked: float | None = None) -> None:
+        """A send that booked ``reserved`` tokens at a rate found from the answers (its slot
+        taken at ``booked``, if known) was answered 429. While that rate is measured and tried,
+        the schedule gives them back (the server admitted none of them; kept, 429s that do not
+        depend on our tokens would hold sends back before the verdict): the time they took at
+        the rate they were booked at. A send booked at the measuring phase's brake, faster than
+        the trial, took less of the schedule than it would give back at the trial's rate, and
+        before the first rate nothing was booked at all (given back at the rate of the moment,
+        the sends refused before a trial kept its schedule full: the server got its limit, not
+        the trial's rate, which then seemed not to matter). Once it is settled, it does not
+        give them back: the schedule runs a little over the server's then, and what stays
+        booked is the margin a long prompt needs to get through (given back, long prompts met
+        429 after 429 while short ones took the tokens).
         ``short``: the token limit refused it, so the server's bucket holds fewer than that
         now; the schedule is made to hold half of it at most (the same send again waits for the
         other half). A send larger than the found schedule's size (a guess, far under the
@@ -162,7 +178,11 @@ class TokenPacer:
             if finder is None or self.rate <= 0:  # switched off meanwhile, by another thread
                 return
             cost = min(float(reserved), self.capacity)
-            tat = self._tat if finder.settled else max(now, self._tat - cost / self.rate)
+            if booked is None or booked >= self._rate_since:
+                then = self.rate
+            else:
+                then = self._rate_before if booked >= self._booked_since else 0.0
+            tat = self._tat if finder.settled or then <= 0 else max(now, self._tat - cost / then)
             if short:
                 tat = max(tat, now + (self.capacity - cost / 2) / self.rate)
                 if reserved > self.capacity:
@@ -251,6 +271,9 @@ class TokenPacer:
         if rate > 0:
             if self.rate <= 0:  # the first rate: the server's bucket is drained, ours starts so
                 self._tat = max(self._tat, now + LEARNT_BURST)
+                self._booked_since = self._rate_since = now  # nothing was booked before it
+            elif rate != self.rate and not finder.measuring:
+                self._rate_since, self._rate_before = now, self.rate  # booked at the brake's
             self.rate = rate
             self.capacity = rate * LEARNT_BURST
 

@@ -107,11 +107,19 @@ class TokenRateFinder:
         "_since",
         "_successes",
         "aside",
+        "judged_on",
+        "proven",
         "provisional",
         "rate",
     )
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, proven: bool = False) -> None:
+        self.proven = proven
+        """Slowing our tokens was seen to make the 429s fall (by the token pacer's watch while
+        it stood aside): the trial does not stand aside again."""
+        self.judged_on = (0, 0)
+        """The 429s and answers a verdict that the 429s do not depend on our tokens was reached
+        on (paced): the token pacer's watch compares its unpaced answers with them."""
         self.rate = 0.0
         """Tokens per second; 0 while measuring (sends are then not held back by tokens)."""
         self.aside = False
@@ -184,9 +192,12 @@ class TokenRateFinder:
         # Not proven to have fallen: not ours, even if half as frequent (a tenth halves by
         # chance one time in twenty); but at the timeout, with too few answers to prove a fall,
         # half as frequent is taken as one.
-        self.aside = not fallen and (
-            answers >= TRIAL_MIN_ANSWERS or rejected / answers > TRIAL_KEPT * before
+        self.aside = (
+            not fallen
+            and not self.proven
+            and (answers >= TRIAL_MIN_ANSWERS or rejected / answers > TRIAL_KEPT * before)
         )
+        self.judged_on = (rejected, answers)
         self._grown_at = self._changed_at = now
 
     def succeeded(self, now: float, tokens: int, booked: float | None) -> None:
@@ -273,6 +284,7 @@ class TokenRateFinder:
             self._changed_at = self._grown_at = now
         if self._slowing_did_not_help():
             self.aside = True
+            self.judged_on = (self._settled_answers[0], self._settled_answers[1])
 
     def _slowing_did_not_help(self) -> bool:
         """Whether the rate went under the trial's with the 429s not even halved since the

@@ -44,6 +44,32 @@ REFUSED_SPAN = 0.5
 server's bucket can ever hold (unknown) must not hold everyone back for longer."""
 MIN_TOKEN_RATE = 1.0
 """Tokens per second never paced below, so that a wrong header cannot stall an endpoint."""
+WATCH_MIN_ANSWERS = 100
+"""Unpaced answers the watch while standing aside judges on at least: it looks again at every
+answer, and each look is a chance for noise to pass the test."""
+WATCH_RISE = 1.5
+"""How many times as frequent as paced the watch wants the unpaced 429s at least (beyond noise
+too). Against a limit the verdict wrongly left, they came 2-2.5 times as often; 429s that do
+not depend on our tokens come about as often, and by noise alone seldom half as often again
+over a hundred answers."""
+WATCH_EVIDENCE = 4.0
+"""Standard errors the rise must pass: more than a trial's verdict wants, for the verdict to
+stand aside is reached more often when the paced answers happened to bring few 429s (their
+fraction not fallen enough), and unpaced, the fraction comes back to what it is (a tenth of
+429s that do not depend on our tokens, with the bar at a trial's 2.5, came back so in 2 of
+the tests' 24 simulated runs). Against a limit the verdict wrongly left, the rise was 5
+errors and more."""
+
+
+def rose(throttled_before: int, answered_before: int, throttled: int, answered: int) -> bool:
+    """Whether the 429 fraction rose from before by ``WATCH_RISE`` at least, and far beyond
+    what noise explains (the z-test of :func:`~._pacing_evidence.fell`, the other way)."""
+    if answered_before <= 0 or answered <= 0:
+        return False
+    before, after = throttled_before / answered_before, throttled / answered
+    pooled = (throttled_before + throttled) / (answered_before + answered)
+    err = math.sqrt(pooled * (1 - pooled) * (1 / answered_before + 1 / answered))
+    return after >= WATCH_RISE * before and (err == 0 or after - before >= WATCH_EVIDENCE * err)
 
 
 def remember_refused(refused: dict[int, None], tokens: int) -> None:
@@ -71,6 +97,8 @@ class TokenPacer:
         "_rate_since",
         "_refused",
         "_tat",
+        "_watch",
+        "_watched_against",
         "capacity",
         "engaged",
         "rate",
@@ -98,6 +126,10 @@ class TokenPacer:
         """Without a header rate: the rate found from the answers."""
         self._aside_until = -math.inf
         """Until then token 429s without a stated rate pace nothing: slowing did not help."""
+        self._watch: list[int] | None = None
+        """While standing aside: the 429s and answers since (see :meth:`_watch_aside`)."""
+        self._watched_against = (0, 0)
+        """The paced 429s and answers the verdict to stand aside was reached on."""
         self._refused: dict[int, None] = {}
         """Sizes of sends larger than a found schedule's size that the token limit refused: the
         same send asking again (its estimate is the same) reserves all of its tokens."""
@@ -220,6 +252,9 @@ class TokenPacer:
 
     def on_success(self, now: float, headers: Mapping[str, str] | None) -> None:
         if not self.engaged:
+            if self._watch is not None:
+                with self._lock:
+                    self._watch_aside(now, throttled=False)
             return
         with self._lock:
             if headers is not None:
@@ -244,7 +279,9 @@ class TokenPacer:
                 return
             if now < self._aside_until and now - self._last_throttled <= DISENGAGE_AFTER:
                 self._last_throttled = now
-                return  # judged not ours to slow for
+                if not self._watch_aside(now, throttled=True):
+                    return  # judged not ours to slow for
+            self._watch = None
             finder = self._finder
             if finder is None:
                 finder = self._finder = TokenRateFinder(now)
@@ -262,7 +299,7 @@ class TokenPacer:
         them) is dropped, and it finds afresh if it paces alone again (a Redis outage left its
         calls unpaced so)."""
         with self._lock:
-            self._aside_until = -math.inf
+            self._aside_until, self._watch = -math.inf, None
             if self._finder is not None:
                 self._disengage()
 
@@ -281,8 +318,32 @@ class TokenPacer:
         """The finder judged that our tokens are not what the 429s depend on: no token pacing
         (and no request pacing for them) until ``_aside_until``."""
         if finder.aside:
+            self._watch, self._watched_against = [0, 0], finder.judged_on
             self._disengage()
             self._aside_until = now + INDEPENDENT_HOLD
+
+    def _watch_aside(self, now: float, throttled: bool) -> bool:
+        """Standing aside, an answer to an unpaced send: whether its 429s are now clearly more
+        frequent than the paced answers the verdict was reached on were. Then slowing did help
+        (a trial run near a limit it overstated, which left 429s that fell too little): the
+        verdict is withdrawn, and pacing engages at once to find the rate again, with no trial
+        verdict to stand aside on (the watch after the trial still withdraws it, should the
+        429s not fall as the rate is lowered). 429s that do not depend on our tokens come as
+        often unpaced as paced."""
+        watch = self._watch
+        if watch is None:
+            return False
+        if now >= self._aside_until:
+            self._watch = None
+            return False
+        watch[0] += throttled
+        watch[1] += 1
+        if watch[1] < WATCH_MIN_ANSWERS or not rose(*self._watched_against, *watch):
+            return False
+        self._watch, self._aside_until = None, -math.inf
+        self._finder = TokenRateFinder(now, proven=True)
+        self._tat, self.engaged = now, True
+        return True
 
     def _disengage(self) -> None:
         self.engaged = False

@@ -637,7 +637,7 @@ def test_a_refund_gives_back_the_time_its_send_took_at_the_rate_it_was_booked_at
     the first rate (nothing booked) gives nothing back. Given back at the rate of the moment,
     the refusals before a trial kept its schedule full: the server got its limit, not the
     trial's rate, and the trial's 429s fell too little (one cause of a real limit judged not
-    ours: 58-64 calls of 400 out of attempts)."""
+    ours: 60-64 calls of 400 out of attempts)."""
     pacer = TokenPacer(max_gate=120.0)
     pacer.on_throttled(0.0, None)
     now = 0.0

@@ -15,7 +15,7 @@ from openai.types.responses import Response, ResponseUsage
 from otel_openai_retry import RetryPolicy
 from otel_openai_retry._call_tokens import used_tokens
 from otel_openai_retry._endpoints import NULL_GUARD, Endpoints, LocalGuard
-from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_MARGIN, TRIAL_MIN_ANSWERS
+from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_MARGIN, TRIAL_MIN_ANSWERS, rose
 from otel_openai_retry._pacing_trial import DISENGAGE_AFTER
 from otel_openai_retry._rate_headers import Limit, read_limit, refill_rate
 from otel_openai_retry._slots import take_slot
@@ -340,6 +340,14 @@ def test_429s_as_frequent_unpaced_as_paced_leave_the_verdict_alone() -> None:
         now = unpaced(pacer, now, 200, lambda i: i % 3 == 0 or i % 7 == 0)  # a little more
         assert not pacer.engaged, i
     assert pacer.reserve(now, 10**6, now, math.inf) == 0.0
+
+
+def test_a_rise_is_half_again_as_many_429s_and_far_beyond_noise() -> None:
+    assert rose(10, 100, 40, 100), "four times as many, five errors"
+    assert not rose(10, 100, 30, 100), "three times as many, three and a half errors"
+    assert not rose(30, 100, 40, 100), "a third more"
+    assert not rose(0, 100, 0, 100) and not rose(100, 100, 100, 100), "no rise at all"
+    assert not rose(0, 0, 10, 10), "nothing to rise from"
 
 
 def test_a_verdict_that_our_tokens_matter_is_withdrawn_when_slowing_does_not_help() -> None:

@@ -30,11 +30,14 @@ __all__ = [
     "TRIAL_TIMEOUT",
     "TRIAL_WINDOW",
     "UNHELPED_SHARE",
+    "WATCH_EVIDENCE",
+    "WATCH_RISE",
     "Answers",
     "SendRate",
     "fell",
     "held",
     "reference_suffices",
+    "rose",
 ]
 
 BUCKET = 0.1
@@ -203,9 +206,40 @@ def fell(throttled: int, answers: int, trial_throttled: int, trial_answers: int)
     before, during = throttled / answers, trial_throttled / trial_answers
     if during > TRIAL_KEPT * before:
         return False
-    pooled = (throttled + trial_throttled) / (answers + trial_answers)
-    error = math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / trial_answers))
+    error = _pooled_error(throttled, answers, trial_throttled, trial_answers)
     return error == 0.0 or before - during >= TRIAL_EVIDENCE * error
+
+
+WATCH_RISE = 1.5
+"""How many times as frequent as paced a watch wants the unpaced 429s at least (beyond noise
+too). Against a limit the verdict wrongly left, they came 2-2.5 times as often; 429s that do
+not depend on our rate come about as often, and by noise alone seldom half as often again
+over a hundred answers."""
+WATCH_EVIDENCE = 4.0
+"""Standard errors the rise must pass: more than a trial's verdict wants, for the verdict to
+stand aside is reached more often when the paced answers happened to bring few 429s (their
+fraction not fallen enough), and unpaced, the fraction comes back to what it is (a tenth of
+429s that do not depend on our tokens, with the bar at a trial's 2.5, came back so in 2 of
+the tests' 24 simulated runs). Against a limit the verdict wrongly left, the rise was 5
+errors and more."""
+
+
+def rose(throttled: int, answers: int, later_throttled: int, later_answers: int) -> bool:
+    """Whether the later 429 fraction rose from the earlier one by ``WATCH_RISE`` at least,
+    and by ``WATCH_EVIDENCE`` standard errors (the z-test of :func:`fell`, the other way)."""
+    if not (answers and later_answers):
+        return False
+    before, after = throttled / answers, later_throttled / later_answers
+    if after <= before or after < WATCH_RISE * before:
+        return False
+    error = _pooled_error(throttled, answers, later_throttled, later_answers)
+    return error == 0.0 or after - before >= WATCH_EVIDENCE * error
+
+
+def _pooled_error(throttled: int, answers: int, other_throttled: int, other_answers: int) -> float:
+    """The standard error of the difference of two 429 fractions, were they one (pooled)."""
+    pooled = (throttled + other_throttled) / (answers + other_answers)
+    return math.sqrt(pooled * (1.0 - pooled) * (1.0 / answers + 1.0 / other_answers))
 
 
 FALLEN_MIN_ANSWERS = 20

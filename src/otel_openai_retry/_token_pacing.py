@@ -27,7 +27,7 @@ import math
 import threading
 from collections.abc import Mapping
 
-from ._pacing_evidence import INDEPENDENT_HOLD
+from ._pacing_evidence import INDEPENDENT_HOLD, rose
 from ._pacing_trial import DISENGAGE_AFTER
 from ._rate_headers import read_limit
 from ._token_learning import LEARNT_BURST, TokenRateFinder
@@ -47,29 +47,6 @@ MIN_TOKEN_RATE = 1.0
 WATCH_MIN_ANSWERS = 100
 """Unpaced answers the watch while standing aside judges on at least: it looks again at every
 answer, and each look is a chance for noise to pass the test."""
-WATCH_RISE = 1.5
-"""How many times as frequent as paced the watch wants the unpaced 429s at least (beyond noise
-too). Against a limit the verdict wrongly left, they came 2-2.5 times as often; 429s that do
-not depend on our tokens come about as often, and by noise alone seldom half as often again
-over a hundred answers."""
-WATCH_EVIDENCE = 4.0
-"""Standard errors the rise must pass: more than a trial's verdict wants, for the verdict to
-stand aside is reached more often when the paced answers happened to bring few 429s (their
-fraction not fallen enough), and unpaced, the fraction comes back to what it is (a tenth of
-429s that do not depend on our tokens, with the bar at a trial's 2.5, came back so in 2 of
-the tests' 24 simulated runs). Against a limit the verdict wrongly left, the rise was 5
-errors and more."""
-
-
-def rose(throttled_before: int, answered_before: int, throttled: int, answered: int) -> bool:
-    """Whether the 429 fraction rose from before by ``WATCH_RISE`` at least, and far beyond
-    what noise explains (the z-test of :func:`~._pacing_evidence.fell`, the other way)."""
-    if answered_before <= 0 or answered <= 0:
-        return False
-    before, after = throttled_before / answered_before, throttled / answered
-    pooled = (throttled_before + throttled) / (answered_before + answered)
-    err = math.sqrt(pooled * (1 - pooled) * (1 / answered_before + 1 / answered))
-    return after >= WATCH_RISE * before and (err == 0 or after - before >= WATCH_EVIDENCE * err)
 
 
 def remember_refused(refused: dict[int, None], tokens: int) -> None:

@@ -316,6 +316,26 @@ def stood_aside_near_a_limit() -> tuple[TokenPacer, float]:
     return pacer, now
 
 
+def test_a_fleets_verdict_that_its_tokens_do_not_matter_holds_while_heard() -> None:
+    """Hearing the fleet judge its tokens not what the 429s depend on, a process drops the rate
+    it was finding and finds none while the verdict holds (slowing alone, it would see the
+    others' keep the 429s coming); unheard past it (Redis away), it judges for itself again. A
+    header's rate is the server's word, and stays."""
+    pacer = TokenPacer(max_gate=120.0)
+    pacer.on_throttled(0.0, None)
+    assert pacer.engaged and pacer.finding
+    pacer.stand_aside_until(0.1, 1.1)
+    assert not (pacer.engaged or pacer.finding)
+    pacer.on_throttled(0.6, None)
+    assert not pacer.engaged, "the verdict holds"
+    pacer.on_throttled(1.2, None)
+    assert pacer.engaged and pacer.finding, "unheard: judged here again"
+    stated = TokenPacer(max_gate=120.0)
+    stated.on_throttled(0.0, TOKENS)
+    stated.stand_aside_until(0.1, 1.1)
+    assert stated.engaged and stated.stated
+
+
 def test_a_limit_judged_not_ours_is_paced_again_once_unpaced_429s_rise() -> None:
     """Unpaced, two answers in three are 429s, twice the trial's share: slowing did help. The
     watch paces again, and the rate found anew is tried without a verdict to stand aside (on a

@@ -23,7 +23,8 @@ What the fleet adds:
   answers (``_fleet_token_finder``: each process alone, slowing its own tokens, sees the others'
   keep the 429s coming): those 429s and the tokens of the successes go with each report, and
   the slots book tokens at the rate found; until the fleet has one (or with Redis away), each
-  process paces the tokens at the rate it finds itself;
+  process paces the tokens at the rate it finds itself, but not while it hears the fleet's
+  verdict that its tokens do not matter (its trial would only slow it down);
 - the budget counts requests and retries locally; the reporter adds them to the fleet's counts
   every ``REPORT_EVERY`` and reads back the fleet's totals, which decide (with what was counted
   since) whether a retry may go. A fleet can so overspend by what its processes retry within one
@@ -50,6 +51,11 @@ if TYPE_CHECKING:
     from ._endpoints import LocalGuard, PacingKey
 
 __all__ = ["RedisGuard", "redis_key", "token_refill"]
+
+TOKEN_VERDICT_HELD = 10 * REPORT_EVERY
+"""Seconds a process holds the fleet's verdict that its tokens do not matter, from each report
+that says so (every ``REPORT_EVERY`` while the endpoint is used): unheard longer (Redis away),
+the process judges for itself again."""
 
 TOKEN_BURST = 1.0
 """Seconds of tokens the shared token schedule lets go at once. The headers' limit is per
@@ -230,9 +236,7 @@ class RedisGuard:
         left = -1.0 if math.isinf(latest) else max(0.0, latest - now) * 1000
         limits = (self.max_gate * 1000, DISENGAGE_AFTER * 1000)
         with self._lock:
-            whole = tokens in self._refused
-            if whole:
-                del self._refused[tokens]
+            whole = tokens in self._refused  # forgotten once a slot is booked (``_slot``)
         return (1, max(0, tokens), left, *limits, int(joining), HORIZON, int(whole))
 
     def _slot(
@@ -256,6 +260,11 @@ class RedisGuard:
             return None
         if not reply.booked:  # beyond the horizon: wait, then ask again
             return -max(reply.wait / 1e6, ASK_AGAIN_AFTER)
+        if reply.tokens:
+            # A refused send asks for all of its tokens until a slot has booked them: asking
+            # again beyond the horizon, it was forgotten, and long prompts ran out of attempts.
+            with self._lock:
+                self._refused.pop(tokens, None)
         if reply.tokens and self.local.tokens is not None:
             self.local.tokens.yield_to_fleet()  # the fleet finds and judges these tokens
         elif self._tokens_found_here():
@@ -410,10 +419,17 @@ class RedisGuard:
         self._answered = None
 
     def apply_report(self, reply: object, now: float) -> None:
-        if not isinstance(reply, list) or len(reply) != 5:
+        if not isinstance(reply, list) or len(reply) != 6:
             raise ValueError(f"unexpected reply from Redis: {type(reply).__name__}")
-        engaged_ms, requests, retries, _, independent_ms = (int(value) for value in reply)
+        engaged_ms, requests, retries, _, independent_ms, tokens_apart_ms = (
+            int(value) for value in reply
+        )
         self._heard(engaged_ms, now)
+        tokens = self.local.tokens
+        if tokens_apart_ms > 0 and tokens is not None:
+            # The fleet judged its tokens not what the 429s depend on: this process does not
+            # find a rate of its own meanwhile, for as long as it hears that verdict.
+            tokens.stand_aside_until(now, now + min(tokens_apart_ms / 1000, TOKEN_VERDICT_HELD))
         self._totals = (requests, retries, now)
         if independent_ms > 0 and self._independent_until <= now:
             # The fleet judged, from all its processes' answers, that slowing does not help:

@@ -50,7 +50,7 @@ and reads back what the fleet saw::
              the constants of :data:`REPORT_CONSTANTS`
     reply    {ms until the fleet stops pacing (0: not paced), requests and retries over the
               budget window, request rate x 1000, ms until its verdict that the 429s do not
-              depend on its rate ends (0: none)}
+              depend on its rate ends (0: none), the same for its tokens (0: none)}
 
 Requests and retries are counted per second of Redis's clock over ``window`` seconds (the
 budget's sliding window), successes per report span (``REPORT_SPAN``) over two seconds. The rate
@@ -517,7 +517,7 @@ elseif judge > 0 and now >= judge and not aside then
   end
 end
 -- the fleet's token rate, found from its answers where no header states it
-local tleft = 0
+local tleft, tapart = 0, 0
 @TOKEN_FINDER@
 if engaged > now then
   -- the highest header rate of the engagement: each process's is a lower bound (a count
@@ -537,5 +537,5 @@ local left = math.floor(tleft)
 if engaged > now then left = math.max(left, math.floor(engaged - now)) end
 local apart = 0
 if aside then apart = math.floor((tonumber(redis.call('HGET', key, 'aside')) or 0) - now) end
-return {left, requests, retries, math.floor(rate * 1000), apart}
+return {left, requests, retries, math.floor(rate * 1000), apart, math.max(0, math.floor(tapart))}
 """.replace("@TOKEN_FINDER@\n", TOKEN_FINDER)

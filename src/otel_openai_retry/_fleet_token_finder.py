@@ -33,6 +33,12 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
   aside after all. Not as soon as under the trial's rate with them not halved, as one process
   does: a fleet's reference may span seconds of measuring with few 429s, and AIMD about a real
   limit leaves some (long prompts), which that rule took for a limit not of our tokens.
+- **standing aside**, the fleet counts its answers (``tawt``, ``tawn``). Once their 429s come
+  ``watch_rise`` times as often as the paced ones the verdict was reached on (``tvt``,
+  ``tvn``), beyond noise (``watch_evidence`` standard errors, ``watch_min`` answers at least),
+  slowing did help: a trial run near a limit it overstated, which left 429s that fell too
+  little. The rate is found again, and that trial does not stand aside (``tproven``; the watch
+  in AIMD still may). 429s that do not depend on the fleet's tokens come as often unpaced.
 
 The found schedule (``frate``, ``fburst`` = ``burst`` seconds of it, never under ``min_trate``)
 is kept apart from a header's (``trate``, ``tburst``), which always wins and drops it; both
@@ -45,6 +51,7 @@ at the next 429, as by a process.
 
 from __future__ import annotations
 
+from ._pacing_evidence import WATCH_EVIDENCE, WATCH_RISE
 from ._token_learning import (
     ADD_PER_SECOND,
     LEARN_MIN_SUCCESSES,
@@ -54,7 +61,7 @@ from ._token_learning import (
     UNHELPED_TOKEN_SHARE,
     VERDICT_MIN_ANSWERS,
 )
-from ._token_pacing import MIN_TOKEN_RATE
+from ._token_pacing import MIN_TOKEN_RATE, WATCH_MIN_ANSWERS
 
 __all__ = ["TOKEN_CONSTANTS", "TOKEN_FINDER"]
 
@@ -67,6 +74,9 @@ TOKEN_CONSTANTS: tuple[float, ...] = (
     UNHELPED_TOKEN_SHARE,
     LEARNT_BURST,
     MIN_TOKEN_RATE,
+    WATCH_MIN_ANSWERS,
+    WATCH_RISE,
+    WATCH_EVIDENCE,
 )
 """Passed after ``REPORT``'s own constants, in this order."""
 
@@ -74,24 +84,57 @@ TOKEN_FINDER = """
 do
 local learn_span, learn_min, headroom, add = a[tc], a[tc + 1], a[tc + 2], a[tc + 3]
 local verdict_min, unhelped_t, tburst_s, min_trate = a[tc + 4], a[tc + 5], a[tc + 6], a[tc + 7]
+local watch_min, watch_rise, watch_evidence = a[tc + 8], a[tc + 9], a[tc + 10]
 local f = {}
 for _, name in ipairs({'tengaged', 'tphase', 'frate', 'taside', 'tsince', 'tfirst', 'tmeas',
                        'tcnt', 'twt', 'tmax', 'trt', 'trn', 'trrate', 'tjudge', 'tpt', 'tpn',
-                       'tretried', 'tst', 'tsn', 'tceil', 'tgrown', 'thold'}) do
+                       'tretried', 'tst', 'tsn', 'tceil', 'tgrown', 'thold', 'tvt', 'tvn',
+                       'tawt', 'tawn', 'tproven'}) do
   f[name] = state[name] or 0
 end
-local changed = false
-if f.tphase > 0 and (f.tengaged <= now or thinted > 0 or (state['trate'] or 0) > 0) then
+local function rose(t, n, tt, tn)
+  -- the later 429 fraction rose by ``watch_rise`` at least and beyond noise (``rose``)
+  if n <= 0 or tn <= 0 then return false end
+  local before, after = t / n, tt / tn
+  if after <= before or after < watch_rise * before then return false end
+  local pooled = (t + tt) / (n + tn)
+  local err = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / tn))
+  return err == 0 or after - before >= watch_evidence * err
+end
+local function stand_aside(t, n)
+  -- judged on ``t`` 429s in ``n`` paced answers: the watch compares the unpaced ones with them
+  f.taside, f.tengaged, f.tphase, f.frate = now + independent, 0, 0, 0
+  f.tvt, f.tvn, f.tawt, f.tawn, f.tproven = t, n, 0, 0, 0
+end
+local function settle_found()
+  -- the answers to slots booked during the trial lower nothing
+  local booked = tonumber(redis.call('HGET', key, 'ttat')) or 0
+  f.tphase, f.tgrown, f.tst, f.tsn, f.tceil = 3, now, 0, 0, 0
+  f.thold = math.max(now, booked)
+end
+local changed, watched = false, false
+local stated = thinted > 0 or (state['trate'] or 0) > 0
+if f.tphase > 0 and (f.tengaged <= now or stated) then
   -- no token 429 and no wait for a while, or a header states the rate: what was found is
   -- dropped (found afresh next time)
   f.tphase, f.frate, f.tengaged, changed = 0, 0, 0, true
 end
-if thinted > 0 or (state['trate'] or 0) > 0 or f.taside > now then
+if f.taside > now and not stated and tthrottled + succeeded > 0 then
+  -- standing aside, the unpaced answers: once their 429s are clearly more frequent than the
+  -- paced ones of the verdict, slowing did help (a trial near a limit it overstated). The
+  -- rate is found again, and its trial does not stand aside (the watch after it still may)
+  f.tawt, f.tawn, changed = f.tawt + tthrottled, f.tawn + tthrottled + succeeded, true
+  if f.tawn >= watch_min and rose(f.tvt, f.tvn, f.tawt, f.tawn) then
+    f.taside, f.tengaged, f.tphase, watched = 0, now + disengage, 0, true
+  end
+end
+if stated or f.taside > now then
   -- a header states the rate, or the fleet's tokens were judged not to matter
 elseif tthrottled > 0 or f.tengaged > now then
   if f.tengaged <= now or f.tphase == 0 then
     f.tphase, f.frate, f.tsince, f.tfirst, f.tmeas, f.tcnt = 1, 0, now, 0, 0, 0
     f.twt, f.tmax, f.trt, f.trn, f.tretried = 0, 0, 0, 0, 0
+    f.tproven = watched and 1 or 0
     redis.call('HSET', key, 'ttat', now)
   end
   if tthrottled > 0 then f.tengaged = math.max(f.tengaged, now + disengage) end
@@ -144,14 +187,13 @@ elseif tthrottled > 0 or f.tengaged > now then
               f.tretried, f.trrate = 1, through
               f.frate = math.max(min_trate, through * trial)
               f.tjudge, f.tpt, f.tpn, f.tgrown = now, 0, 0, now
+            elseif f.tproven == 0 then
+              stand_aside(f.tpt, f.tpn)
             else
-              f.taside, f.tengaged, f.tphase, f.frate = now + independent, 0, 0, 0
+              settle_found()
             end
           else
-            -- the answers to slots booked during the trial lower nothing
-            local booked = tonumber(redis.call('HGET', key, 'ttat')) or 0
-            f.tphase, f.tgrown, f.tst, f.tsn, f.tceil = 3, now, 0, 0, 0
-            f.thold = math.max(now, booked)
+            settle_found()
           end
         end
       end
@@ -170,7 +212,7 @@ elseif tthrottled > 0 or f.tengaged > now then
       -- far under the measured rate with the 429s not clearly fallen: slowing did not help
       if f.frate < unhelped_t * f.trrate and f.tsn >= enough
          and not fell(f.trt, f.trn, f.tst, f.tsn) then
-        f.taside, f.tengaged, f.tphase, f.frate = now + independent, 0, 0, 0
+        stand_aside(f.tst, f.tsn)
       end
     elseif tcount > 0 and now >= f.thold then
       f.tmeas, f.tcnt = f.tmeas + ttokens, f.tcnt + tcount
@@ -196,5 +238,6 @@ if changed then
   redis.call('HSET', key, unpack(fields))
 end
 if f.tphase > 0 and f.tengaged > now then tleft = f.tengaged - now end
+if f.taside > now and not stated then tapart = f.taside - now end
 end
 """

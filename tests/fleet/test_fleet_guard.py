@@ -525,18 +525,59 @@ async def test_a_join_cancelled_in_flight_leaves_the_next_call_to_join(
         endpoints.close()
 
 
-def test_a_send_refused_for_its_tokens_asks_the_fleet_for_all_of_them(
+def test_a_send_refused_for_its_tokens_asks_the_fleet_for_all_of_them_until_booked(
     redis_server: RedisServer,
 ) -> None:
     """A send the fleet's found token schedule let go at a bucket's worth, refused by the
-    limit for its tokens: the same send (the same estimate) asking again asks for all of them,
-    once."""
+    limit for its tokens: the same send (the same estimate) asking again asks for all of them
+    (half a second of the rate at most) until a slot has booked them. Told to ask again (its
+    slot beyond the horizon: a queue longer than that, as near a limit), it still asks for all
+    of them (forgotten there, long prompts ran out of attempts); once booked, it is forgotten."""
     endpoints = Endpoints(fleet(redis_server.url))
     try:
         guard = cast("RedisGuard", endpoints.guard("http://api", "m"))
-        now = time.monotonic()
-        guard.throttled(now, None, None, "tokens", reserved=2_000, booked=now)
-        asks = [guard._reservation(now, math.inf, size, False)[-1] for size in (900, 2_000, 2_000)]
-        assert asks == [0, 1, 0]
+        assert guard.slot_delay(time.monotonic(), math.inf, 10) == 0  # joined
+        guard.throttled(time.monotonic(), None, None, "tokens", reserved=2_000)
+        wait_until(guard.fleet_paces)  # the fleet heard the token 429: it finds the rate
+
+        def paced_at_1000_a_second(queue_s: float) -> None:
+            seconds, micros = redis_server.client.time()
+            now_ms = seconds * 1000 + micros / 1000
+            redis_server.client.hset(
+                guard.key,
+                mapping={"tphase": 3, "frate": 1_000, "fburst": 250, "thold": now_ms,
+                         "tengaged": now_ms + 60_000, "ttat": now_ms + queue_s * 1000},
+            )  # fmt: skip
+
+        paced_at_1000_a_second(queue_s=1.5)
+        again = guard.slot_delay(time.monotonic(), math.inf, 2_000)
+        assert again is not None and again < 0, "beyond the horizon: ask again, none booked"
+        paced_at_1000_a_second(queue_s=0)  # the bucket full
+        whole = guard.slot_delay(time.monotonic(), math.inf, 2_000)
+        assert whole == pytest.approx(0.25, abs=0.05), "500 tokens: 250 beyond the bucket"
+        later = guard.slot_delay(time.monotonic(), math.inf, 2_000)
+        assert later == pytest.approx(0.5, abs=0.05), "booked once: a bucket's worth again"
+    finally:
+        endpoints.close()
+
+
+def test_a_process_hearing_the_fleets_token_verdict_finds_no_rate_of_its_own(
+    redis_server: RedisServer,
+) -> None:
+    """The fleet judged, from all its processes' answers, that its tokens are not what the
+    token 429s depend on: a process's own token 429s then start no rate of its own (slowing
+    alone, it would see the others' keep the 429s coming, and only lose its time to a trial)."""
+    endpoints = Endpoints(fleet(redis_server.url))
+    try:
+        guard = cast("RedisGuard", endpoints.guard("http://api", "m"))
+        assert guard.slot_delay(time.monotonic(), math.inf, 10) == 0  # joined
+        seconds, micros = redis_server.client.time()
+        redis_server.client.hset(guard.key, "taside", seconds * 1000 + micros / 1000 + 60_000)
+        tokens = guard.local.tokens
+        assert tokens is not None
+        guard.throttled(time.monotonic(), None, None, "tokens", reserved=100)
+        wait_until(lambda: not tokens.finding)  # its report heard the verdict
+        guard.throttled(time.monotonic(), None, None, "tokens", reserved=100)
+        assert not (tokens.finding or tokens.engaged)
     finally:
         endpoints.close()

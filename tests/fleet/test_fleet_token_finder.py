@@ -12,8 +12,15 @@ import pytest
 
 from otel_openai_retry._fleet_scripts import NOT_PACED, REPORT, REPORT_CONSTANTS, RESERVE
 from otel_openai_retry._pacing import HINT_MARGIN
-from otel_openai_retry._pacing_evidence import BACKOFF, TRIAL_LAG, TRIAL_MARGIN, TRIAL_MIN_ANSWERS
+from otel_openai_retry._pacing_evidence import (
+    BACKOFF,
+    INDEPENDENT_HOLD,
+    TRIAL_LAG,
+    TRIAL_MARGIN,
+    TRIAL_MIN_ANSWERS,
+)
 from otel_openai_retry._token_learning import LEARN_SPAN, LEARNT_BURST
+from otel_openai_retry._token_pacing import WATCH_MIN_ANSWERS
 
 from .conftest import RedisServer
 
@@ -166,6 +173,68 @@ def test_429s_that_stay_at_the_trials_rate_set_the_fleet_aside(
     assert reserve(redis_server, 100)[0] == NOT_PACED
     assert report(redis_server, throttled=5) == 0
     assert field(redis_server, "tphase") == 0
+    assert 0 < verdict_ms(redis_server) <= INDEPENDENT_HOLD * 1000, "every process hears it"
+
+
+def verdict_ms(server: RedisServer) -> int:
+    """What a report hears of the fleet's verdict that its tokens do not matter: ms it holds."""
+    news = (0, 0, 0, -1, -1, 1, -1, 1000, 0, 0, 0, 0)
+    return int(server.client.eval(REPORT, 1, KEY, *news, *REPORT_CONSTANTS)[5])
+
+
+def aside(server: RedisServer) -> bool:
+    return field(server, "taside") > redis_now(server)
+
+
+def test_a_fleet_aside_whose_unpaced_429s_rise_finds_the_rate_again(
+    redis_server: RedisServer,
+) -> None:
+    """The trial, run near a limit it overstated, left 429s to a fifth of its answers: not
+    fallen, so the fleet stood aside. Unpaced, three in five are refused: slowing did help. The
+    verdict is withdrawn once the unpaced answers are enough to tell, the rate is found again,
+    and this time the trial does not stand aside (its 429s as frequent as measuring's: AIMD)."""
+    trial_judged(redis_server, throttled=20)
+    assert aside(redis_server)
+    for _ in range(WATCH_MIN_ANSWERS // 10 - 1):
+        assert report(redis_server, throttled=6, tokens=400, successes=4) == 0
+    assert aside(redis_server), "not on fewer answers than the watch judges on"
+    assert report(redis_server, throttled=6, tokens=400, successes=4) > 0, "engaged again"
+    assert not aside(redis_server) and verdict_ms(redis_server) == 0
+    assert (field(redis_server, "tphase"), field(redis_server, "tproven")) == (1, 1)
+    trial_judged(redis_server, throttled=20)
+    assert field(redis_server, "tphase") == 3, "paced on, not aside"
+    assert reserve(redis_server, 100)[3] == 1, "the fleet books the tokens"
+
+
+def test_429s_as_frequent_unpaced_leave_the_fleet_aside(redis_server: RedisServer) -> None:
+    """429s that do not depend on the fleet's tokens (a fifth of the answers, paced or not):
+    a thousand unpaced answers later, the verdict stands, and nothing is paced."""
+    trial_judged(redis_server, throttled=20)
+    for _ in range(100):
+        assert report(redis_server, throttled=2, tokens=800, successes=8) == 0
+    assert aside(redis_server)
+    assert field(redis_server, "tawn") == 1_000
+    assert reserve(redis_server, 100)[0] == NOT_PACED
+
+
+def test_a_fleet_aside_after_aimd_is_watched_against_aimds_answers(
+    redis_server: RedisServer,
+) -> None:
+    """Stood aside in AIMD (slowed far under the measured rate, 429s not fallen): the watch
+    compares the unpaced answers with AIMD's, not with the trial's."""
+    settled(redis_server, 4_500)
+    redis_server.client.hset(
+        KEY, mapping={"trrate": 10_000, "trt": 10, "trn": 100, "tst": 30, "tsn": 100}
+    )
+    report(redis_server, throttled=1)
+    assert aside(redis_server)
+    assert (field(redis_server, "tvt"), field(redis_server, "tvn")) == (31, 101)
+    for _ in range(10):  # 0.45 of 1,000 answers: not 1.5 times AIMD's 0.31
+        report(redis_server, throttled=45, tokens=550, successes=55)
+    assert aside(redis_server), "not clearly more frequent than AIMD's"
+    for _ in range(10):  # 0.8 of the next 1,000
+        report(redis_server, throttled=80, tokens=200, successes=20)
+    assert not aside(redis_server) and field(redis_server, "tphase") == 1
 
 
 def settled(server: RedisServer, rate: float) -> None:

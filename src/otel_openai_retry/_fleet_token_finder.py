@@ -18,8 +18,9 @@ from every process's answers, as one process's ``TokenRateFinder`` finds its own
   With fewer, the fleet sent under the limit (a first wave's refused callers sleep their
   backoff meanwhile: a fleet measures what a few sent), and it measures again, up to
   ``timeout`` after it engaged (then at the most that got through in a window);
-- **a trial** (``tphase`` 2): ``trial`` of it, held, the answers from ``trial_lag`` on judged as
-  one process's are (``fell``: a fall by half and beyond noise). Not fallen: the fleet's tokens
+- **a trial** (``tphase`` 2): ``trial`` of it, held, the answers judged as one process's are
+  (``fell``: a fall by half and beyond noise) from ``trial_lag`` after the slots booked before
+  it (at the brake's rate, up to the horizon ahead) have gone. Not fallen: the fleet's tokens
   are not what the 429s depend on; no token pacing for ``independent``. Unless far fewer tokens
   got through (over the last second, ``learn_min`` successes at least) than the trial sent: then
   it was over the limit, not under it (what got through while measuring came partly out of a
@@ -106,11 +107,14 @@ local function stand_aside(t, n)
   f.taside, f.tengaged, f.tphase, f.frate = now + independent, 0, 0, 0
   f.tvt, f.tvn, f.tawt, f.tawn, f.tproven = t, n, 0, 0, 0
 end
+local function booked_until()
+  -- when the slots booked so far have gone (the schedule runs up to a horizon ahead)
+  return math.max(now, tonumber(redis.call('HGET', key, 'ttat')) or 0)
+end
 local function settle_found()
   -- the answers to slots booked during the trial lower nothing
-  local booked = tonumber(redis.call('HGET', key, 'ttat')) or 0
   f.tphase, f.tgrown, f.tst, f.tsn, f.tceil = 3, now, 0, 0, 0
-  f.thold = math.max(now, booked)
+  f.thold = booked_until()
 end
 local changed, watched = false, false
 local stated = thinted > 0 or (state['trate'] or 0) > 0
@@ -160,7 +164,9 @@ elseif tthrottled > 0 or f.tengaged > now then
             -- 429s all along: what got through is the limit (at the timeout, the most that did)
             if f.twt < overshare * f.tcnt then through = math.max(through, f.tmax) end
             f.trrate, f.frate, f.tphase = through, math.max(min_trate, through * trial), 2
-            f.tjudge, f.tpt, f.tpn, f.tgrown = now, 0, 0, now
+            -- judged on the answers to slots booked at its rate: those booked before went at
+            -- the brake's, over the limit
+            f.tjudge, f.tpt, f.tpn, f.tgrown = booked_until(), 0, 0, now
           else
             -- too few 429s: the fleet sent under the limit (its refused callers were sleeping
             -- their backoff), so what got through says only that the limit is higher; again
@@ -186,7 +192,7 @@ elseif tthrottled > 0 or f.tengaged > now then
               -- under it; once more, under what got through
               f.tretried, f.trrate = 1, through
               f.frate = math.max(min_trate, through * trial)
-              f.tjudge, f.tpt, f.tpn, f.tgrown = now, 0, 0, now
+              f.tjudge, f.tpt, f.tpn, f.tgrown = booked_until(), 0, 0, now
             elseif f.tproven == 0 then
               stand_aside(f.tpt, f.tpn)
             else

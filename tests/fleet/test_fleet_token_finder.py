@@ -108,6 +108,26 @@ def test_what_got_through_while_429s_came_is_the_limit_and_the_trial_paces_under
     assert wait / 1e6 == pytest.approx(burst / 2 / rate, abs=0.02)
 
 
+def test_a_trial_is_judged_on_the_answers_to_slots_booked_at_its_rate(
+    redis_server: RedisServer,
+) -> None:
+    """Slots booked while the fleet measured went at the brake's rate (over the limit, when the
+    measurement was), up to the horizon ahead: their 429s are no news of the trial's rate. Its
+    answers count once those slots have gone (in one traced run, they made a trial under the
+    limit look as if its 429s had not fallen, and the fleet stood aside)."""
+    assert report(redis_server, throttled=1) > 0
+    report(redis_server, tokens=1000, successes=5)
+    for quarter in range(4):
+        time.sleep(LEARN_SPAN / 4)
+        if quarter == 3:  # slots booked 0.8 s ahead at the brake's rate
+            redis_server.client.hset(KEY, "ttat", redis_now(redis_server) + 800)
+        report(redis_server, throttled=2, tokens=1000, successes=5)
+    assert field(redis_server, "tphase") == 2
+    assert field(redis_server, "tjudge") >= redis_now(redis_server) + 600
+    report(redis_server, throttled=50, tokens=5000, successes=50)
+    assert field(redis_server, "tpn") == 0, "answers to the slots booked before"
+
+
 def test_too_few_429s_while_measuring_say_the_fleet_sent_under_the_limit(
     redis_server: RedisServer,
 ) -> None:

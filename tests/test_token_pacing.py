@@ -324,7 +324,7 @@ def test_a_fleets_verdict_that_its_tokens_do_not_matter_holds_while_heard() -> N
     pacer = TokenPacer(max_gate=120.0)
     pacer.on_throttled(0.0, None)
     assert pacer.engaged and pacer.finding
-    pacer.stand_aside_until(0.1, 1.1)
+    pacer.hear_fleet_verdict(0.1, 1.1)
     assert not (pacer.engaged or pacer.finding)
     pacer.on_throttled(0.6, None)
     assert not pacer.engaged, "the verdict holds"
@@ -332,8 +332,24 @@ def test_a_fleets_verdict_that_its_tokens_do_not_matter_holds_while_heard() -> N
     assert pacer.engaged and pacer.finding, "unheard: judged here again"
     stated = TokenPacer(max_gate=120.0)
     stated.on_throttled(0.0, TOKENS)
-    stated.stand_aside_until(0.1, 1.1)
+    stated.hear_fleet_verdict(0.1, 1.1)
     assert stated.engaged and stated.stated
+
+
+def test_the_fleets_verdict_replaces_the_processs_own_and_its_withdrawal_ends_it() -> None:
+    """A process that stood aside on its own trial (60 s, watched by itself) hears the fleet's
+    verdict: the fleet's replaces its own, watch and hold, so that once the fleet's lapses (Redis
+    away) or is withdrawn (the fleet's watch saw the 429s rise), the process judges for itself
+    at once, not unwatched for the rest of its own minute."""
+    pacer, now = stood_aside_near_a_limit()
+    pacer.hear_fleet_verdict(now, now + 1.0)
+    pacer.on_throttled(now + 1.5, None)
+    assert pacer.engaged and pacer.finding, "the fleet's verdict lapsed: judged here again"
+    withdrawn, now = stood_aside_near_a_limit()
+    withdrawn.hear_fleet_verdict(now, now + 1.0)
+    withdrawn.hear_fleet_verdict(now + 0.1, now + 0.1)  # the next report: withdrawn
+    withdrawn.on_throttled(now + 0.2, None)
+    assert withdrawn.engaged and withdrawn.finding
 
 
 def test_a_limit_judged_not_ours_is_paced_again_once_unpaced_429s_rise() -> None:

@@ -105,6 +105,7 @@ class RedisGuard:
         "_news",
         "_refused",
         "_token_429_at",
+        "_tokens_apart",
         "_tokens_hinted",
         "_totals",
         "key",
@@ -135,6 +136,8 @@ class RedisGuard:
         """Sizes of sends the fleet's found token schedule let go that the limit refused (the
         oldest forgotten first): the same send asking again books all of its tokens."""
         self._token_429_at = -math.inf
+        self._tokens_apart = False
+        """Whether the last report heard the fleet judge its tokens not to matter."""
         self._counting_since = math.inf
         """Since when the successes' tokens go with the reports: this process met a token 429
         no header explains, or heard that the fleet paces. A send booked before came out of a
@@ -180,7 +183,7 @@ class RedisGuard:
                     if joining:
                         self._join_abandoned()
                     raise
-                return self._slot(reply, now, latest, tokens, joining)
+                return self._slot(reply, now, latest, tokens, joining, whole=args[-1] == 1)
         return self.local.slot_delay(now, latest, tokens)
 
     async def aslot_delay(self, now: float, latest: float, tokens: int = 0) -> float | None:
@@ -199,7 +202,7 @@ class RedisGuard:
                     if joining:
                         self._join_abandoned()
                     raise
-                return self._slot(reply, now, latest, tokens, joining)
+                return self._slot(reply, now, latest, tokens, joining, whole=args[-1] == 1)
         return self.local.slot_delay(now, latest, tokens)
 
     async def _join_answered(self) -> None:
@@ -246,6 +249,7 @@ class RedisGuard:
         latest: float,
         tokens: int,
         joining: bool,
+        whole: bool = False,
     ) -> float | None:
         if reply is not None:
             self._heard(reply.engaged_ms, now)
@@ -260,9 +264,10 @@ class RedisGuard:
             return None
         if not reply.booked:  # beyond the horizon: wait, then ask again
             return -max(reply.wait / 1e6, ASK_AGAIN_AFTER)
-        if reply.tokens:
-            # A refused send asks for all of its tokens until a slot has booked them: asking
-            # again beyond the horizon, it was forgotten, and long prompts ran out of attempts.
+        if whole and reply.tokens:
+            # A refused send asks for all of its tokens until a slot has booked them (asking
+            # again beyond the horizon, it was forgotten, and long prompts ran out of attempts);
+            # only its own slot, not another send's of the same size.
             with self._lock:
                 self._refused.pop(tokens, None)
         if reply.tokens and self.local.tokens is not None:
@@ -426,10 +431,12 @@ class RedisGuard:
         )
         self._heard(engaged_ms, now)
         tokens = self.local.tokens
-        if tokens_apart_ms > 0 and tokens is not None:
+        if tokens is not None and (tokens_apart_ms > 0 or self._tokens_apart):
             # The fleet judged its tokens not what the 429s depend on: this process does not
             # find a rate of its own meanwhile, for as long as it hears that verdict.
-            tokens.stand_aside_until(now, now + min(tokens_apart_ms / 1000, TOKEN_VERDICT_HELD))
+            held = min(tokens_apart_ms / 1000, TOKEN_VERDICT_HELD)
+            tokens.hear_fleet_verdict(now, now + held)
+        self._tokens_apart = tokens_apart_ms > 0
         self._totals = (requests, retries, now)
         if independent_ms > 0 and self._independent_until <= now:
             # The fleet judged, from all its processes' answers, that slowing does not help:

@@ -130,6 +130,9 @@ if f.taside > now and not stated and tthrottled + succeeded > 0 then
   f.tawt, f.tawn, changed = f.tawt + tthrottled, f.tawn + tthrottled + succeeded, true
   if f.tawn >= watch_min and rose(f.tvt, f.tvn, f.tawt, f.tawn) then
     f.taside, f.tengaged, f.tphase, watched = 0, now + disengage, 0, true
+    -- spent: a verdict written without them (a script of an earlier version sharing the hash)
+    -- is not watched, rather than withdrawn at once on these
+    f.tvt, f.tvn, f.tawt, f.tawn = 0, 0, 0, 0
   end
 end
 if stated or f.taside > now then

@@ -280,20 +280,22 @@ class TokenPacer:
             if self._finder is not None:
                 self._disengage()
 
-    def stand_aside_until(self, now: float, until: float) -> None:
-        """The fleet judged, from all its processes' answers, that its tokens are not what the
-        token 429s depend on: until ``until``, this process finds no rate of its own (slowing
-        alone, it would see the others' keep the 429s coming, and lose its time to a trial).
-        The fleet watches for a rise of them, not this process. A header's rate is the server's
-        word, and stays."""
+    def hear_fleet_verdict(self, now: float, until: float) -> None:
+        """The fleet's verdict on its tokens, as a report heard it. Judged not what the token
+        429s depend on (``until`` ahead): this process finds no rate of its own until then,
+        in place of any verdict of its own (slowing alone, it would see the others' keep the
+        429s coming, and lose its time to a trial; the fleet, not this process, watches for a
+        rise of them). Withdrawn (``until`` not ahead): it judges for itself again at once. A
+        header's rate is the server's word, and stays."""
         with self._lock:
             if self.stated:
                 return
-            if self._finder is not None:
-                self._disengage()
             self._watch = None
-            self._aside_until = max(self._aside_until, until)
-            self._last_throttled = max(self._last_throttled, now)
+            self._aside_until = until if until > now else -math.inf
+            if until > now:
+                if self._finder is not None:
+                    self._disengage()
+                self._last_throttled = max(self._last_throttled, now)
 
     def _follow(self, now: float, finder: TokenRateFinder) -> None:
         rate = finder.provisional if finder.measuring else finder.rate

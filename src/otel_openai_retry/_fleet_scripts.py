@@ -322,13 +322,17 @@ local function held(t, n, tt, tn)
   local err = math.sqrt(during * (1 - during) / tn + kept * kept * before * (1 - before) / n)
   return during - kept * before > evidence * err
 end
+local function pooled_error(t, n, tt, tn)
+  -- the standard error of the difference of two 429 fractions, were they one (pooled)
+  local pooled = (t + tt) / (n + tn)
+  return math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / tn))
+end
 local function fell(t, n, tt, tn)
   -- the 429 fraction fell by half at least and by more than noise explains (a z-test)
   if n <= 0 or tn <= 0 then return false end
   local before, during = t / n, tt / tn
   if during > kept * before then return false end
-  local pooled = (t + tt) / (n + tn)
-  local err = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / tn))
+  local err = pooled_error(t, n, tt, tn)
   return err == 0 or before - during >= evidence * err
 end
 local second = math.floor(now / 1000)

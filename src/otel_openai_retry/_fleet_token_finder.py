@@ -98,8 +98,7 @@ local function rose(t, n, tt, tn)
   if n <= 0 or tn <= 0 then return false end
   local before, after = t / n, tt / tn
   if after <= before or after < watch_rise * before then return false end
-  local pooled = (t + tt) / (n + tn)
-  local err = math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / tn))
+  local err = pooled_error(t, n, tt, tn)
   return err == 0 or after - before >= watch_evidence * err
 end
 local function stand_aside(t, n)
